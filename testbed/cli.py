@@ -1,0 +1,226 @@
+"""The ``testbed`` command: bring networks up and down, check them, clean up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="meshcast-testbed: a Mininet testbed for a multicast mesh with "
+                       "predictive prefetching.")
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_SCENARIO = Path("experiments/default.yaml")
+MODE_HELP = "Link emulation: auto (netem where the kernel has it), netem or userspace."
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/] {msg}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        _fail(f"{what} needs root (Mininet and Open vSwitch): run it with sudo")
+
+
+def _load(path: Path):
+    """The scenario at ``path``, or one clear line and exit status 2."""
+    from testbed.scenario import ScenarioError, load_scenario
+
+    try:
+        sc = load_scenario(path)
+        spec = sc.build_spec()
+    except ScenarioError as exc:
+        _fail(str(exc))
+    return sc, spec
+
+
+def _run_dir(out: Optional[Path], name: str, what: str) -> Path:
+    if out is not None:
+        return out
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{what}-{name}-{stamp}"
+
+
+@app.command()
+def up(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
+       hold: bool = typer.Option(False, "--hold",
+                                 help="No CLI: keep the network until `testbed down`."),
+       out: Optional[Path] = typer.Option(None, help="Run directory (default runs/up-...)."),
+       mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+    """Build the scenario's network, start the controller, open the Mininet CLI."""
+    sc, spec = _load(scenario)
+    _require_root("testbed up")
+    from testbed.emu.network import TestbedNetwork
+
+    run_dir = _run_dir(out, sc.name, "up")
+    stop = {"now": False}
+
+    def _on_signal(*_):
+        stop["now"] = True
+
+    with TestbedNetwork(spec, run_dir, mode=mode or sc.link_mode, seed=sc.seed) as tn:
+        console.print(f"network up: {len(tn.net.hosts)} hosts, {len(tn.net.switches)} "
+                      f"switches, link mode {tn.mode}, run {tn.run_id}")
+        console.print(f"hosts: {run_dir / 'hosts.json'}")
+        if hold:
+            signal.signal(signal.SIGTERM, _on_signal)
+            signal.signal(signal.SIGINT, _on_signal)
+            console.print("holding; stop with `testbed down`")
+            while not stop["now"]:
+                time.sleep(0.2)
+        else:
+            from mininet.cli import CLI
+
+            CLI(tn.net)
+    console.print("network down")
+
+
+@app.command()
+def down(run: Optional[str] = typer.Argument(None, help="Run id (default: every held run)."),
+         timeout: float = typer.Option(60.0, help="Seconds to wait for a clean stop.")) -> None:
+    """Stop held networks (`testbed up --hold`) and remove what they created."""
+    _require_root("testbed down")
+    from testbed.emu import residue
+
+    states = sorted(residue.STATE_DIR.glob("*.json")) if residue.STATE_DIR.is_dir() else []
+    states = [s for s in states if run is None or s.stem == run]
+    if not states:
+        console.print("no testbed network is up")
+        return
+    for state_file in states:
+        state = json.loads(state_file.read_text())
+        pid = state.get("pid")
+        if pid and Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        left = residue.clean(state["run"])
+        console.print(f"{state['run']}: down" + (
+            f" (removed leftovers: {left})" if any(left[k] for k in
+                                                  ("processes", "bridges", "links")) else ""))
+
+
+@app.command()
+def clean() -> None:
+    """Remove every process, bridge and interface any testbed run left behind."""
+    _require_root("testbed clean")
+    from testbed.emu import residue
+
+    report = residue.clean(None)
+    console.print(
+        f"removed {len(report['processes'])} processes, {len(report['bridges'])} bridges, "
+        f"{len(report['links'])} interfaces, {len(report['states'])} run records"
+    )
+
+
+def _calibrate(scenario: Path, out: Optional[Path], sample: Optional[int],
+               mode: Optional[str], throughput: bool, what: str):
+    sc, spec = _load(scenario)
+    _require_root(f"testbed {what}")
+    from rich.progress import Progress
+
+    from testbed.emu import calibrate as C
+    from testbed.emu.network import TestbedNetwork, add_probes
+
+    run_dir = _run_dir(out if out and out.suffix != ".json" else None, sc.name, what)
+    cal = sc.calibration
+    plan = C.CalibrationPlan(
+        probes=cal.probes, interval_s=cal.interval_s, iperf_seconds=cal.iperf_seconds,
+        sample=sample if sample is not None else cal.sample, paths=cal.paths,
+        throughput=throughput, seed=sc.seed,
+    )
+    probed = add_probes(spec)
+    with TestbedNetwork(probed, run_dir, mode=mode or sc.link_mode, seed=sc.seed) as tn:
+        console.print(f"network up in {tn.timings['start_s']:.1f} s: {len(tn.net.hosts)} hosts "
+                      f"(with probes), {len(tn.net.switches)} switches, link mode {tn.mode}")
+        targets = C.plan_targets(probed, plan)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("measuring", total=len(targets))
+
+            def step(name: str) -> None:
+                progress.update(task, advance=1, description=f"measuring {name}")
+
+            results = C.calibrate(tn.net, probed, plan, progress=step)
+        mode_used = tn.mode
+    stats = tn.linkemu_stats()
+    report = {
+        "scenario": str(scenario), "seed": sc.seed, "link_mode": mode_used,
+        "plan": plan.__dict__, "summary": C.summary(results),
+        "rows": [m.as_row() for m in results], "linkemu": stats,
+        "timings": tn.timings,
+    }
+    path = out if out and out.suffix == ".json" else run_dir / "fidelity.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str))
+    console.print(C.results_table(results))
+    s = report["summary"]
+    console.print(f"fidelity: {s['passed']}/{s['measurements']} within tolerance"
+                  + (f"; failed: {', '.join(s['failed'])}" if s["failed"] else "")
+                  + (f"; CPU saturated during: {', '.join(s['untrusted'])}"
+                     if s["untrusted"] else ""))
+    console.print(f"results: {path}")
+    return report
+
+
+@app.command()
+def calibrate(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
+              out: Optional[Path] = typer.Option(None, help="Output JSON file or run dir."),
+              sample: Optional[int] = typer.Option(None, help="Measure N links (seeded)."),
+              mode: Optional[str] = typer.Option(None, help=MODE_HELP),
+              throughput: bool = typer.Option(True, help="Also measure TCP throughput.")) -> None:
+    """Measure every link and master->helper path against the configuration."""
+    report = _calibrate(scenario, out, sample, mode, throughput, "calibrate")
+    if report["summary"]["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
+         out: Optional[Path] = typer.Option(None, help="Run directory."),
+         mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+    """The default job: bring up the scenario, run the fidelity check, print it, stop."""
+    report = _calibrate(scenario, out, None, mode, True, "demo")
+    if report["summary"]["failed"]:
+        err.print("[yellow]warning:[/] some links measured outside tolerance (see above)")
+
+
+@app.command()
+def doctor() -> None:
+    """Report what this machine offers the testbed; start OVS if it is not running."""
+    from testbed.emu.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(console))
+
+
+@app.command()
+def controller(apps: list[str] = typer.Argument(None, help="Apps: short names or paths."),
+               port: int = typer.Option(6653, help="OpenFlow listening port (127.0.0.1)."),
+               ) -> None:
+    """Run controller apps in the foreground (os-ken; Ctrl-C stops)."""
+    from testbed import ctlmain
+
+    raise typer.Exit(ctlmain.main(["--port", str(port), *(apps or ["l2"])]))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

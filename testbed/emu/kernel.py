@@ -1,0 +1,56 @@
+"""What this kernel can do for link emulation, found by trying it."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+@functools.lru_cache(maxsize=1)
+def has_netem() -> bool:
+    """True when ``tc ... netem`` works: tried on a throw-away dummy interface."""
+    name = "mcchk" + uuid.uuid4().hex[:8]
+    if _run(["ip", "link", "add", name, "type", "dummy"]).returncode != 0:
+        return False
+    try:
+        res = _run(["tc", "qdisc", "add", "dev", name, "root", "netem", "delay", "1ms"])
+        return res.returncode == 0
+    finally:
+        _run(["ip", "link", "del", name])
+
+
+def has_ovs_module() -> bool:
+    """True when the openvswitch kernel datapath is loaded or loadable."""
+    if Path("/sys/module/openvswitch").exists():
+        return True
+    return _run(["modprobe", "-q", "openvswitch"]).returncode == 0
+
+
+def resolve_link_mode(mode: str) -> str:
+    """``auto`` becomes ``netem`` where the kernel has it, else ``userspace``."""
+    if mode == "auto":
+        return "netem" if has_netem() else "userspace"
+    if mode == "netem" and not has_netem():
+        raise RuntimeError(
+            "link mode netem: this kernel has no sch_netem (use mode auto or userspace)"
+        )
+    return mode
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    values = [int(x) for x in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return idle, sum(values[:8])

@@ -1,0 +1,340 @@
+"""Build a topology spec into a running Mininet network, and take it down again.
+
+``with TestbedNetwork(spec, run_dir, mode="auto") as tn:`` gives a network in
+which every host is a namespace with its address, every switch an Open vSwitch
+bridge driven by the testbed's controller, and every link has the latency,
+jitter, loss and bandwidth the spec says (netem, or the userspace link
+emulator).  Leaving the block removes all of it, even after an error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import networkx as nx
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.node import Host, OVSSwitch, RemoteController
+
+from testbed.core import spec as S
+from testbed.emu import residue, tc
+from testbed.emu.controller import ControllerProcess
+from testbed.emu.kernel import has_ovs_module, resolve_link_mode
+from testbed.emu.links import EmuIntf, EmuLink
+from testbed.emu.ovs import ensure_ovs_running
+from testbed.emu.proc import ManagedProcess
+
+HOST_NET = ipaddress.ip_network("10.0.0.0/8")
+ROLE_ORDER = {S.MASTER: 0, S.HELPER: 1, S.VIEWER: 2, S.PROBE: 3}
+
+
+class LabeledOVSSwitch(OVSSwitch):
+    """An OVS bridge that carries the run label, so clean-up can find it."""
+
+    run_label = ""
+
+    def bridgeOpts(self):  # noqa: N802 (Mininet API)
+        return super().bridgeOpts() + f" external_ids:{residue.OVS_KEY}={self.run_label}"
+
+    def start(self, controllers):
+        super().start(controllers)
+        for intf in self.intfList():
+            if isinstance(intf, EmuIntf):
+                intf.apply_shaping()  # OVS removed the qdiscs when it took the port
+
+
+class ExternalController(RemoteController):
+    """The testbed's own controller process; readiness is checked by its launcher."""
+
+    def checkListening(self):  # noqa: N802 (Mininet API)
+        return True
+
+
+def host_order(g: nx.Graph) -> list[str]:
+    """Hosts by role (master, helpers, viewers, probes), then by name."""
+    return sorted(S.hosts(g), key=lambda n: (ROLE_ORDER[g.nodes[n]["role"]], S.natural_key(n)))
+
+
+def address_plan(g: nx.Graph) -> dict[str, dict]:
+    """Deterministic IP, MAC and switch dpid for every node."""
+    plan: dict[str, dict] = {}
+    for i, name in enumerate(host_order(g), start=1):
+        ip = HOST_NET.network_address + i
+        plan[name] = {"ip": str(ip), "mac": "02:00:" + ":".join(f"{b:02x}" for b in ip.packed)}
+    for i, name in enumerate(S.switches(g), start=1):
+        plan[name] = {"dpid": i}
+    return plan
+
+
+def add_probes(g: nx.Graph) -> nx.Graph:
+    """A copy of ``g`` with a probe host on every switch (unshaped link), for calibration."""
+    g = g.copy()
+    for i, sw in enumerate(S.switches(g), start=1):
+        name = f"pr{i}"
+        g.add_node(name, role=S.PROBE, switch=sw)
+        g.add_edge(name, sw)
+    return g
+
+
+class TestbedNetwork:
+    """A running emulated network built from a spec; a context manager."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, spec: nx.Graph, run_dir: Path, mode: str = "auto", seed: int = 0,
+                 apps: tuple[str, ...] = ("l2",), run_id: str | None = None):
+        S.validate(spec)
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.requested_mode = mode
+        self.seed = seed
+        self.apps = apps
+        self.run_id = run_id or f"{self.run_dir.name}-{uuid.uuid4().hex[:6]}"
+        self.tag = uuid.uuid4().hex[:3]
+        self.mode = ""
+        self.net: Mininet | None = None
+        self.controller: ControllerProcess | None = None
+        self.linkemu: ManagedProcess | None = None
+        self.relays: list[tuple[str, str, str, S.LinkParams]] = []
+        self.plan = address_plan(spec)
+        self.timings: dict[str, float] = {}
+        self._saved_label: str | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+    def __enter__(self) -> TestbedNetwork:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_ovs_running()
+        self.mode = resolve_link_mode(self.requested_mode)
+        self._saved_label = os.environ.get(residue.LABEL_ENV)
+        os.environ[residue.LABEL_ENV] = self.run_id  # every child carries the label
+        self._write_state()
+        setLogLevel(os.environ.get("MESHCAST_MN_LOG", "warning"))
+        self._build()
+        self.timings["build_s"] = time.monotonic() - t0
+        self._write_topology_files()
+        if self.relays:
+            self._start_linkemu()
+        self.controller = ControllerProcess(
+            list(self.apps), self.run_dir,
+            env={"MESHCAST_TOPOLOGY": str(self.run_dir / "topology.json"),
+                 residue.LABEL_ENV: self.run_id},
+        )
+        self.controller.start()
+        self.net.addController(ExternalController("c0", ip="127.0.0.1", port=self.controller.port))
+        self.net.start()
+        self._wait_switches_ready()
+        self._verify_shaping()
+        self.net.staticArp()
+        self.timings["start_s"] = time.monotonic() - t0
+        self._write_state()
+
+    def stop(self) -> None:
+        t0 = time.monotonic()
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as exc:  # keep tearing down whatever is left
+                print(f"warning: mininet stop: {exc}", file=sys.stderr)
+            self.net = None
+        if self.linkemu is not None:
+            self.linkemu.stop()
+            self.linkemu = None
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+        residue.clean(self.run_id)
+        if self._saved_label is None:
+            os.environ.pop(residue.LABEL_ENV, None)
+        else:
+            os.environ[residue.LABEL_ENV] = self._saved_label
+        self.timings["stop_s"] = time.monotonic() - t0
+
+    # -- building ---------------------------------------------------------------------
+    def _build(self) -> None:
+        g = self.spec
+        LabeledOVSSwitch.run_label = self.run_id
+        datapath = "kernel" if has_ovs_module() else "user"
+        net = Mininet(topo=None, build=False, controller=None, host=Host,
+                      switch=LabeledOVSSwitch, link=EmuLink, intf=EmuIntf, autoSetMacs=False,
+                      waitConnected=False)
+        self.net = net
+        for name in host_order(g):
+            p = self.plan[name]
+            net.addHost(name, ip=f"{p['ip']}/{HOST_NET.prefixlen}", mac=p["mac"])
+        for name in S.switches(g):
+            net.addSwitch(name, dpid=f"{self.plan[name]['dpid']:016x}", datapath=datapath,
+                          failMode="secure", protocols="OpenFlow13")
+        for index, (u, v) in enumerate(sorted(g.edges, key=self._edge_key)):
+            a, b = self._orient(u, v)
+            params = S.link_params(g, a, b)
+            relays = None
+            if self.mode == tc.USERSPACE and tc.impairs(params):
+                relays = (f"mc{self.tag}{index}a", f"mc{self.tag}{index}b")
+                self.relays.append((f"{a}-{b}", relays[0], relays[1], params))
+            net.addLink(a, b, relays=relays, link_params=params, mode=self.mode)
+        net.build()
+        for host in net.hosts:
+            host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
+        self._label_root_interfaces()
+
+    def _edge_key(self, e: tuple[str, str]) -> tuple:
+        a, b = self._orient(*e)
+        return (S.natural_key(a), S.natural_key(b))
+
+    def _orient(self, u: str, v: str) -> tuple[str, str]:
+        """Hosts first on host links; switches in natural order otherwise."""
+        roles = self.spec.nodes
+        if roles[u]["role"] == S.SWITCH and roles[v]["role"] != S.SWITCH:
+            return v, u
+        if roles[u]["role"] == roles[v]["role"] == S.SWITCH:
+            return tuple(sorted((u, v), key=S.natural_key))  # type: ignore[return-value]
+        return u, v
+
+    def _label_root_interfaces(self) -> None:
+        names = [r for _, ra, rb, _ in self.relays for r in (ra, rb)]
+        for sw in self.net.switches:
+            names += [i.name for i in sw.intfList() if i.name != "lo"]
+        for name in names:
+            subprocess.run(["ip", "link", "set", "dev", name, "alias",
+                            residue.ALIAS_PREFIX + self.run_id], check=False,
+                           capture_output=True)
+
+    def _start_linkemu(self) -> None:
+        ready = self.run_dir / "linkemu.ready"
+        ready.unlink(missing_ok=True)
+        config = {
+            "seed": self.seed,
+            "ready_file": str(ready),
+            "stats_file": str(self.run_dir / "linkemu-stats.json"),
+            "links": [
+                {"name": name, "a": ra, "b": rb, "params": {
+                    f: getattr(p, f) for f in ("delay_ms", "jitter_ms", "loss_pct")}}
+                for name, ra, rb, p in self.relays
+            ],
+        }
+        path = self.run_dir / "linkemu.json"
+        path.write_text(json.dumps(config, indent=1))
+        self.linkemu = ManagedProcess(
+            "linkemu", [sys.executable, "-m", "testbed.emu.linkemu", str(path)],
+            self.run_dir, ready=ready.exists, label=self.run_id,
+        )
+        self.linkemu.start()
+
+    def _wait_switches_ready(self, timeout: float = 30.0) -> None:
+        """Until every bridge is connected to the controller and has its flows."""
+        deadline = time.monotonic() + timeout
+        pending = [sw.name for sw in self.net.switches]
+        while pending and time.monotonic() < deadline:
+            pending = [br for br in pending if not _bridge_ready(br)]
+            if pending:
+                time.sleep(0.1)
+        if pending:
+            raise RuntimeError(
+                f"switches {', '.join(pending)} not programmed by the controller within "
+                f"{timeout:.0f} s; see {self.run_dir / 'controller.log'}"
+            )
+
+    def _verify_shaping(self) -> None:
+        bad = [f"{node.name}:{intf.name}" for node in self.net.hosts + self.net.switches
+               for intf in node.intfList()
+               if isinstance(intf, EmuIntf) and not intf.shaping_in_place()]
+        if bad:
+            raise RuntimeError(f"link shaping missing on {', '.join(bad)}")
+
+    # -- descriptions -----------------------------------------------------------------
+    def topology_view(self) -> dict:
+        """The controller's input: switches with ports, hosts with attachment, links."""
+        g = self.spec
+        switches = {}
+        for sw in self.net.switches:
+            switches[sw.name] = {
+                "dpid": self.plan[sw.name]["dpid"],
+                "ports": {i.name: sw.ports[i] for i in sw.intfList() if i.name != "lo"},
+            }
+        hosts, links = {}, []
+        for link in self.net.links:
+            i1, i2 = link.intf1, link.intf2
+            n1, n2 = i1.node, i2.node
+            params = S.link_params(g, n1.name, n2.name)
+            if n1 in self.net.hosts:
+                hosts[n1.name] = {
+                    "ip": self.plan[n1.name]["ip"], "mac": self.plan[n1.name]["mac"],
+                    "switch": n2.name, "port": n2.ports[i2], "role": g.nodes[n1.name]["role"],
+                }
+            else:
+                links.append({
+                    "a": n1.name, "a_port": n1.ports[i1], "b": n2.name, "b_port": n2.ports[i2],
+                    "delay_ms": params.delay_ms, "bw_mbit": params.bw_mbit,
+                })
+        return {"switches": switches, "hosts": hosts, "links": links}
+
+    def hosts_view(self) -> dict:
+        g = self.spec
+        out = {}
+        for h in self.net.hosts:
+            attrs = g.nodes[h.name]
+            out[h.name] = {
+                "name": h.name, "role": attrs["role"], "pid": h.pid,
+                "ip": self.plan[h.name]["ip"], "mac": self.plan[h.name]["mac"],
+                "region": attrs.get("region"), "tier": attrs.get("tier"),
+                "interfaces": [{"name": i.name, "mac": i.MAC(), "ip": i.IP()}
+                               for i in h.intfList()],
+            }
+        return out
+
+    def _write_topology_files(self) -> None:
+        (self.run_dir / "topology.json").write_text(json.dumps(self.topology_view(), indent=1))
+        (self.run_dir / "hosts.json").write_text(json.dumps(self.hosts_view(), indent=1))
+
+    def _write_state(self) -> None:
+        """Record this run for ``testbed down`` / ``testbed clean`` (in /run/meshcast)."""
+        residue.STATE_DIR.mkdir(parents=True, exist_ok=True)
+        state = {
+            "run": self.run_id, "run_dir": str(self.run_dir.resolve()), "pid": os.getpid(),
+            "mode": self.mode, "relays": [[ra, rb] for _, ra, rb, _ in self.relays],
+            "controller_pid": self.controller.pid if self.controller else None,
+            "linkemu_pid": self.linkemu.pid if self.linkemu else None,
+        }
+        (residue.STATE_DIR / f"{self.run_id}.json").write_text(json.dumps(state, indent=1))
+
+    # -- helpers for callers ----------------------------------------------------------
+    def host(self, name: str):
+        return self.net.get(name)
+
+    def linkemu_stats(self) -> dict | None:
+        path = self.run_dir / "linkemu-stats.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def _bridge_ready(bridge: str) -> bool:
+    """Connected to its controller and holding at least the table-miss flow."""
+    ctl = subprocess.run(["ovs-vsctl", "get", "Bridge", bridge, "controller"],
+                         capture_output=True, text=True, check=False).stdout.strip(" \n[]")
+    if not ctl:
+        return False
+    conn = subprocess.run(["ovs-vsctl", "get", "Controller", ctl, "is_connected"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    if conn != "true":
+        return False
+    flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
+                           capture_output=True, text=True, check=False)
+    return flows.returncode == 0 and "priority=0" in flows.stdout

@@ -1,0 +1,90 @@
+"""Open vSwitch from the outside: is it running, start it, and small ovs-vsctl/ovs-ofctl calls.
+
+OVS does not start by itself on machines without an init system; ``ovs-ctl`` starts the
+database and switch daemons (the kernel module is skipped where there is none, so bridges
+must use ``datapath_type=netdev``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+OPENFLOW = "OpenFlow13"
+
+
+class OvsError(RuntimeError):
+    """An OVS command failed; the message holds the command and its error output."""
+
+
+def _run(args: list[str], timeout: float = 30.0) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise OvsError(f"{args[0]}: not installed (apt-get install openvswitch-switch)") from None
+    except subprocess.TimeoutExpired:
+        raise OvsError(f"{' '.join(args)}: no answer within {timeout:g} s") from None
+    if done.returncode != 0:
+        err = (done.stderr or done.stdout).strip().splitlines()
+        raise OvsError(f"{' '.join(args)}: {err[-1] if err else f'exit {done.returncode}'}")
+    return done.stdout
+
+
+def ovs_installed() -> bool:
+    """True if the OVS command-line tools are on PATH."""
+    return all(shutil.which(tool) for tool in ("ovs-vsctl", "ovs-ofctl"))
+
+
+def ovs_running() -> bool:
+    """True if ``ovs-vsctl show`` gets an answer from the OVS database and the switch
+    daemon answers too (a database without ovs-vswitchd forwards nothing)."""
+    try:
+        vsctl("--timeout=5", "show", timeout=10)
+        _run(["ovs-appctl", "-t", "ovs-vswitchd", "--timeout=5", "version"], timeout=10)
+    except OvsError:
+        return False
+    return True
+
+
+def ensure_ovs_running(timeout: float = 60.0) -> None:
+    """Start the OVS daemons with ``ovs-ctl`` unless they already answer."""
+    if ovs_running():
+        return
+    if not ovs_installed():
+        raise OvsError("Open vSwitch is not installed (apt-get install openvswitch-switch)")
+    _run([OVS_CTL, "start", "--system-id=random"], timeout=timeout)
+    if not ovs_running():
+        raise OvsError(f"{OVS_CTL} start ran, but ovs-vsctl show still fails")
+
+
+def vsctl(*args: str, timeout: float = 30.0) -> str:
+    """Run ``ovs-vsctl ARGS``; its stdout, or :class:`OvsError`."""
+    return _run(["ovs-vsctl", *args], timeout=timeout)
+
+
+def ofctl(*args: str, timeout: float = 30.0) -> str:
+    """Run ``ovs-ofctl -O OpenFlow13 ARGS``; its stdout, or :class:`OvsError`."""
+    return _run(["ovs-ofctl", "-O", OPENFLOW, *args], timeout=timeout)
+
+
+def dump_flows(bridge: str) -> str:
+    """``dump-flows`` text with numeric ports, for :mod:`testbed.core.ofdump`."""
+    return ofctl("--no-names", "dump-flows", bridge)
+
+
+def ofport(interface: str) -> int:
+    """The OpenFlow port number OVS gave ``interface`` (OvsError until it has one)."""
+    value = vsctl("get", "Interface", interface, "ofport").strip()
+    if not value.lstrip("-").isdigit() or int(value) < 1:
+        raise OvsError(f"interface {interface}: no OpenFlow port yet (ofport={value})")
+    return int(value)
+
+
+def bridge_connected(bridge: str) -> bool:
+    """True if ``bridge`` has controllers and every one reports ``is_connected``."""
+    value = vsctl("get", "Bridge", bridge, "controller").strip().strip("[]")
+    ids = [u.strip() for u in value.split(",") if u.strip()]
+    return bool(ids) and all(
+        vsctl("get", "Controller", u, "is_connected").strip() == "true" for u in ids
+    )

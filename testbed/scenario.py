@@ -1,0 +1,528 @@
+"""Scenario files: which topology to build, how to shape its links, how to check them.
+
+A scenario is a YAML mapping (see ``experiments/default.yaml``)::
+
+    name: default                 # run name; letters, digits, . _ -
+    description: ...
+    seed: 1                       # also the generator's seed unless params set one
+    topology: {generator: tiered, params: {regions: 4}}   # or "tiered,regions=4"
+    links:
+      mode: auto                  # auto | netem | userspace
+      defaults: {delay: 1ms, jitter: 0, loss: 0, bw: 20Mbit, queue: 100}
+      overrides: [{between: [s1, s2], delay: 40ms, loss: 1%}]
+    calibration: {probes: 100, interval_s: 0.01, iperf_seconds: 3, sample: null, paths: true}
+
+Link semantics: the generator's own link attributes stand; ``links.defaults``
+fill only the fields an edge does not have; ``overrides`` replace fields on the
+named link.  Units: delay and jitter in ms, or "5ms", "0.5s", "500us"; bw in
+Mbit/s, or "10Mbit", "1Gbit", "500kbit" (null: unlimited); loss in percent, or
+"1%"; queue in packets (null: interface default).
+
+Parsing is pure (:func:`parse_scenario`, :func:`loads_scenario`); only
+:func:`load_scenario` reads a file.  Every problem is one :class:`ScenarioError`
+line naming the file, the key path and the value.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+import yaml
+
+import topologies
+from testbed.core.spec import SpecError, validate
+
+LINK_MODES = ("auto", "netem", "userspace")
+#: Scenario link key -> LinkParams field.
+LINK_KEYS: Mapping[str, str] = MappingProxyType(
+    {"delay": "delay_ms", "jitter": "jitter_ms", "loss": "loss_pct", "bw": "bw_mbit",
+     "queue": "queue_pkts"}
+)
+_SHORT = {v: k for k, v in LINK_KEYS.items()}
+TOP_KEYS = ("name", "description", "seed", "topology", "links", "calibration")
+TOPOLOGY_KEYS = ("generator", "params")
+LINKS_KEYS = ("mode", "defaults", "overrides")
+CALIBRATION_KEYS = ("probes", "interval_s", "iperf_seconds", "sample", "paths")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_QUANTITY = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
+_TIME_UNITS = {"": 1.0, "ms": 1.0, "msec": 1.0, "s": 1000.0, "sec": 1000.0,
+               "us": 0.001, "usec": 0.001, "\u00b5s": 0.001}
+_RATE_UNITS = {"": 1.0, "bit": 1e-6, "kbit": 1e-3, "mbit": 1.0, "gbit": 1000.0}
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; one line naming file, key path and value."""
+
+
+# ---------------------------------------------------------------- units (pure)
+
+
+def _finite(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be a number")
+    if not math.isfinite(value):
+        raise ValueError("must be finite")
+    return float(value)
+
+
+def _quantity(value: object, units: Mapping[str, float], kind: str) -> float:
+    """A number, or text "<number><unit>", scaled by ``units``."""
+    if isinstance(value, str):
+        m = _QUANTITY.match(value)
+        if not m:
+            raise ValueError(f"expected a {kind} like {_example(kind)}")
+        unit = m.group(2).lower()
+        if unit.endswith("/s") and kind == "rate":
+            unit = unit[:-2]
+        if unit not in units:
+            hint = "; note tc's 'mbps' means megabytes/s" if unit.endswith("bps") else ""
+            known = ", ".join(u for u in units if u)
+            raise ValueError(f"unknown unit {m.group(2)!r}, use {known}{hint}")
+        return _finite(float(m.group(1)) * units[unit])
+    try:
+        return _finite(value)
+    except ValueError:
+        raise ValueError(f"expected a {kind} like {_example(kind)}") from None
+
+
+def _example(kind: str) -> str:
+    return {"duration": "5ms, 0.5s or 500us", "rate": "10Mbit, 1Gbit or 500kbit"}[kind]
+
+
+def parse_time_ms(value: object) -> float:
+    """Delay or jitter in ms: 5 -> 5.0, "0.5s" -> 500.0, "500us" -> 0.5."""
+    ms = _quantity(value, _TIME_UNITS, "duration")
+    if ms < 0:
+        raise ValueError("must be >= 0")
+    return ms
+
+
+def parse_rate_mbit(value: object) -> float:
+    """Bandwidth in Mbit/s: 10 -> 10.0, "1Gbit" -> 1000.0, "500kbit" -> 0.5."""
+    mbit = _quantity(value, _RATE_UNITS, "rate")
+    if mbit <= 0:
+        raise ValueError("must be > 0")
+    return mbit
+
+
+def parse_loss_pct(value: object) -> float:
+    """Loss in percent: 1 -> 1.0, "1%" -> 1.0, "0.5 %" -> 0.5."""
+    text = value.strip().removesuffix("%").strip() if isinstance(value, str) else value
+    try:
+        pct = _finite(float(text) if isinstance(text, str) else text)
+    except ValueError:
+        raise ValueError("expected a percentage like 1 or '1%'") from None
+    if not 0 <= pct <= 100:
+        raise ValueError("must be between 0 and 100")
+    return pct
+
+
+def parse_queue_pkts(value: object) -> int:
+    """Queue length in packets: a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected a whole number of packets")
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+_LINK_PARSERS = {"delay": parse_time_ms, "jitter": parse_time_ms, "loss": parse_loss_pct,
+                 "bw": parse_rate_mbit, "queue": parse_queue_pkts}
+_NULLABLE = ("bw", "queue")  # null means unlimited bandwidth / the interface's default queue
+
+
+# ----------------------------------------------------------------- the types
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    """Registry name of the generator and its (type-checked) parameters."""
+
+    generator: str
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class LinkOverride:
+    """Fields (LinkParams names) to set on the link between two nodes."""
+
+    between: tuple[str, str]
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """How links are emulated, and what fills or replaces the generator's values."""
+
+    mode: str = "auto"
+    defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    overrides: tuple[LinkOverride, ...] = ()
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """The fidelity check: ping probes per path, iperf seconds per link, which paths."""
+
+    probes: int = 100
+    interval_s: float = 0.01
+    iperf_seconds: float = 3.0
+    sample: int | None = None  # measure this many links/paths, chosen by seed; None: all
+    paths: bool = True  # also measure host-to-host paths, not only single links
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A parsed scenario; :meth:`build_spec` turns it into a topology spec."""
+
+    name: str
+    topology: TopologyConfig
+    description: str = ""
+    seed: int = 1
+    links: LinkConfig = field(default_factory=LinkConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    source: str = "<scenario>"
+
+    def topology_params(self) -> dict[str, Any]:
+        """Generator parameters, with the scenario seed when the generator takes one."""
+        params = dict(self.topology.params)
+        if "seed" in topologies.parameters(self.topology.generator):
+            params.setdefault("seed", self.seed)
+        return params
+
+    def build_spec(self) -> nx.Graph:
+        """Generate the topology, apply link defaults and overrides, validate."""
+        try:
+            g = topologies.generate(self.topology.generator, **self.topology_params())
+        except topologies.ParamError as exc:
+            raise _param_error(self.source, "topology.params", exc) from None
+        except SpecError as exc:
+            raise ScenarioError(f"{self.source}: topology: {exc}") from None
+        try:
+            g = apply_link_config(g, self.links)
+        except _LinkRefError as exc:
+            raise ScenarioError(f"{self.source}: {exc}") from None
+        try:
+            validate(g)
+        except SpecError as exc:
+            raise ScenarioError(f"{self.source}: links: {exc}") from None
+        g.graph.update(scenario=self.name, seed=self.seed)
+        return g
+
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with some top-level fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, changes: Mapping[str, Any]) -> Scenario:
+        """A re-checked copy with values set by key path, for sweeps.
+
+        ``{"topology.params.regions": 8, "links.defaults.loss": "1%", "seed": 3}``;
+        list items as ``links.overrides[0].delay``.  The new source names the
+        changes, so errors say which sweep point was wrong.
+        """
+        data = self.to_dict()
+        for path, value in changes.items():
+            _set_path(data, path, value, self.source)
+        label = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+        return parse_scenario(data, f"{self.source} [{label}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the file format (numbers in ms, Mbit/s, %); parses back equal."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "seed": self.seed,
+            "topology": {"generator": self.topology.generator,
+                         "params": {k: _plain(v) for k, v in self.topology.params.items()}},
+            "links": {
+                "mode": self.links.mode,
+                "defaults": {_SHORT[k]: v for k, v in self.links.defaults.items()},
+                "overrides": [
+                    {"between": list(o.between), **{_SHORT[k]: v for k, v in o.fields.items()}}
+                    for o in self.links.overrides
+                ],
+            },
+            "calibration": dataclasses.asdict(self.calibration),
+        }
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# ------------------------------------------------------------ link semantics
+
+
+class _LinkRefError(ValueError):
+    """An override naming a node or link the topology does not have."""
+
+
+def apply_link_config(g: nx.Graph, links: LinkConfig) -> nx.Graph:
+    """A copy of ``g`` with defaults filled in and overrides applied (pure)."""
+    out = g.copy()
+    for _, _, data in out.edges(data=True):
+        for key, value in links.defaults.items():
+            data.setdefault(key, value)
+    for i, override in enumerate(links.overrides):
+        a, b = override.between
+        where = f"links.overrides[{i}].between: {list(override.between)!r}"
+        for node in (a, b):
+            if node not in out:
+                raise _LinkRefError(f"{where} (no node {node!r})")
+        if not out.has_edge(a, b):
+            raise _LinkRefError(f"{where} (no link between {a} and {b})")
+        out.edges[a, b].update(override.fields)
+    return out
+
+
+# ------------------------------------------------------------------- parsing
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Checker:
+    """Builds one-line errors for one source."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, value: Any, reason: str) -> ScenarioError:
+        return ScenarioError(f"{self.source}: {path}: {_show(value)} ({reason})")
+
+    def mapping(self, data: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+        """``data`` as a mapping whose keys are all in ``allowed``."""
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            raise self.fail(path, data, f"must be a mapping with keys {', '.join(allowed)}")
+        for key in data:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                raise ScenarioError(
+                    f"{self.source}: {where}: unknown key (expected one of {', '.join(allowed)})"
+                )
+        return data
+
+    def integer(self, value: Any, path: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, value, "must be a whole number")
+        if value < minimum:
+            raise self.fail(path, value, f"must be >= {minimum}")
+        return value
+
+    def number(self, value: Any, path: str, minimum: float, strict: bool = False) -> float:
+        try:
+            x = _finite(value)
+        except ValueError as exc:
+            raise self.fail(path, value, str(exc)) from None
+        if x < minimum or (strict and x == minimum):
+            raise self.fail(path, value, f"must be {'>' if strict else '>='} {minimum:g}")
+        return x
+
+    def text(self, value: Any, path: str) -> str:
+        if not isinstance(value, str):
+            raise self.fail(path, value, "must be text")
+        return value
+
+
+def _param_error(source: str, path: str, exc: topologies.ParamError) -> ScenarioError:
+    where = f"{source}: {path}.{exc.param}"
+    if exc.unknown:
+        return ScenarioError(f"{where}: {exc.reason.replace('unknown parameter', 'unknown key')}")
+    return ScenarioError(f"{where}: {_show(exc.value)} ({exc.reason})")
+
+
+def _parse_topology(c: _Checker, data: Any) -> TopologyConfig:
+    if isinstance(data, str):
+        try:
+            name, params = topologies.parse_spec_string(data)
+        except topologies.SpecStringError as exc:
+            raise c.fail("topology", data, exc.detail) from None
+    else:
+        body = c.mapping(data, "topology", TOPOLOGY_KEYS)
+        if "generator" not in body:
+            raise c.fail("topology", data, "missing key 'generator'")
+        name = body["generator"]
+        params = body.get("params") or {}
+        if not isinstance(params, Mapping):
+            raise c.fail("topology.params", params, "must be a mapping of parameter: value")
+    if not isinstance(name, str) or name not in topologies.GENERATORS:
+        known = ", ".join(sorted(topologies.GENERATORS))
+        raise c.fail("topology.generator", name, f"unknown generator, expected one of {known}")
+    try:
+        checked = topologies.check_params_for(name, params)
+    except topologies.ParamError as exc:
+        raise _param_error(c.source, "topology.params", exc) from None
+    return TopologyConfig(name, MappingProxyType(checked))
+
+
+def _parse_link_fields(c: _Checker, data: Mapping[str, Any], path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in LINK_KEYS:
+            continue
+        if value is None and key in _NULLABLE:
+            out[LINK_KEYS[key]] = None
+            continue
+        try:
+            out[LINK_KEYS[key]] = _LINK_PARSERS[key](value)
+        except ValueError as exc:
+            raise c.fail(f"{path}.{key}", value, str(exc)) from None
+    return out
+
+
+def _parse_links(c: _Checker, data: Any) -> LinkConfig:
+    body = c.mapping(data, "links", LINKS_KEYS)
+    mode = body.get("mode", "auto")
+    if mode not in LINK_MODES:
+        raise c.fail("links.mode", mode, f"must be one of {', '.join(LINK_MODES)}")
+    defaults = _parse_link_fields(
+        c, c.mapping(body.get("defaults"), "links.defaults", tuple(LINK_KEYS)), "links.defaults"
+    )
+    raw_overrides = body.get("overrides") or []
+    if not isinstance(raw_overrides, list):
+        raise c.fail("links.overrides", raw_overrides, "must be a list of {between: [a, b], ...}")
+    overrides = []
+    for i, item in enumerate(raw_overrides):
+        path = f"links.overrides[{i}]"
+        entry = c.mapping(item, path, ("between", *LINK_KEYS))
+        between = entry.get("between")
+        if (not isinstance(between, list) or len(between) != 2
+                or not all(isinstance(n, str) for n in between) or between[0] == between[1]):
+            raise c.fail(f"{path}.between", between, "must be two different node names")
+        fields = _parse_link_fields(c, entry, path)
+        if not fields:
+            raise c.fail(path, item, f"sets no link field ({', '.join(LINK_KEYS)})")
+        overrides.append(LinkOverride((between[0], between[1]), MappingProxyType(fields)))
+    return LinkConfig(mode, MappingProxyType(defaults), tuple(overrides))
+
+
+def _parse_calibration(c: _Checker, data: Any) -> CalibrationConfig:
+    body = c.mapping(data, "calibration", CALIBRATION_KEYS)
+    d = CalibrationConfig()
+    sample = body.get("sample", d.sample)
+    paths = body.get("paths", d.paths)
+    if not isinstance(paths, bool):
+        raise c.fail("calibration.paths", paths, "must be true or false")
+    return CalibrationConfig(
+        probes=c.integer(body.get("probes", d.probes), "calibration.probes", 1),
+        interval_s=c.number(body.get("interval_s", d.interval_s), "calibration.interval_s", 0,
+                            strict=True),
+        iperf_seconds=c.number(body.get("iperf_seconds", d.iperf_seconds),
+                               "calibration.iperf_seconds", 0),
+        sample=None if sample is None else c.integer(sample, "calibration.sample", 1),
+        paths=paths,
+    )
+
+
+def parse_scenario(data: Any, source: str) -> Scenario:
+    """A :class:`Scenario` from YAML data already loaded; ``source`` names it in errors."""
+    c = _Checker(source)
+    if data is None:
+        raise ScenarioError(f"{source}: empty scenario (expected a mapping with a 'topology' key)")
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"{source}: {_show(data)} (expected a mapping with a 'topology' key)")
+    body = c.mapping(data, "", TOP_KEYS)
+    if "topology" not in body:
+        raise ScenarioError(f"{source}: topology: missing (every scenario names a generator)")
+    stem = Path(source.split(" [")[0]).stem
+    name = c.text(body.get("name", stem if _NAME_RE.match(stem) else "scenario"), "name")
+    if not _NAME_RE.match(name):
+        raise c.fail("name", name, "use letters, digits, '.', '_' or '-', at most 64")
+    return Scenario(
+        name=name,
+        topology=_parse_topology(c, body["topology"]),
+        description=c.text(body.get("description") or "", "description"),
+        seed=c.integer(body.get("seed", 1), "seed", 0),
+        links=_parse_links(c, body.get("links")),
+        calibration=_parse_calibration(c, body.get("calibration")),
+        source=source,
+    )
+
+
+# ------------------------------------------------------------------ loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def loads_scenario(text: str, source: str = "<string>") -> Scenario:
+    """Parse scenario YAML text; syntax errors name the line."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(f"{source}: {where}YAML error: {problem}") from None
+    return parse_scenario(data, source)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and parse the scenario file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ScenarioError(f"{path}: cannot read ({reason})") from None
+    return loads_scenario(text, str(path))
+
+
+# ------------------------------------------------------------------- sweeps
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any, source: str) -> None:
+    """Set ``data[a][b][0]...`` for ``path`` "a.b[0]...", creating mappings as needed."""
+    parts: list[str | int] = [
+        int(m.group(2)) if m.group(2) is not None else m.group(1)
+        for m in _PATH_PART.finditer(path)
+    ]
+    if not parts or "".join(str(p) for p in parts) != re.sub(r"[.\[\]]", "", path):
+        raise ScenarioError(f"{source}: override path {path!r} (expected keys like a.b[0].c)")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ScenarioError(f"{source}: override path {path!r} (no item [{part}])")
+            if last:
+                node[part] = copy.deepcopy(value)
+            else:
+                node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ScenarioError(f"{source}: override path {path!r} ({part!r} is not a key)")
+            if last:
+                node[part] = copy.deepcopy(value)
+            else:
+                node = node.setdefault(part, {})

@@ -1,0 +1,47 @@
+"""Links measure what they are configured to: latency, rate, jitter, loss.
+
+The path h1 -5 ms- s1 -10 ms- s2 -20 ms- h2 has a 70 ms round trip; its middle
+link is the bottleneck.  Run in every link mode this kernel offers.
+"""
+
+import pytest
+
+from testbed.core import measure as M
+from testbed.emu.calibrate import CalibrationPlan, measure_pair
+from testbed.emu.kernel import has_netem
+from testbed.emu.network import TestbedNetwork
+from topologies.chain import make_chain
+
+MODES = ["userspace", pytest.param("netem", marks=pytest.mark.skipif(
+    not has_netem(), reason="this kernel has no sch_netem; the userspace emulator covers it"))]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bw", [1, 10, 50])
+def test_three_link_path_has_the_configured_latency_and_rate(run_dir, mode, bw):
+    spec = make_chain(delays_ms=(5.0, 10.0, 20.0), bw_mbit=bw, bottleneck=2)
+    plan = CalibrationPlan(probes=100, interval_s=0.02, iperf_seconds=4)
+    with TestbedNetwork(spec, run_dir, mode=mode) as tn:
+        assert tn.mode == mode
+        m = measure_pair(tn.net, spec, "path", "h1->h2", "h1", "h2", plan)
+    row = m.as_row()
+    print(row)
+    assert m.latency.configured_rtt_ms == 70.0
+    assert m.latency.ok, row
+    assert m.throughput is not None and m.throughput.ok, row
+    assert not m.error, row
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_jitter_and_loss_are_emulated(run_dir, mode):
+    spec = make_chain(delays_ms=(1.0, 10.0, 1.0), bw_mbit=None, bottleneck=2,
+                      jitter_ms=2.0, loss_pct=5.0)
+    with TestbedNetwork(spec, run_dir, mode=mode) as tn:
+        out = tn.host("h1").cmd(f"ping -n -c 300 -i 0.01 -W 1 {tn.host('h2').IP()}")
+    ping = M.parse_ping(out)
+    # 5 % each way on the middle link: 1 - 0.95^2 = 9.75 % of round trips lost
+    assert 0.04 < ping.loss < 0.17, ping.loss
+    rtts = ping.rtts_ms
+    assert abs(M.percentile(rtts, 0.5) - 24.0) < 1.5
+    spread = M.percentile(rtts, 0.95) - M.percentile(rtts, 0.05)
+    assert 2.0 < spread < 8.5, spread  # +-2 ms each way, without reordering

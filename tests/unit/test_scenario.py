@@ -1,0 +1,353 @@
+"""Scenario files: good files parse, bad input gives one line naming file, key and value."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from testbed.core.spec import HELPER, MASTER, VIEWER, hosts, link_params
+from testbed.scenario import (
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    loads_scenario,
+    parse_loss_pct,
+    parse_queue_pkts,
+    parse_rate_mbit,
+    parse_scenario,
+    parse_time_ms,
+)
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+SCENARIO_FILES = sorted(EXPERIMENTS.rglob("*.yaml"))
+SRC = "experiments/x.yaml"
+
+MINIMAL = """
+topology:
+  generator: tiered
+  params: {regions: 2, helpers_per_region: 1, viewers_per_region: 1, spread_pct: 0,
+           tier_delays_ms: [3, 25]}
+"""
+
+
+def scenario(extra: str = "", base: str = MINIMAL) -> Scenario:
+    return loads_scenario(textwrap.dedent(base) + textwrap.dedent(extra), SRC)
+
+
+def error_of(text: str, build: bool = False) -> str:
+    with pytest.raises(ScenarioError) as err:
+        s = loads_scenario(textwrap.dedent(text), SRC)
+        if build:
+            s.build_spec()
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    assert msg.startswith(f"{SRC}: "), msg
+    return msg
+
+
+# ------------------------------------------------------------ shipped files
+
+
+def test_experiments_folder_has_the_expected_files() -> None:
+    names = {p.relative_to(EXPERIMENTS).as_posix() for p in SCENARIO_FILES}
+    assert {"default.yaml", "fidelity-1mbit.yaml", "fidelity-10mbit.yaml",
+            "fidelity-50mbit.yaml", "examples/geometric.yaml", "examples/isp.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SCENARIO_FILES, ids=lambda p: p.name)
+def test_every_shipped_scenario_parses_and_builds(path: Path) -> None:
+    s = load_scenario(path)
+    g = s.build_spec()
+    assert s.source == str(path)
+    assert g.graph["scenario"] == s.name
+    assert sum(1 for _, r in g.nodes(data="role") if r == MASTER) == 1
+    assert all(bw is None or bw <= 50 for _, _, bw in g.edges(data="bw_mbit"))
+    assert parse_scenario(s.to_dict(), s.source) == s  # to_dict round-trips
+
+
+def test_default_scenario_matches_the_reference_setup() -> None:
+    s = load_scenario(EXPERIMENTS / "default.yaml")
+    assert (s.name, s.seed, s.links.mode, s.topology.generator) == ("default", 1, "auto", "tiered")
+    g = s.build_spec()
+    assert len(hosts(g, [MASTER])) == 1
+    assert len(hosts(g, [HELPER])) == 8
+    assert len(hosts(g, [VIEWER])) == 4
+    assert {g.nodes[h]["tier"] for h in hosts(g, [HELPER])} == {1, 2}
+    for u, v in g.edges:
+        p = link_params(g, u, v)
+        assert p.bw_mbit is not None and p.bw_mbit <= 50
+    for h in hosts(g):
+        (sw,) = g.neighbors(h)
+        assert 0.5 <= link_params(g, h, sw).delay_ms <= 1.0
+
+
+@pytest.mark.parametrize("rate", [1, 10, 50])
+def test_fidelity_scenarios_have_their_bottleneck(rate: int) -> None:
+    g = load_scenario(EXPERIMENTS / f"fidelity-{rate}mbit.yaml").build_spec()
+    delays = [link_params(g, a, b).delay_ms for a, b in [("h1", "s1"), ("s1", "s2"), ("s2", "h2")]]
+    assert delays == [5.0, 10.0, 20.0]
+    rates = [link_params(g, a, b).bw_mbit for a, b in g.edges]
+    assert min(r for r in rates if r is not None) == rate
+
+
+# ------------------------------------------------------------ units
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [(5, 5.0), (0.5, 0.5), ("5ms", 5.0), ("0.5s", 500.0), ("500us", 0.5), ("2 ms", 2.0),
+     ("7", 7.0), ("1e1ms", 10.0), ("1sec", 1000.0), (0, 0.0)],
+)
+def test_parse_time_ms(value: object, ms: float) -> None:
+    assert parse_time_ms(value) == pytest.approx(ms)
+
+
+@pytest.mark.parametrize(
+    ("value", "mbit"),
+    [(10, 10.0), ("10Mbit", 10.0), ("1Gbit", 1000.0), ("500kbit", 0.5), ("2 mbit/s", 2.0),
+     (0.25, 0.25)],
+)
+def test_parse_rate_mbit(value: object, mbit: float) -> None:
+    assert parse_rate_mbit(value) == pytest.approx(mbit)
+
+
+@pytest.mark.parametrize(
+    ("parser", "value", "fragment"),
+    [
+        (parse_time_ms, "-5ms", "must be >= 0"),
+        (parse_time_ms, "5 parsecs", "unknown unit 'parsecs'"),
+        (parse_time_ms, True, "expected a duration"),
+        (parse_time_ms, "fast", "expected a duration"),
+        (parse_rate_mbit, 0, "must be > 0"),
+        (parse_rate_mbit, "10mbps", "tc's 'mbps' means megabytes"),
+        (parse_loss_pct, "101%", "between 0 and 100"),
+        (parse_loss_pct, "a lot", "expected a percentage"),
+        (parse_queue_pkts, 10.5, "whole number"),
+        (parse_queue_pkts, 0, "must be >= 1"),
+    ],
+)
+def test_unit_parsers_reject(parser, value: object, fragment: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parser(value)
+    assert fragment in str(err.value)
+
+
+def test_parse_loss_pct() -> None:
+    assert parse_loss_pct("1%") == 1.0
+    assert parse_loss_pct(" 0.5 % ") == 0.5
+    assert parse_loss_pct(2) == 2.0
+
+
+# ------------------------------------------------------------ error messages
+
+
+def test_negative_delay_message_is_exact() -> None:
+    msg = error_of(MINIMAL + "links: {defaults: {delay: '-5ms'}}\n")
+    assert msg == "experiments/x.yaml: links.defaults.delay: '-5ms' (must be >= 0)"
+
+
+def test_override_naming_a_missing_node() -> None:
+    msg = error_of(MINIMAL + "links: {overrides: [{between: [h1, zz], delay: 5ms}]}\n", build=True)
+    assert msg == "experiments/x.yaml: links.overrides[0].between: ['h1', 'zz'] (no node 'zz')"
+
+
+def test_override_naming_two_unlinked_nodes() -> None:
+    msg = error_of(MINIMAL + "links: {overrides: [{between: [h1, h2], delay: 5ms}]}\n", build=True)
+    assert msg.endswith("links.overrides[0].between: ['h1', 'h2'] (no link between h1 and h2)")
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "expected"),
+    [
+        ("topology: tiered\nparamz: 1\n", "paramz",
+         "unknown key (expected one of name, description, seed, topology, links, calibration)"),
+        ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
+         "unknown key (expected one of generator, params)"),
+        ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
+         "unknown key (expected one of mode, defaults, overrides)"),
+        ("topology: tiered\nlinks: {defaults: {latency: 5}}\n", "links.defaults.latency",
+         "unknown key (expected one of delay, jitter, loss, bw, queue)"),
+        ("topology: tiered\nlinks: {overrides: [{between: [s1, s2], dly: 5}]}\n",
+         "links.overrides[0].dly", "unknown key (expected one of between, delay,"),
+        ("topology: tiered\ncalibration: {probe: 3}\n", "calibration.probe",
+         "unknown key (expected one of probes, interval_s,"),
+        ("topology: {generator: tiered, params: {regionz: 4}}\n", "topology.params.regionz",
+         "unknown key (expected one of regions, tiers,"),
+    ],
+)
+def test_unknown_keys_at_every_level(text: str, path: str, expected: str) -> None:
+    msg = error_of(text)
+    assert msg.startswith(f"{SRC}: {path}: {expected}"), msg
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("topology: tiered\nlinks: {defaults: {bw: 0}}\n", "links.defaults.bw: 0 (must be > 0)"),
+        ("topology: tiered\nlinks: {defaults: {bw: 0Mbit}}\n",
+         "links.defaults.bw: '0Mbit' (must be > 0)"),
+        ("topology: tiered\nlinks: {overrides: [{between: [s1, s2], jitter: -1}]}\n",
+         "links.overrides[0].jitter: -1 (must be >= 0)"),
+        ("topology: tiered\nlinks: {defaults: {loss: 150%}}\n",
+         "links.defaults.loss: '150%' (must be between 0 and 100)"),
+        ("topology: tiered\nlinks: {defaults: {queue: many}}\n",
+         "links.defaults.queue: 'many' (expected a whole number of packets)"),
+        ("topology: tiered\nlinks: {mode: fast}\n",
+         "links.mode: 'fast' (must be one of auto, netem, userspace)"),
+        ("topology: tiered\nseed: one\n", "seed: 'one' (must be a whole number)"),
+        ("topology: tiered\nseed: -1\n", "seed: -1 (must be >= 0)"),
+        ("topology: tiered\nname: [a]\n", "name: ['a'] (must be text)"),
+        ("topology: tiered\nname: a/b\n", "name: 'a/b' (use letters, digits"),
+        ("topology: tiered\ncalibration: {probes: 1.5}\n",
+         "calibration.probes: 1.5 (must be a whole number)"),
+        ("topology: tiered\ncalibration: {interval_s: 0}\n",
+         "calibration.interval_s: 0 (must be > 0)"),
+        ("topology: tiered\ncalibration: {paths: maybe}\n",
+         "calibration.paths: 'maybe' (must be true or false)"),
+        ("topology: tiered\ncalibration: {sample: 0}\n", "calibration.sample: 0 (must be >= 1)"),
+        ("topology: tiered\nlinks: {overrides: [{between: [s1], delay: 1}]}\n",
+         "links.overrides[0].between: ['s1'] (must be two different node names)"),
+        ("topology: tiered\nlinks: {overrides: [{between: [s1, s2]}]}\n",
+         "links.overrides[0]: {'between': ['s1', 's2']} (sets no link field"),
+        ("topology: tiered\nlinks: {overrides: {between: [s1, s2]}}\n",
+         "links.overrides: {'between': ['s1', 's2']} (must be a list"),
+        ("topology: tiered\nlinks: [auto]\n", "links: ['auto'] (must be a mapping with keys"),
+        ("topology: {generator: tree}\n",
+         "topology.generator: 'tree' (unknown generator, expected one of chain, geometric, isp,"),
+        ("topology: 'tree,depth=2'\n", "topology.generator: 'tree' (unknown generator"),
+        ("topology: {params: {regions: 2}}\n", "topology: {'params': {'regions': 2}} "
+         "(missing key 'generator')"),
+        ("topology: {generator: tiered, params: {regions: four}}\n",
+         "topology.params.regions: 'four' (expected an integer)"),
+        ("topology: {generator: tiered, params: [regions]}\n",
+         "topology.params: ['regions'] (must be a mapping of parameter: value)"),
+        ("topology: 'tiered,regions=4,4'\n",
+         "topology: 'tiered,regions=4,4' ('4' is not key=value (write lists with ':'"),
+        ("topology: 'tiered,helpers_per_region=x'\n",
+         "topology.params.helpers_per_region: 'x' (expected an integer)"),
+        ("name: x\n", "topology: missing"),
+        ("- 1\n- 2\n", "[1, 2] (expected a mapping with a 'topology' key)"),
+        ("", "empty scenario"),
+    ],
+)
+def test_bad_values_name_file_key_and_value(text: str, expected: str) -> None:
+    assert error_of(text).startswith(f"{SRC}: {expected}")
+
+
+def test_generator_range_errors_surface_at_build() -> None:
+    s = scenario(base="topology: {generator: tiered, params: {regions: 0}}\n")
+    with pytest.raises(ScenarioError) as err:
+        s.build_spec()
+    assert str(err.value) == "experiments/x.yaml: topology.params.regions: 0 (must be >= 1)"
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    msg = error_of("topology: tiered\nlinks:\n  mode: auto\n   defaults: x\n")
+    assert msg.startswith(f"{SRC}: line 4, column ")
+    assert "YAML error" in msg
+
+
+def test_duplicate_key_is_an_error() -> None:
+    msg = error_of("topology: tiered\nseed: 1\nseed: 2\n")
+    assert msg == f"{SRC}: line 3, column 1: YAML error: duplicate key 'seed'"
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(missing)
+    assert str(err.value) == f"{missing}: cannot read (No such file or directory)"
+
+
+def test_load_scenario_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("topology: tiered\nlinks: {defaults: {delay: -5}}\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert str(err.value) == f"{path}: links.defaults.delay: -5 (must be >= 0)"
+    assert isinstance(err.value, ValueError)
+
+
+# ------------------------------------------------------------ semantics
+
+
+def test_defaults_fill_only_missing_fields_and_generator_values_stand() -> None:
+    s = scenario("links: {defaults: {delay: 99ms, jitter: 2ms, bw: 5Mbit, queue: 30}}\n")
+    g = s.build_spec()
+    core = link_params(g, "s1", "s2")
+    assert core.delay_ms == 3.0  # the generator's delay stands
+    assert core.bw_mbit == 50.0  # and its bandwidth
+    assert core.jitter_ms == 2.0  # the default fills what it left unset
+    assert core.queue_pkts == 30
+    raw = s.replace(links=dataclasses.replace(s.links, defaults={})).build_spec()
+    assert "jitter_ms" not in raw.edges["s1", "s2"]
+
+
+def test_overrides_replace_fields_on_the_named_link_only() -> None:
+    s = scenario("""\
+        links:
+          defaults: {loss: 0.1}
+          overrides:
+            - {between: [s3, s1], delay: 40ms, loss: 2%, bw: null}
+            - {between: [h1, s2], bw: 500kbit, queue: 7}
+        """)
+    g = s.build_spec()
+    far, near = link_params(g, "s1", "s3"), link_params(g, "s1", "s2")
+    assert (far.delay_ms, far.loss_pct, far.bw_mbit) == (40.0, 2.0, None)
+    assert (near.delay_ms, near.loss_pct, near.bw_mbit) == (3.0, 0.1, 50.0)
+    access = link_params(g, "h1", "s2")
+    assert (access.bw_mbit, access.queue_pkts, access.delay_ms) == (0.5, 7, 1.0)
+
+
+def test_scenario_seed_reaches_the_generator_unless_params_set_one() -> None:
+    base = "topology: {generator: geometric, params: {switches: 8}}\n"
+    one, two = scenario("seed: 1\n", base), scenario("seed: 2\n", base)
+    assert one.topology_params()["seed"] == 1
+    assert sorted(one.build_spec().edges) != sorted(two.build_spec().edges)
+    pinned = scenario("seed: 2\n", "topology: {generator: geometric, params: {seed: 1}}\n")
+    assert pinned.topology_params()["seed"] == 1
+    assert "seed" not in scenario(base="topology: isp\n").topology_params()
+
+
+def test_topology_spec_string_form() -> None:
+    s = scenario(base="topology: 'chain,delays_ms=5:10,bw_mbit=2'\n")
+    assert s.topology.generator == "chain"
+    assert dict(s.topology.params) == {"delays_ms": (5.0, 10.0), "bw_mbit": 2.0}
+    assert s.name == "x"  # from the file name when not given
+
+
+def test_calibration_defaults_and_values() -> None:
+    assert scenario().calibration.probes == 20
+    c = scenario("calibration: {probes: 5, interval_s: 0.1, iperf_seconds: 0, sample: 3, "
+                 "paths: false}\n").calibration
+    assert (c.probes, c.interval_s, c.iperf_seconds, c.sample, c.paths) == (5, 0.1, 0.0, 3, False)
+
+
+def test_scenario_is_frozen() -> None:
+    s = scenario()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.seed = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.topology.params["regions"] = 9  # type: ignore[index]
+
+
+def test_with_overrides_rechecks_and_labels_the_source() -> None:
+    s = scenario()
+    bigger = s.with_overrides({"topology.params.regions": 4, "links.defaults.loss": "1%",
+                               "seed": 5})
+    assert bigger.topology.params["regions"] == 4 and bigger.seed == 5
+    assert bigger.links.defaults["loss_pct"] == 1.0
+    assert len(hosts(bigger.build_spec(), [HELPER])) == 4
+    assert s.topology.params["regions"] == 2  # the original is untouched
+    with pytest.raises(ScenarioError) as err:
+        s.with_overrides({"links.defaults.bw": 0})
+    assert str(err.value) == (
+        "experiments/x.yaml [links.defaults.bw=0]: links.defaults.bw: 0 (must be > 0)")
+    over = scenario("links: {overrides: [{between: [s1, s2], delay: 1}]}\n")
+    assert over.with_overrides({"links.overrides[0].delay": "8ms"}).links.overrides[0].fields == {
+        "delay_ms": 8.0}
+    with pytest.raises(ScenarioError, match=r"no item \[3\]"):
+        over.with_overrides({"links.overrides[3].delay": 1})
