@@ -320,7 +320,7 @@ def test_topology_spec_string_form() -> None:
 
 
 def test_calibration_defaults_and_values() -> None:
-    assert scenario().calibration.probes == 20
+    assert scenario().calibration.probes == 100
     c = scenario("calibration: {probes: 5, interval_s: 0.1, iperf_seconds: 0, sample: 3, "
                  "paths: false}\n").calibration
     assert (c.probes, c.interval_s, c.iperf_seconds, c.sample, c.paths) == (5, 0.1, 0.0, 3, False)
