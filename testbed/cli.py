@@ -17,15 +17,16 @@ from rich.console import Console
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="meshcast-testbed: a Mininet testbed for a multicast mesh with "
                        "predictive prefetching.")
-console = Console()
-err = Console(stderr=True)
+# Tables stay readable when output goes to a file or a narrow terminal.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 DEFAULT_SCENARIO = Path("experiments/default.yaml")
 MODE_HELP = "Link emulation: auto (netem where the kernel has it), netem or userspace."
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {msg}", highlight=False, markup=True)
+    print(f"error: {msg}", file=sys.stderr)  # one line, never wrapped
     raise typer.Exit(code)
 
 
@@ -44,6 +45,15 @@ def _load(path: Path):
     except ScenarioError as exc:
         _fail(str(exc))
     return sc, spec
+
+
+class _Stop(BaseException):
+    """Raised by the SIGTERM handler so that every context manager unwinds."""
+
+
+def _raise_stop(*_: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
+    raise _Stop
 
 
 def _run_dir(out: Optional[Path], name: str, what: str) -> Path:
@@ -65,25 +75,24 @@ def up(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fil
     from testbed.emu.network import TestbedNetwork
 
     run_dir = _run_dir(out, sc.name, "up")
-    stop = {"now": False}
+    # SIGTERM (from `testbed down`) at any moment, even mid start-up, tears down cleanly.
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        with TestbedNetwork(spec, run_dir, mode=mode or sc.links.mode, seed=sc.seed) as tn:
+            console.print(f"network up: {len(tn.net.hosts)} hosts, {len(tn.net.switches)} "
+                          f"switches, link mode {tn.mode}, run {tn.run_id}")
+            console.print(f"hosts: {run_dir / 'hosts.json'}")
+            if hold:
+                signal.signal(signal.SIGINT, _raise_stop)
+                console.print("holding; stop with `testbed down`")
+                while True:
+                    time.sleep(0.5)
+            else:
+                from mininet.cli import CLI
 
-    def _on_signal(*_):
-        stop["now"] = True
-
-    with TestbedNetwork(spec, run_dir, mode=mode or sc.link_mode, seed=sc.seed) as tn:
-        console.print(f"network up: {len(tn.net.hosts)} hosts, {len(tn.net.switches)} "
-                      f"switches, link mode {tn.mode}, run {tn.run_id}")
-        console.print(f"hosts: {run_dir / 'hosts.json'}")
-        if hold:
-            signal.signal(signal.SIGTERM, _on_signal)
-            signal.signal(signal.SIGINT, _on_signal)
-            console.print("holding; stop with `testbed down`")
-            while not stop["now"]:
-                time.sleep(0.2)
-        else:
-            from mininet.cli import CLI
-
-            CLI(tn.net)
+                CLI(tn.net)
+    except _Stop:
+        pass
     console.print("network down")
 
 
@@ -143,7 +152,7 @@ def _calibrate(scenario: Path, out: Optional[Path], sample: Optional[int],
         throughput=throughput, seed=sc.seed,
     )
     probed = add_probes(spec)
-    with TestbedNetwork(probed, run_dir, mode=mode or sc.link_mode, seed=sc.seed) as tn:
+    with TestbedNetwork(probed, run_dir, mode=mode or sc.links.mode, seed=sc.seed) as tn:
         console.print(f"network up in {tn.timings['start_s']:.1f} s: {len(tn.net.hosts)} hosts "
                       f"(with probes), {len(tn.net.switches)} switches, link mode {tn.mode}")
         targets = C.plan_targets(probed, plan)

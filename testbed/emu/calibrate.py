@@ -213,10 +213,12 @@ def results_table(results: list[Measurement]):
     """A rich Table of the rows, for printing."""
     from rich.table import Table
 
-    t = Table(title="Fidelity check: configured vs measured")
-    for col in ("kind", "name", "RTT cfg", "median", "p99", "ratio", "bw cfg", "goodput",
-                "ratio ", "cpu idle", "ok"):
-        t.add_column(col, justify="right" if col not in ("kind", "name") else "left")
+    t = Table(title="Fidelity check: configured vs measured (RTT in ms, rates in Mbit/s)")
+    t.add_column("kind")
+    t.add_column("name", no_wrap=True)
+    for col in ("RTT cfg", "median", "p99", "ratio", "bw cfg", "goodput", "ratio",
+                "cpu idle", "ok"):
+        t.add_column(col, justify="right", no_wrap=True)
 
     def f(x, fmt="{:.2f}"):
         return "-" if x is None else fmt.format(x)
@@ -229,6 +231,6 @@ def results_table(results: list[Measurement]):
             f(r["goodput_mbit"]), f(r["bw_ratio"], "{:.3f}"),
             f(r["cpu_min_idle"], "{:.0%}"),
             ("[green]pass[/]" if r["ok"] else "[red]FAIL[/]")
-            + ("" if r["trusted"] is not False else " [yellow](cpu)[/]"),
+            + ("" if r["trusted"] is not False else " [yellow]cpu[/]"),
         )
     return t

@@ -12,14 +12,14 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Optional
+from typing import Optional
 
 import testbed
+from testbed.emu.proc import ManagedProcess, ProcessError, log_tail
 
 RUN_ENV = "MESHCAST_RUN"
 LOG_NAME = "controller.log"
@@ -57,15 +57,6 @@ def port_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of ``path`` ('' if it does not exist)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _labelled(pid: int, label: str) -> bool:
@@ -139,17 +130,17 @@ class ControllerProcess:
         self.label = self.env.get(RUN_ENV, self.run_dir.name)
         self.log_path = self.run_dir / LOG_NAME
         self.pid_path = self.run_dir / PID_NAME
-        self._proc: Optional[subprocess.Popen] = None
-        self._log: Optional[IO[bytes]] = None
+        self._proc = ManagedProcess("controller", self.command(), self.run_dir,
+                                    ready=lambda: False)
 
     @property
     def pid(self) -> Optional[int]:
         """The child's pid while it is started (None before start and after stop)."""
-        return self._proc.pid if self._proc is not None else None
+        return self._proc.pid if self._proc.alive() else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc.alive()
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "testbed.ctlmain", "--port", str(self.port),
@@ -157,72 +148,26 @@ class ControllerProcess:
 
     def start(self, timeout: float = 15.0) -> ControllerProcess:
         """Launch, then wait until the port accepts connections (at most ``timeout`` s)."""
-        if self._proc is not None:
+        if self.running:
             raise ControllerError(f"controller already started (pid {self.pid})")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stop_stale(self.run_dir, self.label)
         if not port_free(self.port):
             raise ControllerError(f"port {self.port} on {HOST} is already in use")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_REPO_ROOT, env.get("PYTHONPATH")]))
-        env[RUN_ENV] = self.label
-        env.update(self.env)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._log.write(f"--- start: {' '.join(self.command())}\n".encode())
-        self._log.flush()
+        pythonpath = os.pathsep.join(filter(None, [_REPO_ROOT, os.environ.get("PYTHONPATH")]))
+        self._proc = ManagedProcess(
+            "controller", self.command(), self.run_dir, ready=lambda: port_accepts(self.port),
+            env={"PYTHONPATH": pythonpath, **self.env}, label=self.label, cwd=self.run_dir,
+        )
         try:
-            self._proc = subprocess.Popen(
-                self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=subprocess.STDOUT, env=env, cwd=self.run_dir, start_new_session=True,
-            )
-        except OSError as exc:
-            self.stop()
-            raise ControllerError(f"cannot run {sys.executable}: {exc}") from None
-        self.pid_path.write_text(f"{self._proc.pid}\n")
-        try:
-            self._wait_ready(timeout)
-        except BaseException:  # also on Ctrl-C: never leave a half-started child
-            self.stop()
-            raise
+            self._proc.start(timeout)
+        except ProcessError as exc:
+            raise ControllerError(str(exc)) from None
         return self
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        assert self._proc is not None
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise ControllerError(
-                    f"controller exited with code {code} before listening on port "
-                    f"{self.port}; {self.log_path}:\n{log_tail(self.log_path)}")
-            if port_accepts(self.port):
-                return
-            if time.monotonic() > deadline:
-                raise ControllerError(
-                    f"controller not listening on {HOST}:{self.port} after {timeout:g} s; "
-                    f"{self.log_path}:\n{log_tail(self.log_path)}")
-            time.sleep(0.1)
 
     def stop(self, timeout: float = 5.0) -> Optional[int]:
         """SIGTERM, then SIGKILL to its process group after ``timeout`` s; its exit code."""
-        proc, self._proc = self._proc, None
-        code = None
-        if proc is not None:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)  # the group is its own
-                    proc.wait(timeout)
-            code = proc.returncode
-            self.pid_path.unlink(missing_ok=True)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return code
+        return self._proc.stop(timeout)
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)

@@ -92,7 +92,7 @@ class TestbedNetwork:
                  apps: tuple[str, ...] = ("l2",), run_id: str | None = None):
         S.validate(spec)
         self.spec = spec
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()
         self.requested_mode = mode
         self.seed = seed
         self.apps = apps

@@ -39,6 +39,7 @@ class ManagedProcess:
         ready: Callable[[], bool],
         env: dict[str, str] | None = None,
         label: str | None = None,
+        cwd: Path | None = None,
     ):
         self.name = name
         self.argv = argv
@@ -46,6 +47,7 @@ class ManagedProcess:
         self.ready = ready
         self.extra_env = dict(env or {})
         self.label = label or self.run_dir.name
+        self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self.log_path = self.run_dir / f"{name}.log"
         self.pid_path = self.run_dir / f"{name}.pid"
@@ -58,31 +60,44 @@ class ManagedProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 15.0) -> ManagedProcess:
+        """Launch, then wait (at most ``timeout`` s) until ``ready()`` is true."""
+        if self.alive():
+            raise ProcessError(f"{self.name} already started (pid {self.pid})")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.extra_env, LABEL_ENV: self.label}
+        env = {**os.environ, LABEL_ENV: self.label, **self.extra_env}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
-            )
+            log.write(f"--- start: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, cwd=self.cwd, start_new_session=True,
+                )
+            except OSError as exc:
+                raise ProcessError(f"cannot run {self.argv[0]}: {exc}") from None
         self.pid_path.write_text(f"{self.proc.pid}\n")
+        try:
+            self._wait_ready(timeout)
+        except BaseException:  # also on Ctrl-C: never leave a half-started child
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self._forget()
+        while True:
+            code = self.proc.poll()
+            if code is not None:
                 raise ProcessError(
                     f"{self.name} exited with status {code} before it was ready; "
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
-                )
+                    f"log {self.log_path}:\n{log_tail(self.log_path)}")
             if self.ready():
-                return self
+                return
+            if time.monotonic() > deadline:
+                raise ProcessError(
+                    f"{self.name} not ready after {timeout:g} s; log {self.log_path}:\n"
+                    f"{log_tail(self.log_path)}")
             time.sleep(0.05)
-        self.stop()
-        raise ProcessError(
-            f"{self.name} not ready after {timeout:.0f} s; log {self.log_path}:\n"
-            f"{log_tail(self.log_path)}"
-        )
 
     def stop(self, grace: float = 5.0) -> int | None:
         """Stop the process (SIGTERM, then SIGKILL after ``grace``); its exit status."""
