@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import networkx as nx
 
 from testbed.core.spec import SpecError, validate
-from topologies import chain, geometric, isp, tiered
+from topologies import chain, geometric, isp, line, tiered
 from topologies._params import ParamError, check_params, signature_params
 
 __all__ = [
@@ -33,6 +33,7 @@ GENERATORS: dict[str, Callable[..., nx.Graph]] = {
     "chain": chain.make_chain,
     "geometric": geometric.make_geometric,
     "isp": isp.make_isp,
+    "line": line.make_line,
     "tiered": tiered.make_tiered,
 }
 

@@ -7,37 +7,19 @@ import sys
 import time
 from pathlib import Path
 
-import networkx as nx
-
-from testbed.core.spec import HELPER, MASTER, SWITCH, VIEWER
+from testbed.core.spec import MASTER
 from testbed.emu import residue
 from testbed.emu.network import TestbedNetwork
+from topologies.line import make_line
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = [sys.executable, "-m", "testbed"]
 
 
-def grid(switches: int, hosts_per_switch: int) -> nx.Graph:
-    """A line of switches with hosts on each: 1 master, helpers and viewers."""
-    g = nx.Graph()
-    n = 0
-    for i in range(1, switches + 1):
-        g.add_node(f"s{i}", role=SWITCH)
-        if i > 1:
-            g.add_edge(f"s{i - 1}", f"s{i}", delay_ms=1.0, bw_mbit=100.0)
-        for _ in range(hosts_per_switch):
-            n += 1
-            name, role = (("m1", MASTER) if n == 1 else
-                          (f"h{n}", HELPER) if n % 3 else (f"v{n}", VIEWER))
-            g.add_node(name, role=role)
-            g.add_edge(name, f"s{i}", delay_ms=0.5)
-    return g
-
-
 def test_thirty_hosts_and_ten_switches_start_forward_and_leave_no_residue(run_dir):
     before = residue.Snapshot.take()
     t0 = time.monotonic()
-    with TestbedNetwork(grid(10, 3), run_dir) as tn:
+    with TestbedNetwork(make_line(switches=10, hosts_per_switch=3), run_dir) as tn:
         up_s = time.monotonic() - t0
         assert len(tn.net.hosts) == 30 and len(tn.net.switches) == 10
         # end to end across all ten switches, and a sample of pairs

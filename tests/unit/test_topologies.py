@@ -30,7 +30,7 @@ from topologies.isp import find_city, great_circle_km, load_backbone, networks
 from topologies.mn import tclink_opts
 
 TOPO_DIR = Path(topologies.__file__).parent
-MODULE_FILES = ["tiered", "geometric", "isp", "chain"]
+MODULE_FILES = ["tiered", "geometric", "isp", "chain", "line"]
 SEEDED = ["tiered", "geometric"]
 
 
@@ -77,7 +77,7 @@ def test_seed_changes_random_generators(name: str) -> None:
 
 
 def test_registry_lists_each_module() -> None:
-    assert sorted(topologies.GENERATORS) == ["chain", "geometric", "isp", "tiered"]
+    assert sorted(topologies.GENERATORS) == ["chain", "geometric", "isp", "line", "tiered"]
     assert "seed" in topologies.parameters("tiered")
     assert topologies.parameters("chain")["delays_ms"] == (5.0, 10.0, 20.0)
 
@@ -89,7 +89,7 @@ def test_unknown_generator_is_one_clear_line() -> None:
     with pytest.raises(SpecError) as err:
         generate("tree")
     assert str(err.value) == (
-        "unknown topology generator 'tree' (expected one of chain, geometric, isp, tiered)")
+        "unknown topology generator 'tree' (expected one of chain, geometric, isp, line, tiered)")
 
 
 def test_unknown_parameter_names_it_and_the_known_ones() -> None:
@@ -383,6 +383,7 @@ MN_CASES = {
     "geometric": {"switches": 6, "helpers": 3, "viewers": 2, "seed": 5},
     "isp": {"helpers": 4, "viewers": 0},
     "chain": {"delays_ms": "5:10:20", "bw_mbit": 10, "bottleneck": 2},
+    "line": {"switches": 3, "hosts_per_switch": 2},
 }
 
 
