@@ -118,8 +118,12 @@ def endpoints(g: nx.Graph, u: str, v: str) -> tuple[str, str]:
 
 def plan_targets(g: nx.Graph, plan: CalibrationPlan) -> list[tuple[str, str, str, str]]:
     """(kind, name, src host, dst host) for every measurement, in a stable order."""
+    def oriented(u: str, v: str) -> tuple[str, str]:  # host first, then switches in order
+        a, b = sorted((u, v), key=lambda n: (g.nodes[n]["role"] == S.SWITCH, S.natural_key(n)))
+        return a, b
+
     links = sorted(
-        ((u, v) for u, v in g.edges
+        (oriented(u, v) for u, v in g.edges
          if S.PROBE not in (g.nodes[u]["role"], g.nodes[v]["role"])),
         key=lambda e: (S.natural_key(e[0]), S.natural_key(e[1])),
     )

@@ -127,3 +127,32 @@ def test_mn_custom_loads_a_topology_file(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Results: 0% dropped" in res.stdout + res.stderr, res.stderr[-2000:]
     assert not any(residue.Snapshot.take().minus(before).values())
+
+
+def test_calibrate_writes_the_fidelity_table_and_json(tmp_path):
+    scen = tmp_path / "two.yaml"
+    scen.write_text(
+        "name: two\ntopology: {generator: chain, params: "
+        "{delays_ms: [2, 15], bw_mbit: 10, bottleneck: 2}}\n"
+        "calibration: {probes: 100, interval_s: 0.01, iperf_seconds: 2}\n")
+    out = tmp_path / "fidelity.json"
+    res = run_cli("calibrate", str(scen), "--out", str(out), timeout=300)
+    assert res.returncode in (0, 1), res.stderr[-2000:]
+    assert "Fidelity check" in res.stdout and "within tolerance" in res.stdout
+    report = json.loads(out.read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    # two links (host ends measured from the probes on s1 and s2) and the master->helper path
+    assert set(rows) == {"h1-s1", "h2-s1", "h1->h2"}
+    assert rows["h1->h2"]["rtt_configured_ms"] == 34.0
+    assert rows["h2-s1"]["bw_configured_mbit"] == 10
+    assert report["link_mode"] in ("netem", "userspace")
+    # the exit status says whether every row passed
+    assert (res.returncode == 0) == all(r["ok"] for r in rows.values())
+    # the measured path is close whatever the verdict (a stall can fail a p99)
+    assert abs(rows["h1->h2"]["rtt_median_ms"] - 34.0) < 3.0
+
+
+def test_doctor_reports_the_kernel_and_ovs():
+    res = run_cli("doctor")
+    assert "kernel netem" in res.stdout and "Open vSwitch running" in res.stdout, res.stdout
+    assert "import mininet" in res.stdout and "import os_ken" in res.stdout
