@@ -18,7 +18,7 @@ from benchmarks.common import write  # noqa: E402
 from testbed.emu.network import TestbedNetwork  # noqa: E402
 from topologies.line import make_line  # noqa: E402
 
-SIZES = [(10, 4), (30, 10), (60, 20)]  # (hosts, switches)
+SIZES = [(10, 5), (30, 10), (60, 20)]  # (hosts, switches)
 
 
 def main() -> None:
