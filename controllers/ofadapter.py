@@ -1,4 +1,5 @@
-"""The one place where core :class:`Rule` values become OpenFlow 1.3 messages.
+"""The one place where core :class:`Rule` and :class:`Group` values become OpenFlow 1.3
+messages.
 
 Works with any datapath object of os-ken or Ryu: it only uses ``datapath.ofproto`` and
 ``datapath.ofproto_parser``, so it imports neither framework.
@@ -6,9 +7,10 @@ Works with any datapath object of os-ken or Ryu: it only uses ``datapath.ofproto
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from testbed.core.rules import Match, Output, Rule
+from testbed.core.rules import GROUP_ALL, GROUP_FF, Action, Group, GroupAction, Match, Output, Rule
 
 ALL_BITS = 2**64 - 1
 
@@ -25,25 +27,37 @@ def to_match(parser: Any, match: Match) -> Any:
     return parser.OFPMatch(**kwargs)
 
 
+def to_actions(parser: Any, actions: Iterable[Action]) -> list:
+    """Model actions -> OpenFlow action objects, in order."""
+    result = []
+    for action in actions:
+        if isinstance(action, Output):
+            result.append(parser.OFPActionOutput(action.port))
+        elif isinstance(action, GroupAction):
+            result.append(parser.OFPActionGroup(action.group_id))
+        else:
+            raise TypeError(f"no OpenFlow translation for action {action!r}")
+    return result
+
+
 def to_instructions(datapath: Any, rule: Rule) -> list:
     """The rule's actions as one apply-actions instruction (none at all: drop)."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    actions = []
-    for action in rule.actions:
-        if isinstance(action, Output):
-            actions.append(parser.OFPActionOutput(action.port))
-        else:
-            raise TypeError(f"no OpenFlow translation for action {action!r}")
+    actions = to_actions(parser, rule.actions)
     if not actions:
         return []
     return [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
 
 
+def _check_dpid(datapath: Any, dpid: int, what: str) -> None:
+    if datapath.id is not None and dpid != datapath.id:
+        raise ValueError(f"{what} for dpid {dpid:#x} sent to dpid {datapath.id:#x}")
+
+
 def flow_mod(datapath: Any, rule: Rule, delete: bool = False) -> Any:
     """``Rule`` -> ``OFPFlowMod``: add it, or (``delete``) remove exactly it."""
     ofp, parser = datapath.ofproto, datapath.ofproto_parser
-    if datapath.id is not None and rule.dpid != datapath.id:
-        raise ValueError(f"rule for dpid {rule.dpid:#x} sent to dpid {datapath.id:#x}")
+    _check_dpid(datapath, rule.dpid, "rule")
     common = dict(
         cookie=rule.cookie,
         table_id=rule.table,
@@ -65,6 +79,40 @@ def delete_cookie(datapath: Any, cookie: int) -> Any:
                              table_id=ofp.OFPTT_ALL, command=ofp.OFPFC_DELETE,
                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                              match=parser.OFPMatch())
+
+
+def group_mod(datapath: Any, group: Group, command: str = "add") -> Any:
+    """``Group`` -> ``OFPGroupMod``: ``command`` is "add", "modify" or "delete".
+
+    Buckets of a fast-failover group watch their port; other buckets watch nothing
+    (OFPP_ANY, OFPG_ANY), as a switch requires for groups of type all.
+    """
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    _check_dpid(datapath, group.dpid, "group")
+    commands = {"add": ofp.OFPGC_ADD, "modify": ofp.OFPGC_MODIFY, "delete": ofp.OFPGC_DELETE}
+    if command not in commands:
+        raise ValueError(f"group command {command!r} (must be one of {', '.join(commands)})")
+    types = {GROUP_ALL: ofp.OFPGT_ALL, GROUP_FF: ofp.OFPGT_FF}
+    buckets = []
+    if command != "delete":
+        buckets = [
+            parser.OFPBucket(
+                weight=0,
+                watch_port=ofp.OFPP_ANY if b.watch_port is None else b.watch_port,
+                watch_group=ofp.OFPG_ANY,
+                actions=to_actions(parser, b.actions),
+            )
+            for b in group.buckets
+        ]
+    return parser.OFPGroupMod(datapath, command=commands[command], type_=types[group.type],
+                              group_id=group.group_id, buckets=buckets)
+
+
+def delete_groups(datapath: Any) -> Any:
+    """Delete every group on ``datapath`` (and with them the flows that use them)."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPGroupMod(datapath, command=ofp.OFPGC_DELETE, type_=ofp.OFPGT_ALL,
+                              group_id=ofp.OFPG_ALL)
 
 
 def replace_messages(datapath: Any, rules: list[Rule], cookie: int) -> list:

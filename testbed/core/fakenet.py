@@ -6,6 +6,10 @@ OpenFlow 1.3 switch would (highest priority match wins, output to the in_port is
 suppressed, no match drops) and follows outputs across the links of a
 :class:`~testbed.core.l2.NetView`, raising :class:`ForwardingLoop` when a copy comes back
 to a (switch, in_port) it already passed (headers never change, so it would loop forever).
+
+Group actions are followed into the switch's group table: a group of type ``all`` runs
+every bucket, a fast-failover group the first bucket whose watched port is up.  Ports in
+``down_ports`` (both ends of a failed link) are dead: outputs to them are lost.
 """
 
 from __future__ import annotations
@@ -18,7 +22,20 @@ from typing import Optional, Union
 import networkx as nx
 
 from testbed.core.l2 import NetView
-from testbed.core.rules import Match, Output, Rule, int_to_mac, mac_to_int, normal_mac
+from testbed.core.rules import (
+    GROUP_FF,
+    Action,
+    Group,
+    GroupAction,
+    Match,
+    Output,
+    Rule,
+    check_group_refs,
+    check_unique_groups,
+    int_to_mac,
+    mac_to_int,
+    normal_mac,
+)
 
 
 class ForwardingLoop(RuntimeError):
@@ -70,24 +87,45 @@ class Outcome:
 
     received: host -> number of copies it got; dropped: (switch, in_port) where a copy
     met no rule or a rule without outputs; dead_ends: (switch, port) outputs that lead
-    to neither a host nor a link.
+    to neither a host nor a link; lost: (switch, port) outputs to a port that is down.
     """
 
     received: Counter = field(default_factory=Counter)
     dropped: list[tuple[str, int]] = field(default_factory=list)
     dead_ends: list[tuple[str, int]] = field(default_factory=list)
+    lost: list[tuple[str, int]] = field(default_factory=list)
 
 
 _Peer = Union[tuple[str, str], tuple[str, str, int]]
 
 
 class FakeNet:
-    """Flow tables for the switches of ``view``, plus its wiring, executed in memory."""
+    """Flow and group tables for the switches of ``view``, plus its wiring, in memory.
 
-    def __init__(self, view: NetView, rules: Iterable[Rule], max_copies: int = 100_000):
+    ``down_ports`` holds (switch, port) pairs that are down; it may be changed between
+    traces (see :func:`link_ports`).
+    """
+
+    def __init__(
+        self,
+        view: NetView,
+        rules: Iterable[Rule],
+        max_copies: int = 100_000,
+        groups: Iterable[Group] = (),
+        down_ports: Iterable[tuple[str, int]] = (),
+    ):
         self.view = view
         self.max_copies = max_copies
+        self.down_ports: set[tuple[str, int]] = set(down_ports)
+        rules, groups = list(rules), list(groups)
+        check_unique_groups(groups)
+        check_group_refs(rules, groups)
         by_dpid = {s.dpid: s.name for s in view.switches.values()}
+        self._groups: dict[str, dict[int, Group]] = {name: {} for name in view.switches}
+        for group in groups:
+            if group.dpid not in by_dpid:
+                raise ValueError(f"group for a switch not in the topology: {group}")
+            self._groups[by_dpid[group.dpid]][group.group_id] = group
         self._tables: dict[str, list[Rule]] = {name: [] for name in view.switches}
         for rule in rules:
             if rule.dpid not in by_dpid:
@@ -129,15 +167,20 @@ class FakeNet:
                 outcome.dropped.append((switch, in_port))
                 continue
             seen = seen | {(switch, in_port)}
-            for action in rule.actions:
-                if not isinstance(action, Output) or action.port == in_port:
+            ports = self.output_ports(switch, rule.actions)
+            if not ports:  # only groups with no (live) bucket
+                outcome.dropped.append((switch, in_port))
+            for port in ports:
+                if port == in_port:
                     continue
                 copies += 1
                 if copies > self.max_copies:
                     raise ForwardingLoop(f"more than {self.max_copies} copies of {packet}")
-                peer = self._peer.get((switch, action.port))
-                if peer is None:
-                    outcome.dead_ends.append((switch, action.port))
+                peer = self._peer.get((switch, port))
+                if (switch, port) in self.down_ports:
+                    outcome.lost.append((switch, port))
+                elif peer is None:
+                    outcome.dead_ends.append((switch, port))
                 elif peer[0] == "host":
                     outcome.received[peer[1]] += 1
                 else:
@@ -149,6 +192,28 @@ class FakeNet:
                     queue.append((nxt[0], nxt[1], seen))
         return outcome
 
+    def output_ports(self, switch: str, actions: Iterable[Action],
+                     chain: tuple[int, ...] = ()) -> list[int]:
+        """The ports ``actions`` send copies to on ``switch``, groups followed (one entry
+        per copy, in action order; the in_port is not yet taken out)."""
+        ports: list[int] = []
+        for action in actions:
+            if isinstance(action, Output):
+                ports.append(action.port)
+            elif isinstance(action, GroupAction):
+                if action.group_id in chain:
+                    raise ForwardingLoop(f"{switch}: groups {chain} refer back to "
+                                         f"{action.group_id}")
+                group = self._groups[switch][action.group_id]
+                buckets = group.buckets
+                if group.type == GROUP_FF:
+                    live = [b for b in buckets if (switch, b.watch_port) not in self.down_ports]
+                    buckets = live[:1]
+                for bucket in buckets:
+                    ports.extend(self.output_ports(switch, bucket.actions,
+                                                   (*chain, action.group_id)))
+        return ports
+
     def send(self, host: str, eth_dst: str, **fields: object) -> Counter:
         """Multiset of hosts that receive a frame to ``eth_dst`` sent by ``host``.
 
@@ -156,6 +221,15 @@ class FakeNet:
         """
         fields.setdefault("eth_src", self.view.hosts[host].mac)
         return self.trace(host, Packet(eth_dst=eth_dst, **fields)).received
+
+
+def link_ports(view: NetView, a: str, b: str) -> set[tuple[str, int]]:
+    """Both ends of the link between switches ``a`` and ``b``, as (switch, port) pairs:
+    what to put in :attr:`FakeNet.down_ports` to fail that link."""
+    for link in view.links:
+        if {link.a, link.b} == {a, b}:
+            return {(link.a, link.a_port), (link.b, link.b_port)}
+    raise ValueError(f"no link between {a} and {b}")
 
 
 def topology_dict(

@@ -1,10 +1,12 @@
-"""Parse ``ovs-ofctl -O OpenFlow13 dump-flows`` output back into :class:`Rule` values.
+"""Parse ``ovs-ofctl -O OpenFlow13 dump-flows`` and ``dump-groups`` output back into
+:class:`Rule` and :class:`Group` values.
 
 Tests compare what a switch really holds with what core computed, as sets of rules
 rather than as text.  Run ``ovs-ofctl`` with ``--no-names`` (numeric ports); the parser
 takes output with or without ``--no-stats``.  Anything the rule model cannot express
-(timeouts, masked IP addresses, unknown fields or actions) is an :class:`OfDumpError`
-naming the line, so a difference never hides in a field that was skipped.
+(timeouts, masked IP addresses, unknown fields or actions, select groups) is an
+:class:`OfDumpError` naming the line, so a difference never hides in a field that was
+skipped.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from testbed.core.rules import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
     ETH_TYPE_IPV6,
+    GROUP_TYPES,
+    Action,
+    Bucket,
+    Group,
+    GroupAction,
     Match,
     Output,
     Rule,
     RuleError,
+    sort_groups,
     sort_rules,
 )
 
@@ -54,6 +62,7 @@ _STATS = {"duration", "n_packets", "n_bytes", "idle_age", "hard_age"}
 _HARMLESS_FLAGS = {"reset_counts", "no_packet_counts", "no_byte_counts"}
 _HEADER_RE = re.compile(r"^(OFPST|NXST)_FLOW reply")
 _ACTIONS_RE = re.compile(r"(?:^|[ ,])actions=")
+_GROUP_HEADER_RE = re.compile(r"^(OFPST|NXST)_GROUP_DESC reply")
 
 
 class OfDumpError(ValueError):
@@ -147,12 +156,15 @@ def _put_field(fields: dict[str, object], name: str, value: str) -> None:
         _put(fields, name, value)
 
 
-def _parse_actions(text: str) -> tuple[Output, ...]:
+def _parse_actions(text: str) -> tuple[Action, ...]:
     text = text.strip()
     if text == "drop":
         return ()
-    actions = []
+    actions: list[Action] = []
     for item in filter(None, text.split(",")):
+        if item.startswith("group:"):
+            actions.append(GroupAction(_int(item[len("group:"):], "group")))
+            continue
         port = item[len("output:"):] if item.startswith("output:") else item
         if not port.isdigit():
             raise OfDumpError(f"action {item!r} is not in the rule model "
@@ -176,3 +188,54 @@ def _seconds(value: str) -> float:
         return float(value.rstrip("s"))
     except ValueError:
         raise OfDumpError(f"duration={value} is not a number of seconds") from None
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def parse_dump_groups(text: str, dpid: int) -> list[Group]:
+    """The groups in ``ovs-ofctl -O OpenFlow13 --no-names dump-groups`` output of switch
+    ``dpid``, sorted by group id.  A group of a type the model lacks (select, indirect)
+    or a bucket field it lacks (weight, watch_group) is an :class:`OfDumpError`."""
+    groups = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or _GROUP_HEADER_RE.match(line):
+            continue
+        try:
+            groups.append(_parse_group(line, dpid))
+        except (OfDumpError, RuleError) as exc:
+            raise OfDumpError(f"dump-groups line {number}: {exc}: {line}") from None
+    return sort_groups(groups)
+
+
+def _parse_group(line: str, dpid: int) -> Group:
+    head, *bucket_texts = line.split(",bucket=")
+    if head.startswith("bucket="):
+        raise OfDumpError("no group_id=")
+    values: dict[str, str] = {}
+    for token in head.split(","):
+        key, _, value = token.partition("=")
+        if key not in ("group_id", "type") or not value or key in values:
+            raise OfDumpError(f"field {token!r} is not in the group model")
+        values[key] = value
+    if "group_id" not in values or "type" not in values:
+        raise OfDumpError("needs group_id= and type=")
+    if values["type"] not in GROUP_TYPES:
+        raise OfDumpError(f"type={values['type']} is not in the group model")
+    buckets = tuple(_parse_bucket(b) for b in bucket_texts)
+    return Group(dpid, _int(values["group_id"], "group_id"), values["type"], buckets)
+
+
+def _parse_bucket(text: str) -> Bucket:
+    found = _ACTIONS_RE.search(text)
+    if found is None:
+        raise OfDumpError(f"bucket {text!r} has no actions=")
+    watch_port = None
+    for token in filter(None, text[: found.start()].split(",")):
+        key, _, value = token.partition(":")
+        if key == "watch_port" and watch_port is None:
+            watch_port = _int(value, "watch_port")
+        elif key != "bucket_id":  # an OpenFlow 1.5 bucket number: not part of the state
+            raise OfDumpError(f"bucket field {token!r} is not in the group model")
+    return Bucket(_parse_actions(text[found.end():]), watch_port)

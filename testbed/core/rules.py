@@ -4,6 +4,12 @@ Core algorithms return :class:`Rule` values; one adapter (``controllers/ofadapte
 turns them into OpenFlow messages, a fake network (:mod:`testbed.core.fakenet`) executes
 them in tests, and :mod:`testbed.core.ofdump` parses a switch's table back into them.
 Keeping rules as hashable values makes diffs, sorting and comparison trivial.
+
+OpenFlow 1.3 groups are values too: a :class:`Group` of type ``"all"`` (every bucket gets
+a copy) or ``"ff"`` (fast failover: the first bucket whose watched port is up), made of
+:class:`Bucket` values, and reached from a rule or another bucket by :class:`GroupAction`.
+A switch identifies a group by (dpid, group_id); :func:`diff_groups` says which to add,
+modify and delete, and :func:`chain_order` in which order.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ MAX_DPID = 2**64 - 1
 MAX_COOKIE = 2**64 - 1
 MAX_PRIORITY = 0xFFFF
 MAX_TABLE = 0xFE
+MAX_GROUP_ID = 0xFFFFFF00  # OpenFlow 1.3 OFPG_MAX: highest group number
+
+GROUP_ALL = "all"  # every bucket gets a copy (multicast)
+GROUP_FF = "ff"  # fast failover: the first bucket whose watch_port is up
+GROUP_TYPES = (GROUP_ALL, GROUP_FF)
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -171,8 +182,28 @@ class Output:
         return f"output:{self.port}"
 
 
+@dataclass(frozen=True)
+class GroupAction:
+    """Hand the packet to group ``group_id`` of the same switch."""
+
+    group_id: int
+
+    def __post_init__(self) -> None:
+        _check_int("group_id", self.group_id, 0, MAX_GROUP_ID)
+
+    def __str__(self) -> str:
+        return f"group:{self.group_id}"
+
+
 #: Every action kind the model knows; later controllers extend this union.
-Action = Union[Output]
+Action = Union[Output, GroupAction]
+_ACTION_KINDS = (Output, GroupAction)
+
+
+def _check_actions(where: str, actions: tuple) -> None:
+    for action in actions:
+        if not isinstance(action, _ACTION_KINDS):
+            raise RuleError(f"{where}action {action!r} (unknown kind)")
 
 
 def _action_key(action: Action) -> tuple:
@@ -204,9 +235,7 @@ class Rule:
             raise RuleError(f"match: {self.match!r} (must be a Match)")
         if not isinstance(self.actions, tuple):
             object.__setattr__(self, "actions", tuple(self.actions))
-        for action in self.actions:
-            if not isinstance(action, Output):
-                raise RuleError(f"action {action!r} (unknown kind)")
+        _check_actions("", self.actions)
 
     def key(self) -> tuple:
         """What the switch uses to tell flows apart: dpid, table, priority, match."""
@@ -264,3 +293,171 @@ def apply_diff(
 ) -> list[Rule]:
     """The sorted rule set after removing ``to_delete`` from ``rules`` and adding ``to_add``."""
     return sort_rules((set(rules) - set(to_delete)) | set(to_add))
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def group_refs(actions: Iterable[Action]) -> tuple[int, ...]:
+    """The group ids that ``actions`` hand packets to, in order."""
+    return tuple(a.group_id for a in actions if isinstance(a, GroupAction))
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One bucket of a group: ``actions`` (empty: drop), and for a fast-failover group
+    the port whose liveness decides whether the bucket may be used."""
+
+    actions: tuple[Action, ...]
+    watch_port: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.actions, tuple):
+            object.__setattr__(self, "actions", tuple(self.actions))
+        _check_actions("bucket ", self.actions)
+        if self.watch_port is not None:
+            _check_int("watch_port", self.watch_port, 1, MAX_PORT)
+
+    def sort_key(self) -> tuple:
+        return (self.watch_port or 0, tuple(_action_key(a) for a in self.actions))
+
+    def __str__(self) -> str:
+        """As ``ovs-ofctl dump-groups`` prints a bucket."""
+        actions = ",".join(str(a) for a in self.actions) or "drop"
+        watch = "" if self.watch_port is None else f"watch_port:{self.watch_port},"
+        return f"bucket={watch}actions={actions}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One group entry on switch ``dpid``: its number, type and buckets (order kept:
+    a fast-failover group uses the first live bucket)."""
+
+    dpid: int
+    group_id: int
+    type: str
+    buckets: tuple[Bucket, ...]
+
+    def __post_init__(self) -> None:
+        _check_int("dpid", self.dpid, 0, MAX_DPID)
+        _check_int("group_id", self.group_id, 0, MAX_GROUP_ID)
+        if self.type not in GROUP_TYPES:
+            raise RuleError(f"group {self.group_id} type: {self.type!r} "
+                            f"(must be one of {', '.join(GROUP_TYPES)})")
+        if not isinstance(self.buckets, tuple):
+            object.__setattr__(self, "buckets", tuple(self.buckets))
+        for bucket in self.buckets:
+            if not isinstance(bucket, Bucket):
+                raise RuleError(f"group {self.group_id} bucket: {bucket!r} (must be a Bucket)")
+            if self.type == GROUP_FF and bucket.watch_port is None:
+                raise RuleError(f"group {self.group_id}: a fast-failover bucket needs watch_port")
+            if self.type == GROUP_ALL and bucket.watch_port is not None:
+                raise RuleError(f"group {self.group_id}: watch_port {bucket.watch_port} "
+                                "in a group of type all (switches refuse it)")
+            if self.group_id in group_refs(bucket.actions):
+                raise RuleError(f"group {self.group_id}: a bucket hands packets to itself")
+
+    def key(self) -> tuple[int, int]:
+        """What the switch uses to tell groups apart: dpid and group id."""
+        return (self.dpid, self.group_id)
+
+    def refs(self) -> frozenset[int]:
+        """The group ids this group's buckets hand packets to."""
+        return frozenset(g for b in self.buckets for g in group_refs(b.actions))
+
+    def sort_key(self) -> tuple:
+        return (self.dpid, self.group_id, self.type, tuple(b.sort_key() for b in self.buckets))
+
+    def __str__(self) -> str:
+        buckets = "".join(f",{b}" for b in self.buckets)
+        return f"dpid={self.dpid:#x} group_id={self.group_id},type={self.type}{buckets}"
+
+
+def sort_groups(groups: Iterable[Group]) -> list[Group]:
+    """``groups`` ordered by switch, then group id."""
+    return sorted(groups, key=Group.sort_key)
+
+
+def check_unique_groups(groups: Iterable[Group]) -> None:
+    """Raise :class:`RuleError` if two different groups share a :meth:`Group.key`."""
+    seen: dict[tuple[int, int], Group] = {}
+    for group in groups:
+        other = seen.setdefault(group.key(), group)
+        if other != group:
+            raise RuleError(f"two groups with the same switch and group id: {group}")
+
+
+def check_group_refs(rules: Iterable[Rule], groups: Iterable[Group]) -> None:
+    """Raise :class:`RuleError` if a rule or bucket names a group its switch lacks
+    (a switch refuses such a flow or group with OFPBAC_BAD_OUT_GROUP)."""
+    groups = list(groups)
+    known = {g.key() for g in groups}
+    for rule in rules:
+        for gid in group_refs(rule.actions):
+            if (rule.dpid, gid) not in known:
+                raise RuleError(f"rule refers to group {gid}, not on dpid {rule.dpid:#x}: {rule}")
+    for group in groups:
+        for gid in sorted(group.refs()):
+            if (group.dpid, gid) not in known:
+                raise RuleError(f"group refers to group {gid}, not on dpid "
+                                f"{group.dpid:#x}: {group}")
+
+
+def chain_order(groups: Iterable[Group]) -> list[Group]:
+    """``groups`` in an order to install them: a group after every group it refers to
+    (references outside ``groups`` are taken as installed); otherwise by dpid, group id.
+    Delete in the reverse order.  A cycle of references is a :class:`RuleError`."""
+    pending = {g.key(): g for g in sort_groups(groups)}
+    done: set[tuple[int, int]] = set()
+    order: list[Group] = []
+    while pending:
+        ready = [k for k, g in pending.items()
+                 if all((g.dpid, r) in done or (g.dpid, r) not in pending for r in g.refs())]
+        if not ready:
+            raise RuleError(f"groups refer to each other in a cycle: {pending[min(pending)]}")
+        for key in ready:
+            order.append(pending.pop(key))
+            done.add(key)
+    return order
+
+
+def diff_groups(
+    old_groups: Iterable[Group], new_groups: Iterable[Group]
+) -> tuple[list[Group], list[Group], list[Group]]:
+    """``(to_add, to_modify, to_delete)`` that turn the set ``old_groups`` into ``new_groups``.
+
+    Unlike flows, a group is added once and then modified in place (adding an existing
+    id is an error on the switch), so a changed group is in ``to_modify`` only, with its
+    new contents.  Each list is sorted.  Before sending, order additions with
+    :func:`chain_order` and deletions with its reverse; add groups before the flows that
+    use them and delete them after (deleting a group also deletes flows that use it).
+    """
+    old = {g.key(): g for g in old_groups}
+    new = {g.key(): g for g in new_groups}
+    to_add = [g for k, g in new.items() if k not in old]
+    to_modify = [g for k, g in new.items() if k in old and old[k] != g]
+    to_delete = [g for k, g in old.items() if k not in new]
+    return sort_groups(to_add), sort_groups(to_modify), sort_groups(to_delete)
+
+
+def apply_group_diff(
+    groups: Iterable[Group],
+    to_add: Iterable[Group],
+    to_modify: Iterable[Group],
+    to_delete: Iterable[Group],
+) -> list[Group]:
+    """The sorted group set after the changes, refused as a switch would refuse them:
+    adding an id that exists, or modifying or deleting one that does not."""
+    table = {g.key(): g for g in groups}
+    for group in to_delete:
+        if table.pop(group.key(), None) is None:
+            raise RuleError(f"delete of a group that does not exist: {group}")
+    for group in to_modify:
+        if group.key() not in table:
+            raise RuleError(f"modify of a group that does not exist: {group}")
+        table[group.key()] = group
+    for group in to_add:
+        if group.key() in table:
+            raise RuleError(f"add of a group that exists: {group}")
+        table[group.key()] = group
+    return sort_groups(table.values())

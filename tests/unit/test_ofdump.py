@@ -91,7 +91,7 @@ def test_round_trip_of_every_l2_rule_shape() -> None:
         (" idle_timeout=10, priority=1 actions=drop", "idle_timeout=10"),
         (" priority=1,ip,nw_dst=10.0.0.0/8 actions=drop", "masks are not in the rule model"),
         (" priority=1,tun_id=0x5 actions=drop", "tun_id=0x5"),
-        (" priority=1 actions=group:3", "action 'group:3'"),
+        (" priority=1 actions=CONTROLLER:65535", "action 'CONTROLLER:65535'"),
         (" priority=1,arp,ip actions=drop", "eth_type given twice"),
         (" priority=1,dl_dst=00:00:00:00:00 actions=drop", "MAC address"),
         (" priority=1", "no actions="),

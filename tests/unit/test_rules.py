@@ -14,15 +14,25 @@ from testbed.core.l2 import NetView, l2_rules
 from testbed.core.rules import (
     ETH_TYPE_IPV4,
     GROUP_BIT,
+    MAX_GROUP_ID,
+    Bucket,
+    Group,
+    GroupAction,
     Match,
     Output,
     Rule,
     RuleError,
     app_cookie,
     apply_diff,
+    apply_group_diff,
+    chain_order,
+    check_group_refs,
     check_unique,
+    check_unique_groups,
     diff,
+    diff_groups,
     is_group_mac,
+    sort_groups,
     sort_rules,
 )
 
@@ -187,3 +197,98 @@ def test_diff_between_topologies_turns_old_behaviour_into_new() -> None:
         for dst, host in after.hosts.items():
             want = {} if src == dst else {dst: 1}
             assert net.send(src, host.mac) == want
+
+
+# ----------------------------------------------------------------- groups
+
+
+def test_group_actions_in_rules_and_buckets() -> None:
+    r = rule(300, actions=(GroupAction(5), Output(2)), eth_type=ETH_TYPE_IPV4,
+             ipv4_dst="239.1.1.1")
+    assert str(r).endswith("eth_type=0x0800,ipv4_dst=239.1.1.1 actions=group:5,output:2")
+    assert sort_rules([r, rule(300, actions=(Output(1),))])  # mixed kinds still sort
+    ff = Group(1, 7, "ff", [Bucket([Output(2)], watch_port=2), Bucket((GroupAction(5),), 3)])
+    assert ff.buckets[0] == Bucket((Output(2),), 2) and ff.refs() == {5}
+    assert str(ff) == ("dpid=0x1 group_id=7,type=ff,bucket=watch_port:2,actions=output:2,"
+                       "bucket=watch_port:3,actions=group:5")
+    drop = Group(1, 8, "all", (Bucket(()),))
+    assert str(drop) == "dpid=0x1 group_id=8,type=all,bucket=actions=drop"
+    assert str(Group(1, 9, "all", ())) == "dpid=0x1 group_id=9,type=all"
+    assert GroupAction(0).group_id == 0 and GroupAction(MAX_GROUP_ID).group_id == MAX_GROUP_ID
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: GroupAction(-1), "group_id: -1"),
+        (lambda: GroupAction(MAX_GROUP_ID + 1), "group_id: 4294967041"),
+        (lambda: GroupAction(True), "group_id: True"),
+        (lambda: Bucket(("output:1",)), "bucket action 'output:1' (unknown kind)"),
+        (lambda: Bucket((Output(1),), watch_port=0), "watch_port: 0"),
+        (lambda: Group(1, 1, "select", ()), "group 1 type: 'select'"),
+        (lambda: Group(1, 1, "all", (Output(1),)), "must be a Bucket"),
+        (lambda: Group(1, 1, "ff", (Bucket((Output(1),)),)), "needs watch_port"),
+        (lambda: Group(1, 1, "all", (Bucket((Output(1),), 1),)), "watch_port 1 in a group"),
+        (lambda: Group(1, 1, "all", (Bucket((GroupAction(1),)),)), "hands packets to itself"),
+        (lambda: Group(-1, 1, "all", ()), "dpid: -1"),
+    ],
+)
+def test_group_model_rejects_impossible_values(make, message: str) -> None:
+    with pytest.raises(RuleError) as info:
+        make()
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def _group(dpid: int, gid: int, *ports: int, ff: bool = False) -> Group:
+    if ff:
+        return Group(dpid, gid, "ff", tuple(Bucket((Output(p),), p) for p in ports))
+    return Group(dpid, gid, "all", tuple(Bucket((Output(p),)) for p in ports))
+
+
+_GROUPS = [_group(d, gid, *ports, ff=ff) for d in (1, 2) for gid in (1, 2)
+           for ports in ((1,), (1, 2), (2, 1)) for ff in (False, True)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_GROUPS)), st.lists(st.sampled_from(_GROUPS)))
+def test_group_diff_applied_to_old_gives_new(old: list, new: list) -> None:
+    old = list({g.key(): g for g in old}.values())  # a switch holds one group per id
+    new = list({g.key(): g for g in new}.values())
+    to_add, to_modify, to_delete = diff_groups(old, new)
+    assert apply_group_diff(old, to_add, to_modify, to_delete) == sort_groups(new)
+    assert {g.key() for g in to_modify} <= {g.key() for g in old}
+    assert not {g.key() for g in to_add} & {g.key() for g in old}
+    assert diff_groups(old[::-1], new[::-1]) == (to_add, to_modify, to_delete)
+
+
+def test_group_diff_modifies_in_place_and_apply_refuses_what_a_switch_refuses() -> None:
+    old = [_group(1, 1, 2, 3)]
+    new = [_group(1, 1, 3, 2)]  # bucket order is part of the group
+    assert diff_groups(old, new) == ([], new, [])
+    assert diff_groups(old, old) == ([], [], [])
+    with pytest.raises(RuleError, match="add of a group that exists"):
+        apply_group_diff(old, new, [], [])
+    with pytest.raises(RuleError, match="modify of a group that does not exist"):
+        apply_group_diff([], [], new, [])
+    with pytest.raises(RuleError, match="delete of a group that does not exist"):
+        apply_group_diff([], [], [], old)
+
+
+def test_group_uniqueness_references_and_install_order() -> None:
+    check_unique_groups([_group(1, 1, 2), _group(1, 1, 2), _group(2, 1, 3)])
+    with pytest.raises(RuleError, match="same switch and group id"):
+        check_unique_groups([_group(1, 1, 2), _group(1, 1, 3)])
+    top = Group(1, 1, "all", (Bucket((GroupAction(9),)), Bucket((GroupAction(5),))))
+    mid = Group(1, 9, "all", (Bucket((GroupAction(5),)),))
+    leaf = _group(1, 5, 2, 3, ff=True)
+    other = Group(2, 0, "all", (Bucket((GroupAction(9),)),))  # refers to an installed group
+    assert chain_order([top, other, mid, leaf]) == [leaf, other, mid, top]
+    check_group_refs([rule(actions=(GroupAction(1),))], [top, mid, leaf])
+    with pytest.raises(RuleError, match="rule refers to group 1, not on dpid 0x2"):
+        check_group_refs([rule(dpid=2, actions=(GroupAction(1),))], [top, mid, leaf])
+    with pytest.raises(RuleError, match="group refers to group 5"):
+        check_group_refs([], [top, mid])
+    loop = [Group(1, 1, "all", (Bucket((GroupAction(2),)),)),
+            Group(1, 2, "all", (Bucket((GroupAction(1),)),))]
+    with pytest.raises(RuleError, match="cycle"):
+        chain_order(loop)
