@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 #: Short app names -> file in ``controllers/``.
-APPS = {"l2": "l2_proactive.py"}
+APPS = {"l2": "l2_proactive.py", "multicast": "multicast.py"}
 
 DEFAULT_PORT = 6653
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -89,7 +89,7 @@ class TestbedNetwork:
     __test__ = False  # not a pytest test class
 
     def __init__(self, spec: nx.Graph, run_dir: Path, mode: str = "auto", seed: int = 0,
-                 apps: tuple[str, ...] = ("l2",), run_id: str | None = None):
+                 apps: tuple[str, ...] = ("l2", "multicast"), run_id: str | None = None):
         S.validate(spec)
         self.spec = spec
         self.run_dir = Path(run_dir).resolve()
@@ -194,6 +194,8 @@ class TestbedNetwork:
         net.build()
         for host in net.hosts:
             host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
+            # IP multicast (content groups) leaves and arrives by the host's one interface
+            host.cmd(f"ip route add 224.0.0.0/4 dev {host.defaultIntf()}")
         self._label_root_interfaces()
 
     def _edge_key(self, e: tuple[str, str]) -> tuple:

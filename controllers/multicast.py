@@ -1,0 +1,184 @@
+"""IP multicast trees from IGMP snooping: the shim over :mod:`testbed.core.multicast`.
+
+Runs beside the L2 app (``testbed controller l2 multicast``).  On each switch it installs
+a rule that sends IGMP to the controller and a guard that drops IPv4 multicast no tree
+carries; IGMP reports and leaves from hosts update a :class:`MembershipTable`, and every
+change recomputes the intended flows and groups (trees rooted at the master's switch)
+and sends only the difference, switch by switch, with barriers between kinds of step.
+All decisions come from the core; this file only translates.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+try:
+    from controllers import compat
+except ImportError:  # loaded by path: the manager has put controllers/ on sys.path
+    import compat  # type: ignore[no-redef]  # and compat adds the repository root
+
+try:
+    from os_ken.lib.packet import igmp as igmp_pkt
+    from os_ken.lib.packet import ipv4 as ipv4_pkt
+    from os_ken.lib.packet import packet as packet_lib
+except ImportError:  # under Ryu
+    from ryu.lib.packet import igmp as igmp_pkt  # type: ignore[no-redef]
+    from ryu.lib.packet import ipv4 as ipv4_pkt  # type: ignore[no-redef]
+    from ryu.lib.packet import packet as packet_lib  # type: ignore[no-redef]
+
+from controllers.ofadapter import delete_cookie, delete_groups, flow_mod, group_mod
+from testbed.core import multicast as mc
+from testbed.core.l2 import NetView, TopologyError
+from testbed.core.spec import MASTER
+
+TOPOLOGY_ENV = "MESHCAST_TOPOLOGY"
+PRIORITY_IGMP = 400  # above every tree rule: reports always reach the controller
+PRIORITY_MCAST_DROP = 280  # below the trees' rules and guards, above L2 flooding
+CONTROL_COOKIE = mc.COOKIE  # the punt and guard rules belong to this app too
+
+
+class MulticastTrees(compat.BaseApp):
+    """Keeps each switch's multicast flows and groups equal to the core's intended state."""
+
+    OFP_VERSIONS = [compat.ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        path = os.environ.get(TOPOLOGY_ENV, "")
+        try:
+            if not path:
+                raise TopologyError(f"environment variable {TOPOLOGY_ENV} is not set")
+            self.view = NetView.from_json(Path(path).read_text())
+        except (OSError, TopologyError) as exc:
+            self.logger.error("multicast: %s: %s", path, exc)
+            sys.exit(2)
+        masters = [h for h, v in self.view.hosts.items() if v.role == MASTER]
+        if not masters:
+            self.logger.error("multicast: %s: no host has the role master", path)
+            sys.exit(2)
+        self.master = masters[0]
+        self.by_ip = {v.ip: h for h, v in self.view.hosts.items()}
+        self.members = mc.MembershipTable()
+        self.datapaths: dict[int, object] = {}
+        self.installed: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
+        self.intended: tuple[list, list] = ([], [])
+        self.logger.info("multicast: trees rooted at %s", self.master)
+
+    # -- switches -------------------------------------------------------------------
+    @compat.set_ev_cls(compat.ofp_event.EventOFPSwitchFeatures, compat.CONFIG_DISPATCHER)
+    def switch_features(self, ev) -> None:
+        dp, dpid = ev.msg.datapath, ev.msg.datapath_id
+        if self.view.switch_by_dpid(dpid) is None:
+            self.logger.warning("multicast: dpid %016x unknown: left as it is", dpid)
+            return
+        self.datapaths[dpid] = dp
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        # start from nothing of ours: our flows, then every group (this app owns them)
+        for msg in (delete_cookie(dp, mc.COOKIE), parser.OFPBarrierRequest(dp),
+                    delete_groups(dp), parser.OFPBarrierRequest(dp)):
+            dp.send_msg(msg)
+        punt = parser.OFPFlowMod(
+            dp, cookie=CONTROL_COOKIE, priority=PRIORITY_IGMP,
+            match=parser.OFPMatch(eth_type=0x0800, ip_proto=2),
+            instructions=[parser.OFPInstructionActions(
+                ofp.OFPIT_APPLY_ACTIONS,
+                [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)])])
+        guard = parser.OFPFlowMod(
+            dp, cookie=CONTROL_COOKIE, priority=PRIORITY_MCAST_DROP,
+            match=parser.OFPMatch(eth_type=0x0800, ipv4_dst=("224.0.0.0", "240.0.0.0")),
+            instructions=[])
+        dp.send_msg(punt)
+        dp.send_msg(guard)
+        self.installed[dpid] = ([], [])
+        rules = [r for r in self.intended[0] if r.dpid == dpid]
+        groups = [g for g in self.intended[1] if g.dpid == dpid]
+        self._send(dpid, mc.tree_diff(([], []), (rules, groups)))
+        self.installed[dpid] = (rules, groups)
+
+    # -- IGMP -----------------------------------------------------------------------
+    @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
+    def packet_in(self, ev) -> None:
+        try:
+            pkt = packet_lib.Packet(ev.msg.data)
+        except Exception as exc:  # a malformed frame must not stop the controller
+            self.logger.warning("multicast: undecodable packet-in: %s", exc)
+            return
+        ip = pkt.get_protocol(ipv4_pkt.ipv4)
+        if ip is None or ip.proto != 2:
+            return
+        host = self.by_ip.get(ip.src)
+        if host is None:
+            self.logger.warning("multicast: IGMP from unknown address %s ignored", ip.src)
+            return
+        now = time.monotonic()
+        changed = False
+        try:
+            for kind, group in self._effects(pkt):
+                group = mc.group_address(group)
+                if kind == "join":
+                    changed |= self.members.join(group, host, now)
+                elif kind == "leave":
+                    changed |= self.members.leave(group, host, now)
+        except (mc.MulticastError, ValueError) as exc:
+            self.logger.warning("multicast: IGMP from %s rejected: %s", host, exc)
+        if changed:
+            self._recompute()
+
+    @staticmethod
+    def _effects(pkt) -> list[tuple[str, str]]:
+        """(join|leave, group) for every record of an IGMP v2 or v3 message."""
+        out: list[tuple[str, str]] = []
+        v3 = pkt.get_protocol(igmp_pkt.igmpv3_report)
+        if v3 is not None:
+            for rec in v3.records or []:
+                effect = mc.report_effect(rec.type_, len(rec.srcs or []))
+                if effect:
+                    out.append((effect, rec.address))
+            return out
+        v2 = pkt.get_protocol(igmp_pkt.igmp)
+        if v2 is not None:
+            if v2.msgtype in (mc.IGMPV1_REPORT, mc.IGMPV2_REPORT):
+                out.append(("join", v2.address))
+            elif v2.msgtype == mc.IGMPV2_LEAVE:
+                out.append(("leave", v2.address))
+        return out
+
+    # -- state ----------------------------------------------------------------------
+    def _recompute(self) -> None:
+        memberships = {g: sorted(m) for g, m in self.members.snapshot().items() if m}
+        self.intended = mc.multicast_state(self.view, self.master, memberships)
+        for dpid in list(self.datapaths):
+            new = ([r for r in self.intended[0] if r.dpid == dpid],
+                   [g for g in self.intended[1] if g.dpid == dpid])
+            diff = mc.tree_diff(self.installed[dpid], new)
+            if diff.steps():
+                self._send(dpid, diff)
+            self.installed[dpid] = new
+        self.logger.info("multicast: members %s", {g: list(m) for g, m in memberships.items()})
+
+    def _send(self, dpid: int, diff) -> None:
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            return
+        last = None
+        for kind, command, value in diff.steps():
+            if last is not None and (kind, command) != last:
+                dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+            last = (kind, command)
+            if kind == "group":
+                dp.send_msg(group_mod(dp, value, command))
+            else:
+                dp.send_msg(flow_mod(dp, value, delete=command == "delete"))
+        if last is not None:
+            dp.send_msg(dp.ofproto_parser.OFPBarrierRequest(dp))
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPErrorMsg,
+                       [compat.CONFIG_DISPATCHER, compat.MAIN_DISPATCHER])
+    def error_msg(self, ev) -> None:
+        msg = ev.msg
+        self.logger.error("multicast: OpenFlow error type=%d code=%d xid=%d", msg.type,
+                          msg.code, msg.xid)
