@@ -10,6 +10,7 @@ All decisions come from the core; this file only translates.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -22,10 +23,12 @@ except ImportError:  # loaded by path: the manager has put controllers/ on sys.p
     import compat  # type: ignore[no-redef]  # and compat adds the repository root
 
 try:
+    from os_ken.lib.packet import ethernet as eth_pkt
     from os_ken.lib.packet import igmp as igmp_pkt
     from os_ken.lib.packet import ipv4 as ipv4_pkt
     from os_ken.lib.packet import packet as packet_lib
 except ImportError:  # under Ryu
+    from ryu.lib.packet import ethernet as eth_pkt  # type: ignore[no-redef]
     from ryu.lib.packet import igmp as igmp_pkt  # type: ignore[no-redef]
     from ryu.lib.packet import ipv4 as ipv4_pkt  # type: ignore[no-redef]
     from ryu.lib.packet import packet as packet_lib  # type: ignore[no-redef]
@@ -33,12 +36,15 @@ except ImportError:  # under Ryu
 from controllers.ofadapter import delete_cookie, delete_groups, flow_mod, group_mod
 from testbed.core import multicast as mc
 from testbed.core.l2 import NetView, TopologyError
+from testbed.core.rules import app_cookie
 from testbed.core.spec import MASTER
 
 TOPOLOGY_ENV = "MESHCAST_TOPOLOGY"
 PRIORITY_IGMP = 400  # above every tree rule: reports always reach the controller
 PRIORITY_MCAST_DROP = 280  # below the trees' rules and guards, above L2 flooding
-CONTROL_COOKIE = mc.COOKIE  # the punt and guard rules belong to this app too
+CONTROL_COOKIE = app_cookie("mc-ctl")  # the IGMP punt and the multicast guard
+QUERIER_IP = "10.255.255.254"  # in the hosts' subnet, never a host's address
+MEMBERS_FILE = "multicast-members.json"  # beside topology.json: survives a restart
 
 
 class MulticastTrees(compat.BaseApp):
@@ -63,9 +69,12 @@ class MulticastTrees(compat.BaseApp):
         self.master = masters[0]
         self.by_ip = {v.ip: h for h, v in self.view.hosts.items()}
         self.members = mc.MembershipTable()
+        self.members_path = Path(path).with_name(MEMBERS_FILE)
         self.datapaths: dict[int, object] = {}
         self.installed: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
         self.intended: tuple[list, list] = ([], [])
+        self.down: set[frozenset[str]] = set()  # switch links reported down
+        self._load_members()
         self.logger.info("multicast: trees rooted at %s", self.master)
 
     # -- switches -------------------------------------------------------------------
@@ -91,6 +100,8 @@ class MulticastTrees(compat.BaseApp):
             dp, cookie=CONTROL_COOKIE, priority=PRIORITY_MCAST_DROP,
             match=parser.OFPMatch(eth_type=0x0800, ipv4_dst=("224.0.0.0", "240.0.0.0")),
             instructions=[])
+        dp.send_msg(delete_cookie(dp, CONTROL_COOKIE))
+        dp.send_msg(parser.OFPBarrierRequest(dp))
         dp.send_msg(punt)
         dp.send_msg(guard)
         self.installed[dpid] = ([], [])
@@ -98,6 +109,43 @@ class MulticastTrees(compat.BaseApp):
         groups = [g for g in self.intended[1] if g.dpid == dpid]
         self._send(dpid, mc.tree_diff(([], []), (rules, groups)))
         self.installed[dpid] = (rules, groups)
+        self._query(dp, switch_name=self.view.switch_by_dpid(dpid).name)
+        self.logger.info("multicast: dpid %016x connected: %d flows, %d groups", dpid,
+                         len(rules), len(groups))
+
+    def _query(self, dp, switch_name: str) -> None:
+        """An IGMPv3 general query out of every host port: members report again."""
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        pkt = packet_lib.Packet()
+        pkt.add_protocol(eth_pkt.ethernet(dst="01:00:5e:00:00:01", src="02:00:00:00:00:fe",
+                                          ethertype=0x0800))
+        pkt.add_protocol(ipv4_pkt.ipv4(dst="224.0.0.1", src=QUERIER_IP, proto=2, ttl=1))
+        pkt.add_protocol(igmp_pkt.igmpv3_query(maxresp=10, address="0.0.0.0"))
+        pkt.serialize()
+        ports = sorted(self.view.host_ports(switch_name))
+        if ports:
+            dp.send_msg(parser.OFPPacketOut(
+                dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                actions=[parser.OFPActionOutput(p) for p in ports], data=pkt.data))
+
+    def _load_members(self) -> None:
+        """Memberships a previous run of this controller saved: trees survive a restart."""
+        try:
+            saved = json.loads(self.members_path.read_text())
+        except (OSError, ValueError):
+            return
+        now = time.monotonic()
+        for group, hosts in saved.items():
+            for host in hosts:
+                if host in self.view.hosts:
+                    self.members.join(mc.group_address(group), host, now)
+        self._recompute()
+
+    def _save_members(self) -> None:
+        snap = {g: sorted(m) for g, m in self.members.snapshot().items() if m}
+        tmp = self.members_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snap, indent=1))
+        tmp.replace(self.members_path)
 
     # -- IGMP -----------------------------------------------------------------------
     @compat.set_ev_cls(compat.ofp_event.EventOFPPacketIn, compat.MAIN_DISPATCHER)
@@ -127,6 +175,7 @@ class MulticastTrees(compat.BaseApp):
             self.logger.warning("multicast: IGMP from %s rejected: %s", host, exc)
         if changed:
             self._recompute()
+            self._save_members()
 
     @staticmethod
     def _effects(pkt) -> list[tuple[str, str]]:
@@ -147,10 +196,47 @@ class MulticastTrees(compat.BaseApp):
                 out.append(("leave", v2.address))
         return out
 
+    # -- link failures ----------------------------------------------------------------
+    @compat.set_ev_cls(compat.ofp_event.EventOFPPortStatus, compat.MAIN_DISPATCHER)
+    def port_status(self, ev) -> None:
+        """A tree link that goes down (or comes back) re-routes every tree at once."""
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        switch = self.view.switch_by_dpid(msg.datapath.id)
+        if switch is None:
+            return
+        port = msg.desc.port_no
+        link = next((x for x in self.view.links
+                     if (x.a, x.a_port) == (switch.name, port)
+                     or (x.b, x.b_port) == (switch.name, port)), None)
+        if link is None:
+            return
+        down = (msg.reason == ofp.OFPPR_DELETE or bool(msg.desc.state & ofp.OFPPS_LINK_DOWN)
+                or bool(msg.desc.config & ofp.OFPPC_PORT_DOWN))
+        key = frozenset((link.a, link.b))
+        if down == (key in self.down):
+            return
+        if down:
+            self.down.add(key)
+        else:
+            self.down.discard(key)
+        self.logger.info("multicast: link %s-%s %s", link.a, link.b, "down" if down else "up")
+        self._recompute()
+
+    def _graph(self):
+        """The switch graph without the links reported down."""
+        g = self.view.graph()
+        for key in self.down:
+            a, b = sorted(key)
+            if g.has_edge(a, b):
+                g.remove_edge(a, b)
+        return g
+
     # -- state ----------------------------------------------------------------------
     def _recompute(self) -> None:
         memberships = {g: sorted(m) for g, m in self.members.snapshot().items() if m}
-        self.intended = mc.multicast_state(self.view, self.master, memberships)
+        self.intended = mc.multicast_state(self.view, self.master, memberships,
+                                           g=self._graph())
         for dpid in list(self.datapaths):
             new = ([r for r in self.intended[0] if r.dpid == dpid],
                    [g for g in self.intended[1] if g.dpid == dpid])
