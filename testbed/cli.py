@@ -82,6 +82,8 @@ def up(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fil
             console.print(f"network up: {len(tn.net.hosts)} hosts, {len(tn.net.switches)} "
                           f"switches, link mode {tn.mode}, run {tn.run_id}")
             console.print(f"hosts: {run_dir / 'hosts.json'}")
+            if "mesh" in tn.apps or "api" in tn.apps:
+                console.print(f"northbound API: http://127.0.0.1:{tn.api_port}/topology")
             if hold:
                 signal.signal(signal.SIGINT, _raise_stop)
                 console.print("holding; stop with `testbed down`")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Optional
 
 #: Short app names -> file in ``controllers/``.
-APPS = {"l2": "l2_proactive.py", "multicast": "multicast.py"}
+APPS = {"l2": "l2_proactive.py", "multicast": "multicast.py", "mesh": "mesh.py",
+        "api": "meshcast_api.py"}
 
 DEFAULT_PORT = 6653
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -150,6 +150,11 @@ class Emulator:
                 )
                 self.lanes[src.fileno()] = lane
                 self.all_lanes.append(lane)
+        self.by_link: dict[str, list[Lane]] = {}
+        for lane in self.all_lanes:
+            self.by_link.setdefault(lane.name.rsplit(":", 1)[0], []).append(lane)
+        self.control_file = config.get("control_file")
+        self.reload_wanted = False
         self.heap: list[tuple[int, int, Lane, bytes]] = []
         self.seq = 0
         self.running = True
@@ -157,6 +162,25 @@ class Emulator:
 
     def stop(self, *_: object) -> None:
         self.running = False
+
+    def request_reload(self, *_: object) -> None:
+        self.reload_wanted = True
+
+    def reload(self) -> None:
+        """Apply new delay/jitter/loss per link from the control file (SIGHUP)."""
+        self.reload_wanted = False
+        try:
+            changes = json.loads(Path(self.control_file).read_text())
+        except (OSError, TypeError, ValueError) as exc:
+            print(f"linkemu: control file unreadable: {exc}", file=sys.stderr, flush=True)
+            return
+        for name, params in changes.items():
+            for lane in self.by_link.get(name, []):
+                try:
+                    lane.model.params = lane.model.params.replace(**params)
+                except (TypeError, ValueError) as exc:
+                    print(f"linkemu: link {name}: {exc}", file=sys.stderr, flush=True)
+                    break
 
     def _read(self, lane: Lane) -> None:
         src = lane.src
@@ -204,6 +228,8 @@ class Emulator:
         by_fd = self.lanes
         socks = self.sockets
         while self.running:
+            if self.reload_wanted:
+                self.reload()
             if self.heap:
                 timeout = max(0.0, (self.heap[0][0] - self.early_ns - time.time_ns()) / 1e9)
                 timeout = min(timeout, 0.2)
@@ -235,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     emu = Emulator(config)
     signal.signal(signal.SIGTERM, emu.stop)
     signal.signal(signal.SIGINT, emu.stop)
+    signal.signal(signal.SIGHUP, emu.request_reload)
     gc.disable()  # no collector pauses in the middle of a delay line
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))

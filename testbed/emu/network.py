@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from mininet.node import Host, OVSSwitch, RemoteController
 
 from testbed.core import spec as S
 from testbed.emu import residue, tc
-from testbed.emu.controller import ControllerProcess
+from testbed.emu.controller import ControllerProcess, free_port
 from testbed.emu.kernel import has_ovs_module, resolve_link_mode
 from testbed.emu.links import EmuIntf, EmuLink
 from testbed.emu.ovs import ensure_ovs_running
@@ -89,7 +90,8 @@ class TestbedNetwork:
     __test__ = False  # not a pytest test class
 
     def __init__(self, spec: nx.Graph, run_dir: Path, mode: str = "auto", seed: int = 0,
-                 apps: tuple[str, ...] = ("l2", "multicast"), run_id: str | None = None):
+                 apps: tuple[str, ...] = ("l2", "multicast", "mesh"),
+                 run_id: str | None = None):
         S.validate(spec)
         self.spec = spec
         self.run_dir = Path(run_dir).resolve()
@@ -105,6 +107,7 @@ class TestbedNetwork:
         self.relays: list[tuple[str, str, str, S.LinkParams]] = []
         self.plan = address_plan(spec)
         self.timings: dict[str, float] = {}
+        self.api_port: int | None = None
         self._saved_label: str | None = None
 
     # -- life cycle -------------------------------------------------------------------
@@ -133,9 +136,11 @@ class TestbedNetwork:
         self._write_topology_files()
         if self.relays:
             self._start_linkemu()
+        self.api_port = free_port()
         self.controller = ControllerProcess(
             list(self.apps), self.run_dir,
             env={"MESHCAST_TOPOLOGY": str(self.run_dir / "topology.json"),
+                 "MESHCAST_API_PORT": str(self.api_port),
                  residue.LABEL_ENV: self.run_id},
         )
         self.controller.start()
@@ -225,6 +230,7 @@ class TestbedNetwork:
         ready.unlink(missing_ok=True)
         config = {
             "seed": self.seed,
+            "control_file": str(self.run_dir / "linkemu-control.json"),
             "ready_file": str(ready),
             "stats_file": str(self.run_dir / "linkemu-stats.json"),
             "links": [
@@ -314,9 +320,41 @@ class TestbedNetwork:
             "run": self.run_id, "run_dir": str(self.run_dir.resolve()), "pid": os.getpid(),
             "mode": self.mode, "relays": [[ra, rb] for _, ra, rb, _ in self.relays],
             "controller_pid": self.controller.pid if self.controller else None,
+            "api": f"http://127.0.0.1:{self.api_port}" if self.api_port else None,
             "linkemu_pid": self.linkemu.pid if self.linkemu else None,
         }
         (residue.STATE_DIR / f"{self.run_id}.json").write_text(json.dumps(state, indent=1))
+
+    # -- changing links at run time -----------------------------------------------------
+    def set_link(self, a: str, b: str, **changes: float) -> S.LinkParams:
+        """Change delay_ms, jitter_ms or loss_pct of link a-b now (both directions).
+
+        The spec is updated too, so later checks compare against the new values.
+        """
+        allowed = {"delay_ms", "jitter_ms", "loss_pct"}
+        if not changes or set(changes) - allowed:
+            raise ValueError(f"set_link: change only {', '.join(sorted(allowed))}")
+        if not self.spec.has_edge(a, b):
+            raise ValueError(f"set_link: no link {a}-{b}")
+        params = S.link_params(self.spec, a, b).replace(**changes)
+        self.spec.edges[a, b].update(changes)
+        relay = next((r for r in self.relays if r[0] in (f"{a}-{b}", f"{b}-{a}")), None)
+        if relay is not None:
+            control = self.run_dir / "linkemu-control.json"
+            current = json.loads(control.read_text()) if control.exists() else {}
+            current[relay[0]] = {f: getattr(params, f) for f in sorted(allowed)}
+            control.write_text(json.dumps(current))
+            os.kill(self.linkemu.pid, signal.SIGHUP)
+        elif self.mode == tc.USERSPACE:
+            raise ValueError(f"set_link: link {a}-{b} was built without a delay line "
+                             "(give it a delay in the scenario to change it at run time)")
+        else:
+            for link in self.net.linksBetween(self.net.get(a), self.net.get(b)):
+                for intf in (link.intf1, link.intf2):
+                    intf.link_params = params
+                    intf.cmd(f"tc qdisc del dev {intf.name} root")
+                    intf.apply_shaping()
+        return params
 
     # -- helpers for callers ----------------------------------------------------------
     def host(self, name: str):

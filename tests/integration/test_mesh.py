@@ -1,0 +1,59 @@
+"""Mesh paths follow measured latency: the 5 ms way, then the other when it gets worse."""
+
+import time
+
+import networkx as nx
+
+from testbed.core.routing import COOKIE as MESH_COOKIE
+from testbed.core.spec import HELPER, MASTER, SWITCH
+from testbed.emu.network import TestbedNetwork
+from testbed.emu.ovs import dump_flows
+
+
+def two_ways():
+    """h1 on s1, h2 on s4; s1-s2-s4 is 5 ms one way, s1-s3-s4 40 ms."""
+    g = nx.Graph()
+    for i in range(1, 5):
+        g.add_node(f"s{i}", role=SWITCH)
+    g.add_edge("s1", "s2", delay_ms=2.5)
+    g.add_edge("s2", "s4", delay_ms=2.5)
+    g.add_edge("s1", "s3", delay_ms=20.0)
+    g.add_edge("s3", "s4", delay_ms=20.0)
+    g.add_node("m1", role=MASTER)
+    g.add_edge("m1", "s1")
+    for h, s in (("h1", "s1"), ("h2", "s4")):
+        g.add_node(h, role=HELPER)
+        g.add_edge(h, s)
+    return g
+
+
+def carries_mesh(switch: str) -> bool:
+    return f"cookie={MESH_COOKIE:#x}" in dump_flows(switch)
+
+
+def test_mesh_path_follows_a_latency_change_and_does_not_flap(run_dir, monkeypatch):
+    monkeypatch.setenv("MESHCAST_MESH_PAIRS", "h1:h2")
+    with TestbedNetwork(two_ways(), run_dir, apps=("l2", "mesh")) as tn:
+        deadline = time.time() + 10
+        while not carries_mesh("s2") and time.time() < deadline:
+            time.sleep(0.1)
+        assert carries_mesh("s2") and not carries_mesh("s3")
+        out = tn.host("h1").cmd(f"ping -c 5 -i 0.2 {tn.host('h2').IP()}")
+        assert " 0% packet loss" in out
+        time.sleep(3)  # measured metrics settle; the path must not move
+        log = (run_dir / "controller.log").read_text()
+        assert log.count("mesh: path h1-h2") == 1, log[-1500:]
+        t0 = time.time()
+        tn.set_link("s1", "s2", delay_ms=40.0)  # the short way is now 80 ms
+        tn.set_link("s2", "s4", delay_ms=40.0)
+        while not carries_mesh("s3") and time.time() < t0 + 10:
+            time.sleep(0.05)
+        moved = time.time() - t0
+        print(f"mesh path moved {moved:.2f} s after the latency change")
+        assert carries_mesh("s3") and not carries_mesh("s2")
+        assert moved <= 5.0
+        time.sleep(4)  # steady again: no flapping back
+        log = (run_dir / "controller.log").read_text()
+        assert log.count("mesh: path h1-h2") == 2, log[-1500:]
+        rtt = tn.host("h1").cmd(f"ping -c 5 -i 0.2 {tn.host('h2').IP()}")
+        assert " 0% packet loss" in rtt
