@@ -39,6 +39,7 @@ from testbed.core.routing import COOKIE, mesh_rules
 from testbed.core.rules import app_cookie, diff
 
 PROBE_S = 0.25
+STATS_EVERY = 4  # probe rounds between port-statistics requests (1 s)
 PRIORITY_LLDP = 500
 CONTROL_COOKIE = app_cookie("mc-lldp")
 PAIRS_ENV = "MESHCAST_MESH_PAIRS"
@@ -92,10 +93,12 @@ class MeshPaths(MeshcastApi):
 
     # -- probes -----------------------------------------------------------------------
     def _probe_loop(self) -> None:
+        rounds = 0
         while True:
             compat.hub.sleep(PROBE_S)
+            rounds += 1
             try:
-                self._probe()
+                self._probe(stats=rounds % STATS_EVERY == 0)
                 with self.lock:
                     moved = self.keeper.update(time.monotonic(), self.graph)
                     if moved or self.dirty:
@@ -104,11 +107,13 @@ class MeshPaths(MeshcastApi):
             except Exception:  # a probe round must never end the loop
                 self.logger.exception("mesh: probe round failed")
 
-    def _probe(self) -> None:
+    def _probe(self, stats: bool = False) -> None:
         for dpid, dp in list(self.datapaths.items()):
             parser, ofp = dp.ofproto_parser, dp.ofproto
             name = self.names[dpid]
             dp.send_msg(parser.OFPEchoRequest(dp, data=struct.pack("!d", time.monotonic())))
+            if stats:
+                dp.send_msg(parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY))
             for sw, port in self.link_ports:
                 if sw != name:
                     continue
@@ -158,6 +163,35 @@ class MeshPaths(MeshcastApi):
             return
         with self.lock:
             self.monitor.lldp(src, src_port, dst, msg.match["in_port"], t_send, now)
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPPortStatsReply, compat.MAIN_DISPATCHER)
+    def port_stats_reply(self, ev) -> None:
+        """Per-port rates: utilisation and available bandwidth of every link."""
+        now = time.monotonic()
+        name = self.names.get(ev.msg.datapath.id)
+        if name is None:
+            return
+        with self.lock:
+            for st in ev.msg.body:
+                if st.port_no >= ev.msg.datapath.ofproto.OFPP_MAX:
+                    continue  # the bridge's own port
+                self.monitor.port_stats(now, name, st.port_no, st.tx_bytes, st.rx_bytes,
+                                        st.duration_sec + st.duration_nsec / 1e9)
+
+    @compat.set_ev_cls(compat.ofp_event.EventOFPPortStatus, compat.MAIN_DISPATCHER)
+    def port_status(self, ev) -> None:
+        """A port going down breaks the links on it: paths over them move at once."""
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        name = self.names.get(msg.datapath.id)
+        if name is None:
+            return
+        up = not (msg.reason == ofp.OFPPR_DELETE or msg.desc.state & ofp.OFPPS_LINK_DOWN
+                  or msg.desc.config & ofp.OFPPC_PORT_DOWN)
+        with self.lock:
+            changed = self.monitor.port_status(name, msg.desc.port_no, bool(up))
+            if changed and self.keeper.update(time.monotonic(), self.graph):
+                self._install()
 
     # -- paths and flows --------------------------------------------------------------
     def changed(self, change) -> None:
