@@ -1,5 +1,8 @@
 """Links measure what they are configured to: latency, rate, jitter, loss.
 
+Only the L2 app runs, so that the measurement sees the links and not the
+controller's probes (calibrate measures under the full controller).
+
 The path h1 -5 ms- s1 -10 ms- s2 -20 ms- h2 has a 70 ms round trip; its middle
 link is the bottleneck.  Run in every link mode this kernel offers.
 """
@@ -25,7 +28,7 @@ def test_three_link_path_has_the_configured_latency_and_rate(run_dir, mode, bw):
     spec = make_chain(delays_ms=(5.0, 10.0, 20.0), bw_mbit=bw, bottleneck=2)
     plan = CalibrationPlan(probes=100, interval_s=0.02, iperf_seconds=4)
     rows = []
-    with TestbedNetwork(spec, run_dir, mode=mode) as tn:
+    with TestbedNetwork(spec, run_dir, mode=mode, apps=("l2",)) as tn:
         assert tn.mode == mode
         for _ in range(ATTEMPTS):
             m = measure_pair(tn.net, spec, "path", "h1->h2", "h1", "h2", plan)
@@ -43,12 +46,19 @@ def test_three_link_path_has_the_configured_latency_and_rate(run_dir, mode, bw):
 def test_jitter_and_loss_are_emulated(run_dir, mode):
     spec = make_chain(delays_ms=(1.0, 10.0, 1.0), bw_mbit=None, bottleneck=2,
                       jitter_ms=2.0, loss_pct=5.0)
-    with TestbedNetwork(spec, run_dir, mode=mode) as tn:
-        out = tn.host("h1").cmd(f"ping -n -c 300 -i 0.01 -W 1 {tn.host('h2').IP()}")
-    ping = M.parse_ping(out)
-    # 5 % each way on the middle link: 1 - 0.95^2 = 9.75 % of round trips lost
-    assert 0.04 < ping.loss < 0.17, ping.loss
-    rtts = ping.rtts_ms
-    assert abs(M.percentile(rtts, 0.5) - 24.0) < 1.5
-    spread = M.percentile(rtts, 0.95) - M.percentile(rtts, 0.05)
-    assert 2.0 < spread < 8.5, spread  # +-2 ms each way, without reordering
+    failures = []
+    with TestbedNetwork(spec, run_dir, mode=mode, apps=("l2",)) as tn:
+        for _ in range(ATTEMPTS):
+            out = tn.host("h1").cmd(f"ping -n -c 300 -i 0.01 -W 1 {tn.host('h2').IP()}")
+            ping = M.parse_ping(out)
+            rtts = ping.rtts_ms
+            median = M.percentile(rtts, 0.5)
+            spread = M.percentile(rtts, 0.95) - M.percentile(rtts, 0.05)
+            # 5 % each way on the middle link: 1 - 0.95^2 = 9.75 % of round trips lost;
+            # +-2 ms each way, without reordering: a spread of a few ms around 24 ms
+            checks = {"loss": 0.04 < ping.loss < 0.17, "median": abs(median - 24.0) < 3.0,
+                      "spread": 2.0 < spread < 8.5}
+            if all(checks.values()):
+                return
+            failures.append((ping.loss, median, spread, checks))
+    pytest.fail(f"jitter/loss not as configured in {ATTEMPTS} tries: {failures}")
