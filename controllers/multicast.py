@@ -1,6 +1,9 @@
 """IP multicast trees from IGMP snooping: the shim over :mod:`testbed.core.multicast`.
 
-Runs beside the L2 app (``testbed controller l2 multicast``).  On each switch it installs
+Runs beside the L2 app (``testbed controller l2 multicast``).  Where a tree link has a
+usable detour, the parent's group is a fast-failover group, so the switch itself moves
+to the detour when the link goes down (``MESHCAST_FAST_FAILOVER=0`` turns this off);
+every other tree link is re-routed by the controller.  On each switch it installs
 a rule that sends IGMP to the controller and a guard that drops IPv4 multicast no tree
 carries; IGMP reports and leaves from hosts update a :class:`MembershipTable`, and every
 change recomputes the intended flows and groups (trees rooted at the master's switch)
@@ -45,6 +48,7 @@ PRIORITY_MCAST_DROP = 280  # below the trees' rules and guards, above L2 floodin
 CONTROL_COOKIE = app_cookie("mc-ctl")  # the IGMP punt and the multicast guard
 QUERIER_IP = "10.255.255.254"  # in the hosts' subnet, never a host's address
 MEMBERS_FILE = "multicast-members.json"  # beside topology.json: survives a restart
+FAST_FAILOVER_ENV = "MESHCAST_FAST_FAILOVER"  # "0" turns fast-failover groups off
 
 
 class MulticastTrees(compat.BaseApp):
@@ -74,6 +78,7 @@ class MulticastTrees(compat.BaseApp):
         self.installed: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
         self.intended: tuple[list, list] = ([], [])
         self.down: set[frozenset[str]] = set()  # switch links reported down
+        self.fast_failover = os.environ.get(FAST_FAILOVER_ENV, "1") != "0"
         self._load_members()
         self.logger.info("multicast: trees rooted at %s", self.master)
 
@@ -236,7 +241,7 @@ class MulticastTrees(compat.BaseApp):
     def _recompute(self) -> None:
         memberships = {g: sorted(m) for g, m in self.members.snapshot().items() if m}
         self.intended = mc.multicast_state(self.view, self.master, memberships,
-                                           g=self._graph())
+                                           fast_failover=self.fast_failover, g=self._graph())
         for dpid in list(self.datapaths):
             new = ([r for r in self.intended[0] if r.dpid == dpid],
                    [g for g in self.intended[1] if g.dpid == dpid])

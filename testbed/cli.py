@@ -146,7 +146,10 @@ def _calibrate(scenario: Path, out: Optional[Path], sample: Optional[int],
     from testbed.emu import calibrate as C
     from testbed.emu.network import TestbedNetwork, add_probes
 
-    run_dir = _run_dir(out if out and out.suffix != ".json" else None, sc.name, what)
+    if out is not None and out.suffix == ".json":  # the run's files go beside the JSON
+        run_dir = out.parent / f"{out.stem}-run"
+    else:
+        run_dir = _run_dir(out, sc.name, what)
     cal = sc.calibration
     plan = C.CalibrationPlan(
         probes=cal.probes, interval_s=cal.interval_s, iperf_seconds=cal.iperf_seconds,

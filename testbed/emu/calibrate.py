@@ -158,7 +158,7 @@ def measure_pair(net, g: nx.Graph, kind: str, name: str, src: str, dst: str,
         except M.ParseError as exc:
             m.error = str(exc)
         if plan.throughput and (prof.bottleneck_mbit or kind == "link"):
-            m.throughput, err = _iperf(hs, hd, plan.iperf_seconds, prof.bottleneck_mbit)
+            m.throughput, err = iperf_pair(hs, hd, plan.iperf_seconds, prof.bottleneck_mbit)
             if err:
                 m.error = "; ".join(x for x in (m.error, err) if x)
     m.cpu = M.judge_cpu(cpu.samples)
@@ -169,7 +169,9 @@ def _lossy(g: nx.Graph, prof: S.PathProfile) -> bool:
     return any(S.link_params(g, a, b).loss_pct for a, b in zip(prof.nodes, prof.nodes[1:]))
 
 
-def _iperf(hs, hd, seconds: float, bw: float | None) -> tuple[M.ThroughputVerdict | None, str]:
+def iperf_pair(hs, hd, seconds: float, bw: float | None
+               ) -> tuple[M.ThroughputVerdict | None, str]:
+    """One iperf3 TCP test from host ``hs`` to ``hd``, judged against rate ``bw``."""
     server = hd.popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT)])
     try:
         time.sleep(0.3)
