@@ -34,7 +34,7 @@ except ImportError:  # under Ryu
 from controllers.meshcast_api import MeshcastApi
 from controllers.ofadapter import delete_cookie, flow_mod
 from testbed.core.linkmetrics import LinkMonitor
-from testbed.core.northbound import MeshChange
+from testbed.core.northbound import MeshChange, TierChange, multicast_snapshot
 from testbed.core.routing import COOKIE, mesh_rules
 from testbed.core.rules import app_cookie, diff
 
@@ -68,6 +68,7 @@ class MeshPaths(MeshcastApi):
         if pairs:
             self.keeper.set_pairs(pairs)
         self.dirty = False  # the API changed the pairs: install from the probe loop
+        self.state.provide(multicast=self._multicast_view)
         compat.hub.spawn(self._probe_loop)
 
     # -- switches ---------------------------------------------------------------------
@@ -200,6 +201,22 @@ class MeshPaths(MeshcastApi):
         super().changed(change)
         if isinstance(change, MeshChange):
             self.dirty = True
+        elif isinstance(change, TierChange):
+            trees = self._multicast_app()
+            if trees is not None:
+                trees.set_tiers(dict(change.tiers))
+
+    @staticmethod
+    def _multicast_app():
+        """The multicast app of this controller process, if it runs."""
+        return compat.app_manager.lookup_service_brick("MulticastTrees")
+
+    def _multicast_view(self):
+        trees = self._multicast_app()
+        if trees is None:
+            return multicast_snapshot({}, {})
+        memberships, built = trees.snapshot()
+        return multicast_snapshot(memberships, built)
 
     def _install(self) -> None:
         """Make every switch's mesh flows equal to the keeper's current paths."""

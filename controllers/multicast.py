@@ -79,8 +79,30 @@ class MulticastTrees(compat.BaseApp):
         self.intended: tuple[list, list] = ([], [])
         self.down: set[frozenset[str]] = set()  # switch links reported down
         self.fast_failover = os.environ.get(FAST_FAILOVER_ENV, "1") != "0"
+        self.tiers: dict[str, int] | None = None  # the master's tiers, when published
+        self.pending_tiers: dict[str, int] | None = None  # handed over by the API's thread
+        self.trees: dict = {}  # group -> tree, for the northbound API
         self._load_members()
+        compat.hub.spawn(self._tier_loop)
         self.logger.info("multicast: trees rooted at %s", self.master)
+
+    def set_tiers(self, tiers: dict[str, int]) -> None:
+        """New tiers from the master (any thread): trees follow them within 0.1 s."""
+        self.pending_tiers = dict(tiers)
+
+    def _tier_loop(self) -> None:
+        while True:
+            compat.hub.sleep(0.1)
+            tiers, self.pending_tiers = self.pending_tiers, None
+            if tiers is not None:
+                self.tiers = tiers
+                self.logger.info("multicast: tiers %s", tiers)
+                self._recompute()
+
+    def snapshot(self):
+        """Memberships and trees, for ``GET /multicast``."""
+        return ({g: sorted(m) for g, m in self.members.snapshot().items() if m},
+                dict(self.trees))
 
     # -- switches -------------------------------------------------------------------
     @compat.set_ev_cls(compat.ofp_event.EventOFPSwitchFeatures, compat.CONFIG_DISPATCHER)
@@ -240,8 +262,12 @@ class MulticastTrees(compat.BaseApp):
     # -- state ----------------------------------------------------------------------
     def _recompute(self) -> None:
         memberships = {g: sorted(m) for g, m in self.members.snapshot().items() if m}
+        graph = self._graph()
         self.intended = mc.multicast_state(self.view, self.master, memberships,
-                                           fast_failover=self.fast_failover, g=self._graph())
+                                           tiers=self.tiers, fast_failover=self.fast_failover,
+                                           g=graph)
+        self.trees = {grp: mc.multicast_tree(self.view, self.master, m, self.tiers, g=graph)
+                      for grp, m in memberships.items()}
         for dpid in list(self.datapaths):
             new = ([r for r in self.intended[0] if r.dpid == dpid],
                    [g for g in self.intended[1] if g.dpid == dpid])

@@ -115,17 +115,21 @@ def test_tree_link_failure_is_rerouted_within_a_second(run_dir, tmp_path):
 
 
 def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state(
-        run_dir, tmp_path):
+        run_dir, tmp_path, monkeypatch):
+    from controllers.mesh import CONTROL_COOKIE as LLDP_COOKIE
     from controllers.multicast import CONTROL_COOKIE
     from testbed.core import multicast as mc
     from testbed.core.l2 import NetView, l2_rules
+    from testbed.core.linkmetrics import MetricGraph
     from testbed.core.ofdump import parse_dump_flows, parse_dump_groups
+    from testbed.core.routing import PathKeeper, mesh_rules
     from testbed.core.rules import sort_rules
     from testbed.emu.ovs import dump_flows, ofctl
 
     spec = make_tiered(regions=2, helpers_per_region=2, viewers_per_region=0,
                        tier_delays_ms=(2.0, 5.0))
-    with TestbedNetwork(spec, run_dir, apps=("l2", "multicast")) as tn:
+    monkeypatch.setenv("MESHCAST_MESH_PAIRS", "h1:h4")
+    with TestbedNetwork(spec, run_dir, apps=("l2", "multicast", "mesh")) as tn:
         outs = {h: tmp_path / f"{h}.recv" for h in ("h1", "h4")}
         recvs = [tn.host(h).popen([sys.executable, TOOL, "recv", GROUP, str(PORT), "9",
                                    str(out)]) for h, out in outs.items()]
@@ -148,12 +152,15 @@ def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state
         view = NetView.from_json((run_dir / "topology.json").read_text())
         intended_rules, intended_groups = mc.multicast_state(
             view, "m1", {GROUP: ["h1", "h4"]}, fast_failover=True)
+        keeper = PathKeeper([("h1", "h4")])  # a tree topology: one path, whatever the metrics
+        keeper.update(0.0, MetricGraph.from_view(view).graph)
+        intended_rules += mesh_rules(view, keeper.pairs, keeper.paths)
         for sw in view.switches.values():
             text = dump_flows(sw.name)
-            control = [x for x in text.splitlines() if f"cookie={CONTROL_COOKIE:#x}" in x]
-            assert len(control) == 2, control  # the IGMP punt and the guard, once each
-            rest = "\n".join(x for x in text.splitlines()
-                             if f"cookie={CONTROL_COOKIE:#x}" not in x)
+            ours = (f"cookie={CONTROL_COOKIE:#x}", f"cookie={LLDP_COOKIE:#x}")
+            control = [x for x in text.splitlines() if any(c in x for c in ours)]
+            assert len(control) == 3, control  # IGMP punt, multicast guard, LLDP punt
+            rest = "\n".join(x for x in text.splitlines() if not any(c in x for c in ours))
             installed = sort_rules(parse_dump_flows(rest, sw.dpid))
             (tmp_path / f"{sw.name}.flows").write_text(text)
             want = sort_rules([r for r in l2_rules(view) if r.dpid == sw.dpid]
@@ -213,3 +220,58 @@ def test_fast_failover_covers_a_tree_link_without_the_controller(run_dir, tmp_pa
     print(f"fast failover: longest gap {worst * 1000:.0f} ms, {len(times)} of 800 packets")
     assert times[-1] > t_fail + 1.0  # delivery went on over the detour
     assert worst <= 0.050, worst
+
+
+def diamond():
+    """m1 on s1; h1 (tier 1) on s2, h2 (tier 2) on s3; s1-s3 is 1 ms, s1-s2-s3 1.5 ms."""
+    import networkx as nx
+
+    from testbed.core.spec import HELPER, MASTER, SWITCH
+
+    g = nx.Graph()
+    for i in range(1, 4):
+        g.add_node(f"s{i}", role=SWITCH)
+    g.add_edge("s1", "s2", delay_ms=1.0)
+    g.add_edge("s2", "s3", delay_ms=0.5)
+    g.add_edge("s1", "s3", delay_ms=1.0)
+    g.add_node("m1", role=MASTER)
+    g.add_edge("m1", "s1")
+    for h, s in (("h1", "s2"), ("h2", "s3")):
+        g.add_node(h, role=HELPER)
+        g.add_edge(h, s)
+    return g
+
+
+def test_trees_follow_the_tiers_published_through_the_api(run_dir, tmp_path):
+    """Shortest paths first; once the master publishes tiers, tier 2 hangs off tier 1."""
+    import json
+    import urllib.request
+
+    def api(method, path, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{tn.api_port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def edges():
+        tree = api("GET", "/multicast")["groups"].get(GROUP, {})
+        return {(e["from"], e["to"]) for e in tree.get("edges", [])}
+
+    with TestbedNetwork(diamond(), run_dir, apps=("l2", "multicast", "mesh")) as tn:
+        recvs = [tn.host(h).popen([sys.executable, TOOL, "recv", GROUP, str(PORT), "4",
+                                   str(tmp_path / f"{h}.recv")]) for h in ("h1", "h2")]
+        time.sleep(1.0)
+        before = edges()
+        assert ("s1", "s3") in before and ("s2", "s3") not in before, before
+        assert api("PUT", "/tiers", {"tiers": {"h1": 1, "h2": 2}})
+        time.sleep(0.5)
+        after = edges()
+        assert ("s2", "s3") in after and ("s1", "s3") not in after, after
+        sender = tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), "100",
+                                      "0.005"])
+        assert sender.wait(20) == 0
+        for p in recvs:
+            p.wait(20)
+    for h in ("h1", "h2"):
+        got = {int(x.split()[0]) for x in lines(tmp_path / f"{h}.recv") if x[:1].isdigit()}
+        assert got == set(range(100)), (h, len(got))
