@@ -2,29 +2,17 @@
 
 import time
 
-import networkx as nx
+from nets import small_net
 
 from testbed.core.routing import COOKIE as MESH_COOKIE
-from testbed.core.spec import HELPER, MASTER, SWITCH
 from testbed.emu.network import TestbedNetwork
 from testbed.emu.ovs import dump_flows
 
 
 def two_ways():
     """h1 on s1, h2 on s4; s1-s2-s4 is 5 ms one way, s1-s3-s4 40 ms."""
-    g = nx.Graph()
-    for i in range(1, 5):
-        g.add_node(f"s{i}", role=SWITCH)
-    g.add_edge("s1", "s2", delay_ms=2.5)
-    g.add_edge("s2", "s4", delay_ms=2.5)
-    g.add_edge("s1", "s3", delay_ms=20.0)
-    g.add_edge("s3", "s4", delay_ms=20.0)
-    g.add_node("m1", role=MASTER)
-    g.add_edge("m1", "s1")
-    for h, s in (("h1", "s1"), ("h2", "s4")):
-        g.add_node(h, role=HELPER)
-        g.add_edge(h, s)
-    return g
+    return small_net({("s1", "s2"): 2.5, ("s2", "s4"): 2.5, ("s1", "s3"): 20.0,
+                      ("s3", "s4"): 20.0}, {"m1": "s1", "h1": "s1", "h2": "s4"})
 
 
 def carries_mesh(switch: str) -> bool:

@@ -4,6 +4,8 @@ import sys
 import time
 from pathlib import Path
 
+from nets import small_net
+
 from testbed.emu.network import TestbedNetwork
 from topologies.tiered import make_tiered
 
@@ -73,20 +75,8 @@ def test_join_is_fast_and_leave_stops_delivery(run_dir, tmp_path):
 
 def ring():
     """m1 on s1, h1 on s3, a ring s1-s2-s3-s4-s1 of 1 ms links: two ways to h1."""
-    import networkx as nx
-
-    from testbed.core.spec import HELPER, MASTER, SWITCH
-
-    g = nx.Graph()
-    for i in range(1, 5):
-        g.add_node(f"s{i}", role=SWITCH)
-    for a, b in (("s1", "s2"), ("s2", "s3"), ("s3", "s4"), ("s4", "s1")):
-        g.add_edge(a, b, delay_ms=1.0)
-    g.add_node("m1", role=MASTER)
-    g.add_node("h1", role=HELPER)
-    g.add_edge("m1", "s1")
-    g.add_edge("h1", "s3")
-    return g
+    return small_net({("s1", "s2"): 1.0, ("s2", "s3"): 1.0, ("s3", "s4"): 1.0,
+                      ("s4", "s1"): 1.0}, {"m1": "s1", "h1": "s3"})
 
 
 def test_tree_link_failure_is_rerouted_within_a_second(run_dir, tmp_path):
@@ -184,20 +174,8 @@ def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state
 
 def triangle():
     """m1 on s1, h1 on s2; the tree link s1-s2 has a detour s1-s3-s2."""
-    import networkx as nx
-
-    from testbed.core.spec import HELPER, MASTER, SWITCH
-
-    g = nx.Graph()
-    for i in range(1, 4):
-        g.add_node(f"s{i}", role=SWITCH)
-    for a, b in (("s1", "s2"), ("s1", "s3"), ("s3", "s2")):
-        g.add_edge(a, b, delay_ms=1.0)
-    g.add_node("m1", role=MASTER)
-    g.add_node("h1", role=HELPER)
-    g.add_edge("m1", "s1")
-    g.add_edge("h1", "s2")
-    return g
+    return small_net({("s1", "s2"): 1.0, ("s1", "s3"): 1.0, ("s3", "s2"): 1.0},
+                     {"m1": "s1", "h1": "s2"})
 
 
 def test_fast_failover_covers_a_tree_link_without_the_controller(run_dir, tmp_path):
@@ -224,22 +202,8 @@ def test_fast_failover_covers_a_tree_link_without_the_controller(run_dir, tmp_pa
 
 def diamond():
     """m1 on s1; h1 (tier 1) on s2, h2 (tier 2) on s3; s1-s3 is 1 ms, s1-s2-s3 1.5 ms."""
-    import networkx as nx
-
-    from testbed.core.spec import HELPER, MASTER, SWITCH
-
-    g = nx.Graph()
-    for i in range(1, 4):
-        g.add_node(f"s{i}", role=SWITCH)
-    g.add_edge("s1", "s2", delay_ms=1.0)
-    g.add_edge("s2", "s3", delay_ms=0.5)
-    g.add_edge("s1", "s3", delay_ms=1.0)
-    g.add_node("m1", role=MASTER)
-    g.add_edge("m1", "s1")
-    for h, s in (("h1", "s2"), ("h2", "s3")):
-        g.add_node(h, role=HELPER)
-        g.add_edge(h, s)
-    return g
+    return small_net({("s1", "s2"): 1.0, ("s2", "s3"): 0.5, ("s1", "s3"): 1.0},
+                     {"m1": "s1", "h1": "s2", "h2": "s3"})
 
 
 def test_trees_follow_the_tiers_published_through_the_api(run_dir, tmp_path):
