@@ -32,7 +32,7 @@ except ImportError:  # under Ryu
     from ryu.lib.packet import packet as packet_lib  # type: ignore[no-redef]
 
 from controllers.meshcast_api import MeshcastApi
-from controllers.ofadapter import delete_cookie, flow_mod
+from controllers.ofadapter import delete_cookie, flow_mod, port_up, punt_flow
 from testbed.core.linkmetrics import LinkMonitor
 from testbed.core.northbound import MeshChange, TierChange, multicast_snapshot
 from testbed.core.routing import COOKIE, mesh_rules
@@ -77,16 +77,11 @@ class MeshPaths(MeshcastApi):
         dp, dpid = ev.msg.datapath, ev.msg.datapath_id
         if dpid not in self.names:
             return
-        parser, ofp = dp.ofproto_parser, dp.ofproto
+        parser = dp.ofproto_parser
         for msg in (delete_cookie(dp, COOKIE), delete_cookie(dp, CONTROL_COOKIE),
                     parser.OFPBarrierRequest(dp)):
             dp.send_msg(msg)
-        dp.send_msg(parser.OFPFlowMod(
-            dp, cookie=CONTROL_COOKIE, priority=PRIORITY_LLDP,
-            match=parser.OFPMatch(eth_type=ETH_LLDP),
-            instructions=[parser.OFPInstructionActions(
-                ofp.OFPIT_APPLY_ACTIONS,
-                [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)])]))
+        dp.send_msg(punt_flow(dp, CONTROL_COOKIE, PRIORITY_LLDP, eth_type=ETH_LLDP))
         self.installed[dpid] = []
         self.datapaths[dpid] = dp
         with self.lock:
@@ -183,14 +178,11 @@ class MeshPaths(MeshcastApi):
     def port_status(self, ev) -> None:
         """A port going down breaks the links on it: paths over them move at once."""
         msg = ev.msg
-        ofp = msg.datapath.ofproto
         name = self.names.get(msg.datapath.id)
         if name is None:
             return
-        up = not (msg.reason == ofp.OFPPR_DELETE or msg.desc.state & ofp.OFPPS_LINK_DOWN
-                  or msg.desc.config & ofp.OFPPC_PORT_DOWN)
         with self.lock:
-            changed = self.monitor.port_status(name, msg.desc.port_no, bool(up))
+            changed = self.monitor.port_status(name, msg.desc.port_no, port_up(msg))
             if changed and self.keeper.update(time.monotonic(), self.graph):
                 self._install()
 

@@ -36,7 +36,14 @@ except ImportError:  # under Ryu
     from ryu.lib.packet import ipv4 as ipv4_pkt  # type: ignore[no-redef]
     from ryu.lib.packet import packet as packet_lib  # type: ignore[no-redef]
 
-from controllers.ofadapter import delete_cookie, delete_groups, flow_mod, group_mod
+from controllers.ofadapter import (
+    delete_cookie,
+    delete_groups,
+    flow_mod,
+    group_mod,
+    port_up,
+    punt_flow,
+)
 from testbed.core import multicast as mc
 from testbed.core.l2 import NetView, TopologyError
 from testbed.core.rules import app_cookie
@@ -112,28 +119,19 @@ class MulticastTrees(compat.BaseApp):
             self.logger.warning("multicast: dpid %016x unknown: left as it is", dpid)
             return
         self.datapaths[dpid] = dp
-        parser, ofp = dp.ofproto_parser, dp.ofproto
+        parser = dp.ofproto_parser
         # start from nothing of ours: our flows, then every group (this app owns them)
-        for msg in (delete_cookie(dp, mc.COOKIE), parser.OFPBarrierRequest(dp),
-                    delete_groups(dp), parser.OFPBarrierRequest(dp)):
+        for msg in (delete_cookie(dp, mc.COOKIE), delete_cookie(dp, CONTROL_COOKIE),
+                    parser.OFPBarrierRequest(dp), delete_groups(dp),
+                    parser.OFPBarrierRequest(dp),
+                    punt_flow(dp, CONTROL_COOKIE, PRIORITY_IGMP, eth_type=0x0800, ip_proto=2),
+                    parser.OFPFlowMod(  # the guard: multicast no tree carries is dropped
+                        dp, cookie=CONTROL_COOKIE, priority=PRIORITY_MCAST_DROP,
+                        match=parser.OFPMatch(eth_type=0x0800,
+                                              ipv4_dst=("224.0.0.0", "240.0.0.0")),
+                        instructions=[])):
             dp.send_msg(msg)
-        punt = parser.OFPFlowMod(
-            dp, cookie=CONTROL_COOKIE, priority=PRIORITY_IGMP,
-            match=parser.OFPMatch(eth_type=0x0800, ip_proto=2),
-            instructions=[parser.OFPInstructionActions(
-                ofp.OFPIT_APPLY_ACTIONS,
-                [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)])])
-        guard = parser.OFPFlowMod(
-            dp, cookie=CONTROL_COOKIE, priority=PRIORITY_MCAST_DROP,
-            match=parser.OFPMatch(eth_type=0x0800, ipv4_dst=("224.0.0.0", "240.0.0.0")),
-            instructions=[])
-        dp.send_msg(delete_cookie(dp, CONTROL_COOKIE))
-        dp.send_msg(parser.OFPBarrierRequest(dp))
-        dp.send_msg(punt)
-        dp.send_msg(guard)
-        self.installed[dpid] = ([], [])
-        rules = [r for r in self.intended[0] if r.dpid == dpid]
-        groups = [g for g in self.intended[1] if g.dpid == dpid]
+        rules, groups = self._intended_for(dpid)
         self._send(dpid, mc.tree_diff(([], []), (rules, groups)))
         self.installed[dpid] = (rules, groups)
         self._query(dp, switch_name=self.view.switch_by_dpid(dpid).name)
@@ -228,18 +226,13 @@ class MulticastTrees(compat.BaseApp):
     def port_status(self, ev) -> None:
         """A tree link that goes down (or comes back) re-routes every tree at once."""
         msg = ev.msg
-        ofp = msg.datapath.ofproto
         switch = self.view.switch_by_dpid(msg.datapath.id)
         if switch is None:
             return
-        port = msg.desc.port_no
-        link = next((x for x in self.view.links
-                     if (x.a, x.a_port) == (switch.name, port)
-                     or (x.b, x.b_port) == (switch.name, port)), None)
+        link = self.view.link_at(switch.name, msg.desc.port_no)
         if link is None:
             return
-        down = (msg.reason == ofp.OFPPR_DELETE or bool(msg.desc.state & ofp.OFPPS_LINK_DOWN)
-                or bool(msg.desc.config & ofp.OFPPC_PORT_DOWN))
+        down = not port_up(msg)
         key = frozenset((link.a, link.b))
         if down == (key in self.down):
             return
@@ -269,13 +262,17 @@ class MulticastTrees(compat.BaseApp):
         self.trees = {grp: mc.multicast_tree(self.view, self.master, m, self.tiers, g=graph)
                       for grp, m in memberships.items()}
         for dpid in list(self.datapaths):
-            new = ([r for r in self.intended[0] if r.dpid == dpid],
-                   [g for g in self.intended[1] if g.dpid == dpid])
+            new = self._intended_for(dpid)
             diff = mc.tree_diff(self.installed[dpid], new)
             if diff.steps():
                 self._send(dpid, diff)
             self.installed[dpid] = new
         self.logger.info("multicast: members %s", {g: list(m) for g, m in memberships.items()})
+
+    def _intended_for(self, dpid: int) -> tuple[list, list]:
+        """The intended (flows, groups) of one switch."""
+        return ([r for r in self.intended[0] if r.dpid == dpid],
+                [g for g in self.intended[1] if g.dpid == dpid])
 
     def _send(self, dpid: int, diff) -> None:
         dp = self.datapaths.get(dpid)

@@ -128,3 +128,21 @@ def replace_messages(datapath: Any, rules: list[Rule], cookie: int) -> list:
         *(flow_mod(datapath, rule) for rule in rules),
         parser.OFPBarrierRequest(datapath),
     ]
+
+
+def punt_flow(datapath: Any, cookie: int, priority: int, **match: Any) -> Any:
+    """A flow that sends whole packets matching ``match`` to the controller."""
+    ofp, parser = datapath.ofproto, datapath.ofproto_parser
+    return parser.OFPFlowMod(
+        datapath, cookie=cookie, priority=priority, match=parser.OFPMatch(**match),
+        instructions=[parser.OFPInstructionActions(
+            ofp.OFPIT_APPLY_ACTIONS,
+            [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)])])
+
+
+def port_up(msg: Any) -> bool:
+    """Whether an OFPPortStatus message leaves its port usable (not deleted, link up,
+    not administratively down)."""
+    ofp = msg.datapath.ofproto
+    return not (msg.reason == ofp.OFPPR_DELETE or msg.desc.state & ofp.OFPPS_LINK_DOWN
+                or msg.desc.config & ofp.OFPPC_PORT_DOWN)

@@ -146,6 +146,13 @@ class NetView:
                 return switch
         return None
 
+    def link_at(self, switch: str, port: int) -> Optional[LinkView]:
+        """The switch-to-switch link on ``switch`` port ``port``, if there is one."""
+        for link in self.links:
+            if (link.a, link.a_port) == (switch, port) or (link.b, link.b_port) == (switch, port):
+                return link
+        return None
+
     def host_ports(self, switch: str) -> dict[int, str]:
         """Ports of ``switch`` that lead to a host: port -> host name."""
         return {h.port: h.name for h in self.hosts.values() if h.switch == switch}

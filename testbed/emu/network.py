@@ -29,7 +29,7 @@ from testbed.emu import residue, tc
 from testbed.emu.controller import ControllerProcess, free_port
 from testbed.emu.kernel import has_ovs_module, resolve_link_mode
 from testbed.emu.links import EmuIntf, EmuLink
-from testbed.emu.ovs import ensure_ovs_running
+from testbed.emu.ovs import OvsError, bridge_connected, dump_flows, ensure_ovs_running
 from testbed.emu.proc import ManagedProcess
 
 HOST_NET = ipaddress.ip_network("10.0.0.0/8")
@@ -220,10 +220,12 @@ class TestbedNetwork:
         names = [r for _, ra, rb, _ in self.relays for r in (ra, rb)]
         for sw in self.net.switches:
             names += [i.name for i in sw.intfList() if i.name != "lo"]
-        for name in names:
-            subprocess.run(["ip", "link", "set", "dev", name, "alias",
-                            residue.ALIAS_PREFIX + self.run_id], check=False,
-                           capture_output=True)
+        batch = "".join(f"link set dev {name} alias {residue.ALIAS_PREFIX}{self.run_id}\n"
+                        for name in names)
+        res = subprocess.run(["ip", "-batch", "-"], input=batch, text=True,
+                             capture_output=True, check=False)
+        if res.returncode != 0:
+            raise RuntimeError(f"labelling interfaces failed: {res.stderr.strip()}")
 
     def _start_linkemu(self) -> None:
         ready = self.run_dir / "linkemu.ready"
@@ -367,14 +369,7 @@ class TestbedNetwork:
 
 def _bridge_ready(bridge: str) -> bool:
     """Connected to its controller and holding at least the table-miss flow."""
-    ctl = subprocess.run(["ovs-vsctl", "get", "Bridge", bridge, "controller"],
-                         capture_output=True, text=True, check=False).stdout.strip(" \n[]")
-    if not ctl:
+    try:
+        return bridge_connected(bridge) and "priority=0" in dump_flows(bridge)
+    except OvsError:
         return False
-    conn = subprocess.run(["ovs-vsctl", "get", "Controller", ctl, "is_connected"],
-                          capture_output=True, text=True, check=False).stdout.strip()
-    if conn != "true":
-        return False
-    flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge],
-                           capture_output=True, text=True, check=False)
-    return flows.returncode == 0 and "priority=0" in flows.stdout

@@ -22,11 +22,7 @@ from testbed.core.rules import Rule
 from testbed.emu import ovs
 from testbed.emu.controller import ControllerProcess
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
-    pytest.mark.skipif(not ovs.ovs_installed(), reason="needs Open vSwitch"),
-]
+pytestmark = pytest.mark.integration
 
 PREFIX = "mcttest"
 DPIDS = {"a": 0xA1, "b": 0xA2, "c": 0xA3}  # c is the switch topology.json does not know

@@ -13,6 +13,23 @@ TOOL = str(Path(__file__).with_name("mcast_tool.py"))
 GROUP, PORT = "239.1.1.1", 5007
 
 
+def start_receiver(tn, host: str, seconds: int, out: Path):
+    """``host`` joins the group for ``seconds`` and logs every datagram to ``out``."""
+    return tn.host(host).popen([sys.executable, TOOL, "recv", GROUP, str(PORT), str(seconds),
+                                str(out)])
+
+
+def start_sender(tn, count: int, interval: float = 0.005):
+    """The master sends ``count`` numbered datagrams to the group."""
+    return tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), str(count),
+                                str(interval)])
+
+
+def arrivals(out: Path) -> list[float]:
+    """Arrival times of the datagrams a receiver logged."""
+    return [float(x.split()[1]) for x in lines(out) if x[:1].isdigit()]
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().split("\n") if path.exists() else []
 
@@ -24,15 +41,13 @@ def test_members_receive_every_packet_and_others_none(run_dir, tmp_path):
         members, others = ["h1", "h3"], ["h2", "h4", "v1", "v2"]
         procs = []
         for h in members:
-            procs.append(tn.host(h).popen([sys.executable, TOOL, "recv", GROUP, str(PORT), "4",
-                                           str(tmp_path / f"{h}.recv")]))
+            procs.append(start_receiver(tn, h, 4, tmp_path / f"{h}.recv"))
         for h in others:
             host = tn.host(h)
             procs.append(host.popen([sys.executable, TOOL, "sniff", GROUP, "4",
                                      str(tmp_path / f"{h}.sniff"), host.defaultIntf().name]))
         time.sleep(1.0)  # IGMP reports reach the controller, trees are installed
-        sender = tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), "200",
-                                      "0.005"])
+        sender = start_sender(tn, 200)
         assert sender.wait(20) == 0
         for p in procs:
             p.wait(20)
@@ -51,8 +66,7 @@ def test_join_is_fast_and_leave_stops_delivery(run_dir, tmp_path):
     spec = make_tiered(regions=2, helpers_per_region=1, viewers_per_region=0,
                        tier_delays_ms=(2.0, 5.0))
     with TestbedNetwork(spec, run_dir, apps=("l2", "multicast")) as tn:
-        sender = tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), "8000",
-                                      "0.005"])
+        sender = start_sender(tn, 8000)
         h2 = tn.host("h2")
         out = tmp_path / "cycles"
         cycler = h2.popen([sys.executable, TOOL, "cycles", GROUP, str(PORT), "20", str(out),
@@ -82,18 +96,16 @@ def ring():
 def test_tree_link_failure_is_rerouted_within_a_second(run_dir, tmp_path):
     with TestbedNetwork(ring(), run_dir, apps=("l2", "multicast")) as tn:
         out = tmp_path / "h1.recv"
-        recv = tn.host("h1").popen([sys.executable, TOOL, "recv", GROUP, str(PORT), "6",
-                                    str(out)])
+        recv = start_receiver(tn, "h1", 6, out)
         time.sleep(1.0)
-        sender = tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), "800",
-                                      "0.005"])
+        sender = start_sender(tn, 800)
         time.sleep(1.5)
         t_fail = time.time()
         tn.net.configLinkStatus("s1", "s2", "down")  # on the tree: s1 -> s2 -> s3
         assert sender.wait(30) == 0
         recv.wait(30)
         log = (run_dir / "controller.log").read_text()
-    times = [float(x.split()[1]) for x in lines(out) if x[:1].isdigit()]
+    times = arrivals(out)
     assert times, log[-2000:]
     gaps = [b - a for a, b in zip(times, times[1:])]
     worst = max(gaps)
@@ -121,11 +133,9 @@ def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state
     monkeypatch.setenv("MESHCAST_MESH_PAIRS", "h1:h4")
     with TestbedNetwork(spec, run_dir, apps=("l2", "multicast", "mesh")) as tn:
         outs = {h: tmp_path / f"{h}.recv" for h in ("h1", "h4")}
-        recvs = [tn.host(h).popen([sys.executable, TOOL, "recv", GROUP, str(PORT), "9",
-                                   str(out)]) for h, out in outs.items()]
+        recvs = [start_receiver(tn, h, 9, out) for h, out in outs.items()]
         time.sleep(1.0)
-        sender = tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), "1400",
-                                      "0.005"])
+        sender = start_sender(tn, 1400)
         time.sleep(1.5)
         t_stop = time.time()
         tn.controller.stop()
@@ -164,7 +174,7 @@ def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state
         for p in recvs:
             p.wait(30)
     for h, out in outs.items():
-        times = [float(x.split()[1]) for x in lines(out) if x[:1].isdigit()]
+        times = arrivals(out)
         during = [t for t in times if t_stop + 0.2 < t < t_start]
         assert len(during) > 200, (h, len(during))  # kept forwarding without a controller
         gaps = [b - a for a, b in zip(times, times[1:])]
@@ -181,18 +191,16 @@ def triangle():
 def test_fast_failover_covers_a_tree_link_without_the_controller(run_dir, tmp_path):
     with TestbedNetwork(triangle(), run_dir, apps=("l2", "multicast")) as tn:
         out = tmp_path / "h1.recv"
-        recv = tn.host("h1").popen([sys.executable, TOOL, "recv", GROUP, str(PORT), "6",
-                                    str(out)])
+        recv = start_receiver(tn, "h1", 6, out)
         time.sleep(1.0)
-        sender = tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), "800",
-                                      "0.005"])
+        sender = start_sender(tn, 800)
         time.sleep(1.5)
         tn.controller.stop()  # only the switch can act now
         t_fail = time.time()
         tn.net.configLinkStatus("s1", "s2", "down")
         assert sender.wait(30) == 0
         recv.wait(30)
-    times = [float(x.split()[1]) for x in lines(out) if x[:1].isdigit()]
+    times = arrivals(out)
     gaps = [b - a for a, b in zip(times, times[1:])]
     worst = max(gaps)
     print(f"fast failover: longest gap {worst * 1000:.0f} ms, {len(times)} of 800 packets")
@@ -222,8 +230,7 @@ def test_trees_follow_the_tiers_published_through_the_api(run_dir, tmp_path):
         return {(e["from"], e["to"]) for e in tree.get("edges", [])}
 
     with TestbedNetwork(diamond(), run_dir, apps=("l2", "multicast", "mesh")) as tn:
-        recvs = [tn.host(h).popen([sys.executable, TOOL, "recv", GROUP, str(PORT), "4",
-                                   str(tmp_path / f"{h}.recv")]) for h in ("h1", "h2")]
+        recvs = [start_receiver(tn, h, 4, tmp_path / f"{h}.recv") for h in ("h1", "h2")]
         time.sleep(1.0)
         before = edges()
         assert ("s1", "s3") in before and ("s2", "s3") not in before, before
@@ -231,8 +238,7 @@ def test_trees_follow_the_tiers_published_through_the_api(run_dir, tmp_path):
         time.sleep(0.5)
         after = edges()
         assert ("s2", "s3") in after and ("s1", "s3") not in after, after
-        sender = tn.host("m1").popen([sys.executable, TOOL, "send", GROUP, str(PORT), "100",
-                                      "0.005"])
+        sender = start_sender(tn, 100)
         assert sender.wait(20) == 0
         for p in recvs:
             p.wait(20)
