@@ -259,7 +259,8 @@ class MulticastTrees(compat.BaseApp):
         self.intended = mc.multicast_state(self.view, self.master, memberships,
                                            tiers=self.tiers, fast_failover=self.fast_failover,
                                            g=graph)
-        self.trees = {grp: mc.multicast_tree(self.view, self.master, m, self.tiers, g=graph)
+        self.trees = {grp: mc.multicast_tree(self.view, mc.group_root(self.view, grp, self.master),
+                                             m, self.tiers, g=graph)
                       for grp, m in memberships.items()}
         for dpid in list(self.datapaths):
             new = self._intended_for(dpid)

@@ -205,10 +205,75 @@ def calibrate(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario Y
 def demo(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
          out: Optional[Path] = typer.Option(None, help="Run directory."),
          mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
-    """The default job: bring up the scenario, run the fidelity check, print it, stop."""
-    report = _calibrate(scenario, out, None, mode, True, "demo")
+    """The default job: the fidelity check, then the delivery system playing the scenario."""
+    sc = _load_with(scenario, None, None)
+    base = _run_dir(out, sc.name, "demo")
+    report = _calibrate(scenario, base / "fidelity.json", None, mode, True, "demo")
     if report["summary"]["failed"]:
         err.print("[yellow]warning:[/] some links measured outside tolerance (see above)")
+    _play_run(sc, base / "run", mode)
+
+
+def _load_with(path: Path, sets: Optional[list[str]], duration: Optional[float]):
+    """The scenario with ``--set key=value`` overrides applied, or one line and exit 2."""
+    import yaml
+
+    from testbed.scenario import ScenarioError
+
+    sc, _ = _load(path)
+    changes = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--set {item!r}: expected KEY=VALUE, e.g. delivery.mesh_degree=3")
+        changes[key.strip()] = yaml.safe_load(value)
+    if duration is not None:
+        changes["duration_s"] = duration
+    try:
+        sc = sc.with_overrides(changes) if changes else sc
+        sc.build_spec()
+    except ScenarioError as exc:
+        _fail(str(exc))
+    return sc
+
+
+def _summary_table(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="run summary", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
+        out: Optional[Path] = typer.Option(None, help="Run directory (default runs/run-...)."),
+        duration: Optional[float] = typer.Option(None, help="Override duration_s."),
+        sets: Optional[list[str]] = typer.Option(None, "--set",
+                                                 help="Override a scenario key: KEY=VALUE."),
+        mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+    """Play a scenario: master, helpers and viewers on the emulated network; tables out."""
+    sc = _load_with(scenario, sets, duration)
+    _require_root("testbed run")
+    _play_run(sc, _run_dir(out, sc.name, "run"), mode)
+
+
+def _play_run(sc, out_dir: Path, mode: Optional[str]) -> None:
+    from testbed.harness.run import run_scenario
+
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        result = run_scenario(sc, out_dir, say=lambda m: console.print(m, highlight=False),
+                              mode=mode)
+    except _Stop:
+        _fail("stopped by SIGTERM; the network was torn down", 1)
+    _summary_table(result.summary)
+    console.print(f"results in {result.out} (summary.csv, tables/, logs/)")
+    for f in result.failures:
+        err.print(f"[yellow]warning:[/] {f}")
 
 
 @app.command()

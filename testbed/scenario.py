@@ -11,12 +11,23 @@ A scenario is a YAML mapping (see ``experiments/default.yaml``)::
       defaults: {delay: 1ms, jitter: 0, loss: 0, bw: 20Mbit, queue: 100}
       overrides: [{between: [s1, s2], delay: 40ms, loss: 1%}]
     calibration: {probes: 100, interval_s: 0.01, iperf_seconds: 3, sample: null, paths: true}
+    duration_s: 150               # length of the delivery run, seconds
+    content: {videos: 40, live_channels: 1, duration_s: 120, bitrate_kbps: 400, ...}
+    delivery: {cache_mb: 8, eviction: lru, mesh_degree: 2, prefetch: next-segments, ...}
+    viewers: {per_host: 6, startup_buffer_s: 4, zipf_s: 0.8, pause_prob: 0.2, ...}
+    events:
+      - {at_s: 60, republish: vod-0000}          # new version of a video
+      - {at_s: 40, link: [s1, s3], delay: 40ms}  # change a link during the run
+
+Every section is optional and has the defaults of :class:`ContentConfig`,
+:class:`DeliveryConfig` and :class:`ViewersConfig`.
 
 Link semantics: the generator's own link attributes stand; ``links.defaults``
 fill only the fields an edge does not have; ``overrides`` replace fields on the
 named link.  Units: delay and jitter in ms, or "5ms", "0.5s", "500us"; bw in
 Mbit/s, or "10Mbit", "1Gbit", "500kbit" (null: unlimited); loss in percent, or
-"1%"; queue in packets (null: interface default).
+"1%"; queue in packets (null: interface default).  A ``link`` event sets the same
+fields, at ``at_s`` seconds into the run, on a link the topology must have.
 
 Parsing is pure (:func:`parse_scenario`, :func:`loads_scenario`); only
 :func:`load_scenario` reads a file.  Every problem is one :class:`ScenarioError`
@@ -33,13 +44,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import yaml
 
 import topologies
 from testbed.core.spec import SpecError, validate
+
+if TYPE_CHECKING:
+    from testbed.core.content import CatalogueConfig
 
 LINK_MODES = ("auto", "netem", "userspace")
 #: Scenario link key -> LinkParams field.
@@ -48,10 +62,24 @@ LINK_KEYS: Mapping[str, str] = MappingProxyType(
      "queue": "queue_pkts"}
 )
 _SHORT = {v: k for k, v in LINK_KEYS.items()}
-TOP_KEYS = ("name", "description", "seed", "topology", "links", "calibration")
+TOP_KEYS = ("name", "description", "seed", "topology", "links", "calibration", "duration_s",
+            "content", "delivery", "viewers", "events")
 TOPOLOGY_KEYS = ("generator", "params")
 LINKS_KEYS = ("mode", "defaults", "overrides")
 CALIBRATION_KEYS = ("probes", "interval_s", "iperf_seconds", "sample", "paths")
+CONTENT_KEYS = ("videos", "live_channels", "duration_s", "live_duration_s", "bitrate_kbps",
+                "segment_s")
+DELIVERY_KEYS = ("cache_mb", "eviction", "mesh_degree", "mesh_pull", "prefetch",
+                 "prefetch_interval_s", "push_budget_kbps", "pingback_interval_s",
+                 "pingback_probes", "tiers", "fanout", "neighbour_interval_s")
+VIEWERS_KEYS = ("per_host", "startup_buffer_s", "max_buffer_s", "zipf_s", "pause_prob",
+                "seek_prob", "abandon_prob", "live_share", "mean_gap_s")
+EVENT_ACTIONS = ("republish", "link")
+EVENT_KEYS = ("at_s", *EVENT_ACTIONS, *LINK_KEYS)
+#: Cache eviction policies (``testbed.core.cache.POLICIES``) and prefetch policy names
+#: (``testbed.core.prefetch``), kept here so parsing needs neither module.
+EVICTION_POLICIES = ("lru", "lfu", "fifo")
+PREFETCH_POLICIES = ("none", "next-segments")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 _TIME_UNITS = {"": 1.0, "ms": 1.0, "msec": 1.0, "s": 1000.0, "sec": 1000.0,
@@ -180,6 +208,107 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class ContentConfig:
+    """The catalogue to publish: on-demand videos and live channels, and their shape.
+
+    Mirrors ``testbed.core.content.CatalogueConfig``; :meth:`catalogue_config` converts.
+    """
+
+    videos: int = 40
+    live_channels: int = 1
+    duration_s: float = 120.0  # every on-demand video
+    live_duration_s: float = 600.0  # every live channel
+    bitrate_kbps: int = 300
+    segment_s: float = 2.0
+
+    def catalogue_config(self) -> CatalogueConfig:
+        """The same values as the pure core's catalogue configuration."""
+        from testbed.core.content import CatalogueConfig  # lazily: parsing needs no core module
+
+        return CatalogueConfig(**dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """How helpers cache, prefetch and form the mesh, and how the master builds tiers."""
+
+    cache_mb: float = 8.0  # each helper's prefetch cache, in MB (10^6 bytes)
+    eviction: str = "lru"  # one of EVICTION_POLICIES
+    mesh_degree: int = 2  # mesh neighbours per helper
+    mesh_pull: bool = False  # on a miss, ask mesh neighbours before the tree
+    prefetch: str = "next-segments"  # policy spec "name[,key=value...]"; "none": off
+    prefetch_interval_s: float = 1.0
+    push_budget_kbps: float = 2000.0  # prefetch pushes the master may send, per second
+    pingback_interval_s: float = 5.0
+    pingback_probes: int = 3  # probes per helper per pingback round
+    tiers: int | tuple[float, ...] = 2  # a tier count, or increasing band upper bounds in ms
+    fanout: int | None = None  # children per parent in the tier tree; None: unlimited
+    neighbour_interval_s: float = 5.0  # helpers re-measure peers and re-choose neighbours
+
+    @property
+    def cache_bytes(self) -> int:
+        """The cache capacity in bytes."""
+        return round(self.cache_mb * 1_000_000)
+
+    @property
+    def push_budget_bytes(self) -> int:
+        """Bytes of prefetch pushes allowed per prefetch interval."""
+        return int(self.push_budget_kbps * 1000 / 8 * self.prefetch_interval_s)
+
+    @property
+    def prefetch_policy(self) -> str:
+        """The prefetch policy's name, without its parameters."""
+        return self.prefetch.split(",", 1)[0].strip()
+
+    @property
+    def tier_count(self) -> int | None:
+        """The number of tiers when ``tiers`` gives a count, else None."""
+        return self.tiers if isinstance(self.tiers, int) else None
+
+    @property
+    def bands_ms(self) -> tuple[float, ...] | None:
+        """The band upper bounds in ms when ``tiers`` gives bands, else None."""
+        return None if isinstance(self.tiers, int) else self.tiers
+
+
+@dataclass(frozen=True)
+class ViewersConfig:
+    """Emulated players per viewer host and the behaviour model's parameters."""
+
+    per_host: int = 6
+    startup_buffer_s: float = 4.0  # buffered seconds before playback starts or resumes
+    max_buffer_s: float = 12.0  # players stop fetching ahead beyond this
+    zipf_s: float = 0.8  # popularity skew over on-demand videos
+    pause_prob: float = 0.2
+    seek_prob: float = 0.15
+    abandon_prob: float = 0.4
+    live_share: float = 0.2  # share of sessions that watch a live channel
+    mean_gap_s: float = 10.0  # mean seconds between one viewer's sessions
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """Something that happens ``at_s`` seconds into the run.
+
+    ``republish``: ``target`` is a video id, whose new version the master publishes.
+    ``link``: ``target`` is "a-b", ``fields`` the LinkParams values to set on that link.
+    """
+
+    at_s: float
+    action: str  # one of EVENT_ACTIONS
+    target: str
+    fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def between(self) -> tuple[str, str]:
+        """The two nodes of a link event (node names contain no '-')."""
+        if self.action != "link":
+            raise ValueError(f"{self.action} event at {self.at_s:g} s names no link")
+        a, b = self.target.split("-", 1)
+        return a, b
+
+
+@dataclass(frozen=True)
 class Scenario:
     """A parsed scenario; :meth:`build_spec` turns it into a topology spec."""
 
@@ -189,6 +318,11 @@ class Scenario:
     seed: int = 1
     links: LinkConfig = field(default_factory=LinkConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    duration_s: float = 150.0
+    content: ContentConfig = field(default_factory=ContentConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    viewers: ViewersConfig = field(default_factory=ViewersConfig)
+    events: tuple[EventConfig, ...] = ()
     source: str = "<scenario>"
 
     def topology_params(self) -> dict[str, Any]:
@@ -199,7 +333,10 @@ class Scenario:
         return params
 
     def build_spec(self) -> nx.Graph:
-        """Generate the topology, apply link defaults and overrides, validate."""
+        """Generate the topology, apply link defaults and overrides, validate.
+
+        Link events are checked here too: the link each one changes must exist.
+        """
         try:
             g = topologies.generate(self.topology.generator, **self.topology_params())
         except topologies.ParamError as exc:
@@ -208,6 +345,7 @@ class Scenario:
             raise ScenarioError(f"{self.source}: topology: {exc}") from None
         try:
             g = apply_link_config(g, self.links)
+            check_link_events(g, self.events)
         except _LinkRefError as exc:
             raise ScenarioError(f"{self.source}: {exc}") from None
         try:
@@ -224,8 +362,9 @@ class Scenario:
     def with_overrides(self, changes: Mapping[str, Any]) -> Scenario:
         """A re-checked copy with values set by key path, for sweeps.
 
-        ``{"topology.params.regions": 8, "links.defaults.loss": "1%", "seed": 3}``;
-        list items as ``links.overrides[0].delay``.  The new source names the
+        ``{"topology.params.regions": 8, "links.defaults.loss": "1%", "seed": 3,
+        "delivery.mesh_degree": 3}``; list items as ``links.overrides[0].delay`` or
+        ``events[0].at_s``.  The new source names the
         changes, so errors say which sweep point was wrong.
         """
         data = self.to_dict()
@@ -251,7 +390,19 @@ class Scenario:
                 ],
             },
             "calibration": dataclasses.asdict(self.calibration),
+            "duration_s": self.duration_s,
+            "content": dataclasses.asdict(self.content),
+            "delivery": {k: _plain(v) for k, v in dataclasses.asdict(self.delivery).items()},
+            "viewers": dataclasses.asdict(self.viewers),
+            "events": [_event_dict(e) for e in self.events],
         }
+
+
+def _event_dict(event: EventConfig) -> dict[str, Any]:
+    if event.action == "link":
+        return {"at_s": event.at_s, "link": list(event.between),
+                **{_SHORT[k]: v for k, v in event.fields.items()}}
+    return {"at_s": event.at_s, event.action: event.target}
 
 
 def _plain(value: Any) -> Any:
@@ -273,14 +424,25 @@ def apply_link_config(g: nx.Graph, links: LinkConfig) -> nx.Graph:
             data.setdefault(key, value)
     for i, override in enumerate(links.overrides):
         a, b = override.between
-        where = f"links.overrides[{i}].between: {list(override.between)!r}"
-        for node in (a, b):
-            if node not in out:
-                raise _LinkRefError(f"{where} (no node {node!r})")
-        if not out.has_edge(a, b):
-            raise _LinkRefError(f"{where} (no link between {a} and {b})")
+        _check_link(out, a, b, f"links.overrides[{i}].between")
         out.edges[a, b].update(override.fields)
     return out
+
+
+def check_link_events(g: nx.Graph, events: tuple[EventConfig, ...]) -> None:
+    """Raise when a link event names a node or link that ``g`` does not have."""
+    for i, event in enumerate(events):
+        if event.action == "link":
+            _check_link(g, *event.between, f"events[{i}].link")
+
+
+def _check_link(g: nx.Graph, a: str, b: str, path: str) -> None:
+    where = f"{path}: {[a, b]!r}"
+    for node in (a, b):
+        if node not in g:
+            raise _LinkRefError(f"{where} (no node {node!r})")
+    if not g.has_edge(a, b):
+        raise _LinkRefError(f"{where} (no link between {a} and {b})")
 
 
 # ------------------------------------------------------------------- parsing
@@ -333,6 +495,22 @@ class _Checker:
     def text(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
             raise self.fail(path, value, "must be text")
+        return value
+
+    def flag(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, value, "must be true or false")
+        return value
+
+    def fraction(self, value: Any, path: str) -> float:
+        x = self.number(value, path, 0)
+        if x > 1:
+            raise self.fail(path, value, "must be between 0 and 1")
+        return x
+
+    def choice(self, value: Any, path: str, allowed: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise self.fail(path, value, f"must be one of {', '.join(allowed)}")
         return value
 
 
@@ -426,6 +604,138 @@ def _parse_calibration(c: _Checker, data: Any) -> CalibrationConfig:
     )
 
 
+def _parse_content(c: _Checker, data: Any) -> ContentConfig:
+    body = c.mapping(data, "content", CONTENT_KEYS)
+    d = ContentConfig()
+
+    def get(key: str) -> Any:
+        return body.get(key, getattr(d, key))
+
+    videos = c.integer(get("videos"), "content.videos", 0)
+    live = c.integer(get("live_channels"), "content.live_channels", 0)
+    if videos + live == 0:
+        raise c.fail("content.videos", videos, "and live_channels is 0: need at least one")
+    return ContentConfig(
+        videos=videos,
+        live_channels=live,
+        duration_s=c.number(get("duration_s"), "content.duration_s", 0, strict=True),
+        live_duration_s=c.number(get("live_duration_s"), "content.live_duration_s", 0,
+                                 strict=True),
+        bitrate_kbps=c.integer(get("bitrate_kbps"), "content.bitrate_kbps", 1),
+        segment_s=c.number(get("segment_s"), "content.segment_s", 0, strict=True),
+    )
+
+
+def _parse_tiers(c: _Checker, value: Any) -> int | tuple[float, ...]:
+    path = "delivery.tiers"
+    if isinstance(value, list):
+        if not value:
+            raise c.fail(path, value, "must be a tier count or a list of band bounds in ms")
+        bands = tuple(c.number(v, f"{path}[{i}]", 0, strict=True) for i, v in enumerate(value))
+        if any(b <= a for a, b in zip(bands, bands[1:])):
+            raise c.fail(path, value, "band bounds must increase")
+        return bands
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise c.fail(path, value, "must be a tier count or a list of band bounds in ms")
+    return c.integer(value, path, 1)
+
+
+def _parse_delivery(c: _Checker, data: Any) -> DeliveryConfig:
+    body = c.mapping(data, "delivery", DELIVERY_KEYS)
+    d = DeliveryConfig()
+
+    def get(key: str) -> Any:
+        return body.get(key, getattr(d, key))
+
+    def positive(key: str) -> float:
+        return c.number(get(key), f"delivery.{key}", 0, strict=True)
+
+    prefetch = c.text(get("prefetch"), "delivery.prefetch")
+    policy = prefetch.split(",", 1)[0].strip()
+    if policy not in PREFETCH_POLICIES:
+        raise c.fail("delivery.prefetch", prefetch,
+                     f"unknown policy {policy!r}, expected one of {', '.join(PREFETCH_POLICIES)}")
+    fanout = get("fanout")
+    return DeliveryConfig(
+        cache_mb=positive("cache_mb"),
+        eviction=c.choice(get("eviction"), "delivery.eviction", EVICTION_POLICIES),
+        mesh_degree=c.integer(get("mesh_degree"), "delivery.mesh_degree", 0),
+        mesh_pull=c.flag(get("mesh_pull"), "delivery.mesh_pull"),
+        prefetch=prefetch,
+        prefetch_interval_s=positive("prefetch_interval_s"),
+        push_budget_kbps=c.number(get("push_budget_kbps"), "delivery.push_budget_kbps", 0),
+        pingback_interval_s=positive("pingback_interval_s"),
+        pingback_probes=c.integer(get("pingback_probes"), "delivery.pingback_probes", 1),
+        tiers=_parse_tiers(c, get("tiers")),
+        fanout=None if fanout is None else c.integer(fanout, "delivery.fanout", 1),
+        neighbour_interval_s=positive("neighbour_interval_s"),
+    )
+
+
+def _parse_viewers(c: _Checker, data: Any) -> ViewersConfig:
+    body = c.mapping(data, "viewers", VIEWERS_KEYS)
+    d = ViewersConfig()
+
+    def get(key: str) -> Any:
+        return body.get(key, getattr(d, key))
+
+    startup = c.number(get("startup_buffer_s"), "viewers.startup_buffer_s", 0, strict=True)
+    max_buffer = c.number(get("max_buffer_s"), "viewers.max_buffer_s", 0, strict=True)
+    if max_buffer < startup:
+        raise c.fail("viewers.max_buffer_s", get("max_buffer_s"),
+                     f"must be >= startup_buffer_s {startup:g}")
+    return ViewersConfig(
+        per_host=c.integer(get("per_host"), "viewers.per_host", 1),
+        startup_buffer_s=startup,
+        max_buffer_s=max_buffer,
+        zipf_s=c.number(get("zipf_s"), "viewers.zipf_s", 0),
+        pause_prob=c.fraction(get("pause_prob"), "viewers.pause_prob"),
+        seek_prob=c.fraction(get("seek_prob"), "viewers.seek_prob"),
+        abandon_prob=c.fraction(get("abandon_prob"), "viewers.abandon_prob"),
+        live_share=c.fraction(get("live_share"), "viewers.live_share"),
+        mean_gap_s=c.number(get("mean_gap_s"), "viewers.mean_gap_s", 0),
+    )
+
+
+def _parse_event(c: _Checker, item: Any, path: str) -> EventConfig:
+    if not isinstance(item, Mapping):
+        raise c.fail(path, item, "must be a mapping like {at_s: 60, republish: vod-0000}")
+    body = c.mapping(item, path, EVENT_KEYS)
+    actions = [a for a in EVENT_ACTIONS if a in body]
+    if len(actions) != 1:
+        raise c.fail(path, item, f"needs exactly one action: {' or '.join(EVENT_ACTIONS)}")
+    if "at_s" not in body:
+        raise c.fail(path, item, "missing key 'at_s'")
+    at_s = c.number(body["at_s"], f"{path}.at_s", 0)
+    (action,) = actions
+    if action == "republish":
+        for key in LINK_KEYS:
+            if key in body:
+                raise c.fail(f"{path}.{key}", body[key], "only link events set link fields")
+        target = body["republish"]
+        if not isinstance(target, str) or not target.strip():
+            raise c.fail(f"{path}.republish", target, "must be a video id like vod-0000")
+        return EventConfig(at_s, action, target)
+    between = body["link"]
+    if (not isinstance(between, list) or len(between) != 2
+            or not all(isinstance(n, str) and n and "-" not in n for n in between)
+            or between[0] == between[1]):
+        raise c.fail(f"{path}.link", between, "must be two different node names")
+    fields = _parse_link_fields(c, body, path)
+    if not fields:
+        raise c.fail(path, item, f"sets no link field ({', '.join(LINK_KEYS)})")
+    return EventConfig(at_s, action, f"{between[0]}-{between[1]}", MappingProxyType(fields))
+
+
+def _parse_events(c: _Checker, data: Any) -> tuple[EventConfig, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise c.fail("events", data, "must be a list of {at_s: ..., republish: ...} or "
+                     "{at_s: ..., link: [a, b], ...}")
+    return tuple(_parse_event(c, item, f"events[{i}]") for i, item in enumerate(data))
+
+
 def parse_scenario(data: Any, source: str) -> Scenario:
     """A :class:`Scenario` from YAML data already loaded; ``source`` names it in errors."""
     c = _Checker(source)
@@ -447,6 +757,12 @@ def parse_scenario(data: Any, source: str) -> Scenario:
         seed=c.integer(body.get("seed", 1), "seed", 0),
         links=_parse_links(c, body.get("links")),
         calibration=_parse_calibration(c, body.get("calibration")),
+        duration_s=c.number(body.get("duration_s", Scenario.duration_s), "duration_s", 0,
+                            strict=True),
+        content=_parse_content(c, body.get("content")),
+        delivery=_parse_delivery(c, body.get("delivery")),
+        viewers=_parse_viewers(c, body.get("viewers")),
+        events=_parse_events(c, body.get("events")),
         source=source,
     )
 

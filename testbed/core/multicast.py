@@ -503,6 +503,32 @@ def _check_backups(tree: nx.DiGraph, backups: Mapping[tuple[str, str], Sequence[
                 raise MulticastError(f"backup for {p}-{c}: no link {a}-{b}")
 
 
+#: Relay groups ``239.77.N.C``: channel ``C`` sent by the host whose address ends in ``.N``
+#: (a helper relaying a live channel to its children, or the master itself).  Every other
+#: group is rooted at the master.
+RELAY_PREFIX = ipaddress.IPv4Network("239.77.0.0/16")
+
+
+def relay_group(host_ip: str, channel: int) -> str:
+    """The relay group on which the host at ``host_ip`` sends channel ``channel`` (1-255)."""
+    last = int(ipaddress.IPv4Address(host_ip)) & 0xFF
+    if not 1 <= channel <= 255:
+        raise MulticastError(f"relay channel {channel}: must be 1-255")
+    return str(ipaddress.IPv4Address(int(RELAY_PREFIX.network_address) | last << 8 | channel))
+
+
+def group_root(view: NetView, group_ip: str, default: str) -> str:
+    """The host a group's tree is rooted at: the relay group's sender, else ``default``."""
+    addr = ipaddress.IPv4Address(group_address(group_ip))
+    if addr not in RELAY_PREFIX:
+        return default
+    last = (int(addr) >> 8) & 0xFF
+    for h in view.hosts.values():
+        if h.ip and int(ipaddress.IPv4Address(h.ip)) & 0xFF == last:
+            return h.name
+    return default
+
+
 def multicast_state(
     view: NetView,
     root_host: str,
@@ -513,11 +539,13 @@ def multicast_state(
     g: Optional[nx.Graph] = None,
 ) -> tuple[list[Rule], list[Group]]:
     """Every group's flows and groups from scratch (group -> members): the intended
-    state to compare with the switches, e.g. after a controller restart."""
+    state to compare with the switches, e.g. after a controller restart.  Trees are
+    rooted at ``root_host`` except relay groups (:func:`group_root`)."""
     rules: list[Rule] = []
     groups: list[Group] = []
     for group_ip in sorted(memberships, key=lambda a: addr_key(group_address(a))):
-        tree = multicast_tree(view, root_host, memberships[group_ip], tiers, g=g)
+        root = group_root(view, group_ip, root_host)
+        tree = multicast_tree(view, root, memberships[group_ip], tiers, g=g)
         backups = backup_paths(view, tree, g) if fast_failover else None
         more_rules, more_groups = group_rules(view, group_ip, tree, cookie, backups)
         rules.extend(more_rules)

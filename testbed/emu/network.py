@@ -91,13 +91,14 @@ class TestbedNetwork:
 
     def __init__(self, spec: nx.Graph, run_dir: Path, mode: str = "auto", seed: int = 0,
                  apps: tuple[str, ...] = ("l2", "multicast", "mesh"),
-                 run_id: str | None = None):
+                 run_id: str | None = None, controller_env: dict[str, str] | None = None):
         S.validate(spec)
         self.spec = spec
         self.run_dir = Path(run_dir).resolve()
         self.requested_mode = mode
         self.seed = seed
         self.apps = apps
+        self.controller_env = dict(controller_env or {})
         self.run_id = run_id or f"{self.run_dir.name}-{uuid.uuid4().hex[:6]}"
         self.tag = uuid.uuid4().hex[:3]
         self.mode = ""
@@ -141,7 +142,7 @@ class TestbedNetwork:
             list(self.apps), self.run_dir,
             env={"MESHCAST_TOPOLOGY": str(self.run_dir / "topology.json"),
                  "MESHCAST_API_PORT": str(self.api_port),
-                 residue.LABEL_ENV: self.run_id},
+                 residue.LABEL_ENV: self.run_id, **self.controller_env},
         )
         self.controller.start()
         self.net.addController(ExternalController("c0", ip="127.0.0.1", port=self.controller.port))

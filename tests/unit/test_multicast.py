@@ -705,3 +705,20 @@ def test_fakenet_rejects_missing_and_looping_groups() -> None:
         net.send("h1", "ff:ff:ff:ff:ff:ff")
     with pytest.raises(ValueError, match="no link between"):
         link_ports(view, "s1", "s2")
+
+
+
+def test_relay_groups_are_rooted_at_their_sender():
+    """A helper relaying on its own group 239.77.N.C: the tree starts at its switch, so
+    what it sends reaches the members; other groups stay rooted at the master."""
+    from testbed.core.multicast import group_root, relay_group
+    view = view_of(nx.path_graph(4), 1)
+    hosts = sorted(view.hosts, key=lambda h: int(h[1:]))
+    master, sender, *members = hosts
+    grp = relay_group(view.hosts[sender].ip, 3)
+    assert grp.startswith("239.77.") and grp.endswith(".3")
+    assert group_root(view, grp, master) == sender
+    assert group_root(view, G1, master) == master
+    rules, groups = multicast_state(view, master, {grp: members})
+    net = FakeNet(view, [*l2_rules(view), *rules], groups=groups)
+    assert set(send_to_group(net, sender, grp)) == set(members)

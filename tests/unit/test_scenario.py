@@ -10,8 +10,12 @@ import pytest
 
 from testbed.core.spec import HELPER, MASTER, VIEWER, hosts, link_params
 from testbed.scenario import (
+    ContentConfig,
+    DeliveryConfig,
+    EventConfig,
     Scenario,
     ScenarioError,
+    ViewersConfig,
     load_scenario,
     loads_scenario,
     parse_loss_pct,
@@ -81,7 +85,7 @@ def test_default_scenario_matches_the_reference_setup() -> None:
         assert p.bw_mbit is not None and p.bw_mbit <= 50
     for h in hosts(g):
         (sw,) = g.neighbors(h)
-        assert 0.5 <= link_params(g, h, sw).delay_ms <= 1.0
+        assert link_params(g, h, sw).delay_ms == 0.0  # access links are left undelayed
 
 
 @pytest.mark.parametrize("rate", [1, 10, 50])
@@ -163,7 +167,8 @@ def test_override_naming_two_unlinked_nodes() -> None:
     ("text", "path", "expected"),
     [
         ("topology: tiered\nparamz: 1\n", "paramz",
-         "unknown key (expected one of name, description, seed, topology, links, calibration)"),
+         "unknown key (expected one of name, description, seed, topology, links, calibration, "
+         "duration_s, content, delivery, viewers, events)"),
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
@@ -351,3 +356,255 @@ def test_with_overrides_rechecks_and_labels_the_source() -> None:
         "delay_ms": 8.0}
     with pytest.raises(ScenarioError, match=r"no item \[3\]"):
         over.with_overrides({"links.overrides[3].delay": 1})
+
+
+# ------------------------------------------------------------ delivery sections
+
+FULL = """
+duration_s: 90
+content: {videos: 3, live_channels: 0, duration_s: 30, live_duration_s: 60, bitrate_kbps: 800,
+          segment_s: 4}
+delivery:
+  cache_mb: 1.5
+  eviction: lfu
+  mesh_degree: 0
+  mesh_pull: true
+  prefetch: next-segments,lookahead=4
+  prefetch_interval_s: 0.5
+  push_budget_kbps: 800
+  pingback_interval_s: 2
+  pingback_probes: 5
+  tiers: [10, 50]
+  fanout: 3
+  neighbour_interval_s: 4
+viewers: {per_host: 2, startup_buffer_s: 2, max_buffer_s: 2, zipf_s: 0, pause_prob: 0,
+          seek_prob: 1, abandon_prob: 0.5, live_share: 1, mean_gap_s: 0}
+events:
+  - {at_s: 0, republish: vod-0002}
+  - {at_s: 40.5, link: [s3, s1], delay: 40ms, loss: 1%, bw: null}
+"""
+
+
+def test_delivery_sections_parse() -> None:
+    s = scenario(FULL)
+    assert s.duration_s == 90.0
+    assert s.content == ContentConfig(videos=3, live_channels=0, duration_s=30.0,
+                                      live_duration_s=60.0, bitrate_kbps=800, segment_s=4.0)
+    d = s.delivery
+    assert (d.cache_mb, d.cache_bytes, d.eviction, d.mesh_degree, d.mesh_pull) == (
+        1.5, 1_500_000, "lfu", 0, True)
+    assert (d.prefetch, d.prefetch_policy) == ("next-segments,lookahead=4", "next-segments")
+    assert d.push_budget_bytes == 800 * 1000 // 8 // 2  # kbps x interval 0.5 s
+    assert (d.pingback_interval_s, d.pingback_probes, d.fanout, d.neighbour_interval_s) == (
+        2.0, 5, 3, 4.0)
+    assert (d.tiers, d.tier_count, d.bands_ms) == ((10.0, 50.0), None, (10.0, 50.0))
+    assert s.viewers == ViewersConfig(per_host=2, startup_buffer_s=2.0, max_buffer_s=2.0,
+                                      zipf_s=0.0, pause_prob=0.0, seek_prob=1.0,
+                                      abandon_prob=0.5, live_share=1.0, mean_gap_s=0.0)
+    republish, link = s.events
+    assert republish == EventConfig(0.0, "republish", "vod-0002")
+    assert (link.at_s, link.action, link.target, link.between) == (40.5, "link", "s3-s1",
+                                                                     ("s3", "s1"))
+    assert link.fields == {"delay_ms": 40.0, "loss_pct": 1.0, "bw_mbit": None}
+    with pytest.raises(ValueError, match="names no link"):
+        _ = republish.between
+    s.build_spec()  # s1-s3 exists in the tiered topology
+    assert parse_scenario(s.to_dict(), SRC) == s
+    assert s.to_dict()["delivery"]["tiers"] == [10.0, 50.0]  # plain data, JSON-able
+    assert s.to_dict()["events"][1] == {"at_s": 40.5, "link": ["s3", "s1"], "delay": 40.0,
+                                        "loss": 1.0, "bw": None}
+
+
+def test_delivery_sections_default_when_absent_or_empty() -> None:
+    s = scenario()
+    assert (s.duration_s, s.content, s.delivery, s.viewers, s.events) == (
+        150.0, ContentConfig(), DeliveryConfig(), ViewersConfig(), ())
+    assert s.delivery.tier_count == 2 and s.delivery.bands_ms is None
+    assert s.delivery.cache_bytes == 8_000_000
+    assert s.delivery.push_budget_bytes == 250_000  # 2000 kbps for 1 s
+    assert scenario("content:\ndelivery: {}\nviewers:\nevents:\n") == s
+    partial = scenario("delivery: {mesh_degree: 4}\nviewers: {per_host: 1}\n")
+    assert partial.delivery == DeliveryConfig(mesh_degree=4)
+    assert partial.viewers == ViewersConfig(per_host=1)
+
+
+def test_default_scenario_delivery_settings() -> None:
+    s = load_scenario(EXPERIMENTS / "default.yaml")
+    assert s.duration_s == 150.0
+    assert s.content == ContentConfig()
+    assert s.delivery == DeliveryConfig()
+    assert s.viewers == ViewersConfig(per_host=6)
+    assert len(hosts(s.build_spec(), [VIEWER])) * s.viewers.per_host == 24
+    assert s.events == (EventConfig(60.0, "republish", "vod-0000"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("duration_s: 0\n", "duration_s: 0 (must be > 0)"),
+        ("duration_s: long\n", "duration_s: 'long' (must be a number)"),
+        ("content: {videos: -1}\n", "content.videos: -1 (must be >= 0)"),
+        ("content: {videos: 2.5}\n", "content.videos: 2.5 (must be a whole number)"),
+        ("content: {videos: 0, live_channels: 0}\n",
+         "content.videos: 0 (and live_channels is 0: need at least one)"),
+        ("content: {duration_s: 0}\n", "content.duration_s: 0 (must be > 0)"),
+        ("content: {live_duration_s: -5}\n", "content.live_duration_s: -5 (must be > 0)"),
+        ("content: {bitrate_kbps: 0}\n", "content.bitrate_kbps: 0 (must be >= 1)"),
+        ("content: {segment_s: .inf}\n", "content.segment_s: inf (must be finite)"),
+        ("content: [40]\n", "content: [40] (must be a mapping with keys videos,"),
+        ("delivery: {cache_mb: 0}\n", "delivery.cache_mb: 0 (must be > 0)"),
+        ("delivery: {eviction: mru}\n", "delivery.eviction: 'mru' (must be one of lru, lfu, fifo)"),
+        ("delivery: {mesh_degree: -1}\n", "delivery.mesh_degree: -1 (must be >= 0)"),
+        ("delivery: {mesh_pull: 1}\n", "delivery.mesh_pull: 1 (must be true or false)"),
+        ("delivery: {prefetch: oracle}\n",
+         "delivery.prefetch: 'oracle' (unknown policy 'oracle', expected one of none, "
+         "next-segments)"),
+        ("delivery: {prefetch: 'next,lookahead=2'}\n",
+         "delivery.prefetch: 'next,lookahead=2' (unknown policy 'next'"),
+        ("delivery: {prefetch: false}\n", "delivery.prefetch: False (must be text)"),
+        ("delivery: {prefetch_interval_s: 0}\n", "delivery.prefetch_interval_s: 0 (must be > 0)"),
+        ("delivery: {push_budget_kbps: -1}\n", "delivery.push_budget_kbps: -1 (must be >= 0)"),
+        ("delivery: {pingback_interval_s: 0}\n", "delivery.pingback_interval_s: 0 (must be > 0)"),
+        ("delivery: {pingback_probes: 0}\n", "delivery.pingback_probes: 0 (must be >= 1)"),
+        ("delivery: {tiers: 0}\n", "delivery.tiers: 0 (must be >= 1)"),
+        ("delivery: {tiers: two}\n",
+         "delivery.tiers: 'two' (must be a tier count or a list of band bounds in ms)"),
+        ("delivery: {tiers: true}\n", "delivery.tiers: True (must be a tier count"),
+        ("delivery: {tiers: []}\n", "delivery.tiers: [] (must be a tier count"),
+        ("delivery: {tiers: [50, 10]}\n", "delivery.tiers: [50, 10] (band bounds must increase)"),
+        ("delivery: {tiers: [10, 10]}\n", "delivery.tiers: [10, 10] (band bounds must increase)"),
+        ("delivery: {tiers: [0, 10]}\n", "delivery.tiers[0]: 0 (must be > 0)"),
+        ("delivery: {fanout: 0}\n", "delivery.fanout: 0 (must be >= 1)"),
+        ("delivery: {neighbour_interval_s: -2}\n",
+         "delivery.neighbour_interval_s: -2 (must be > 0)"),
+        ("viewers: {per_host: 0}\n", "viewers.per_host: 0 (must be >= 1)"),
+        ("viewers: {startup_buffer_s: 0}\n", "viewers.startup_buffer_s: 0 (must be > 0)"),
+        ("viewers: {startup_buffer_s: 5, max_buffer_s: 4}\n",
+         "viewers.max_buffer_s: 4 (must be >= startup_buffer_s 5)"),
+        ("viewers: {zipf_s: -0.1}\n", "viewers.zipf_s: -0.1 (must be >= 0)"),
+        ("viewers: {pause_prob: 1.5}\n", "viewers.pause_prob: 1.5 (must be between 0 and 1)"),
+        ("viewers: {seek_prob: -0.1}\n", "viewers.seek_prob: -0.1 (must be >= 0)"),
+        ("viewers: {abandon_prob: high}\n", "viewers.abandon_prob: 'high' (must be a number)"),
+        ("viewers: {live_share: 2}\n", "viewers.live_share: 2 (must be between 0 and 1)"),
+        ("viewers: {mean_gap_s: -1}\n", "viewers.mean_gap_s: -1 (must be >= 0)"),
+        ("events: {at_s: 1}\n", "events: {'at_s': 1} (must be a list of"),
+        ("events: [republish]\n", "events[0]: 'republish' (must be a mapping like"),
+        ("events: [{at_s: 1}]\n",
+         "events[0]: {'at_s': 1} (needs exactly one action: republish or link)"),
+        ("events: [{at_s: 1, republish: vod-0000, link: [s1, s2], delay: 1}]\n",
+         "events[0]: {'at_s': 1, 'republish': 'vod-0000', 'link': ['s1', 's2'], 'delay': 1} "
+         "(needs exactly one action"),
+        ("events: [{republish: vod-0000}]\n",
+         "events[0]: {'republish': 'vod-0000'} (missing key 'at_s')"),
+        ("events: [{at_s: -1, republish: vod-0000}]\n", "events[0].at_s: -1 (must be >= 0)"),
+        ("events: [{at_s: soon, republish: vod-0000}]\n",
+         "events[0].at_s: 'soon' (must be a number)"),
+        ("events: [{at_s: 1, republish: ''}]\n",
+         "events[0].republish: '' (must be a video id like vod-0000)"),
+        ("events: [{at_s: 1, republish: 7}]\n", "events[0].republish: 7 (must be a video id"),
+        ("events: [{at_s: 1, republish: vod-0000, delay: 5ms}]\n",
+         "events[0].delay: '5ms' (only link events set link fields)"),
+        ("events: [{at_s: 1, link: [s1], delay: 5}]\n",
+         "events[0].link: ['s1'] (must be two different node names)"),
+        ("events: [{at_s: 1, link: [s1, s1], delay: 5}]\n",
+         "events[0].link: ['s1', 's1'] (must be two different node names)"),
+        ("events: [{at_s: 1, link: [s-1, s2], delay: 5}]\n",
+         "events[0].link: ['s-1', 's2'] (must be two different node names)"),
+        ("events: [{at_s: 1, link: [s1, s2]}]\n",
+         "events[0]: {'at_s': 1, 'link': ['s1', 's2']} (sets no link field (delay, jitter,"),
+        ("events: [{at_s: 1, link: [s1, s2], delay: -5ms}]\n",
+         "events[0].delay: '-5ms' (must be >= 0)"),
+        ("events: [{at_s: 1, link: [s1, s2], loss: 200}]\n",
+         "events[0].loss: 200 (must be between 0 and 100)"),
+        ("events: [{at_s: 1, republish: vod-0000}, {at_s: 2, link: [s1, s2], bw: 0}]\n",
+         "events[1].bw: 0 (must be > 0)"),
+    ],
+)
+def test_bad_delivery_values_name_key_and_value(text: str, expected: str) -> None:
+    assert error_of(MINIMAL + text).startswith(f"{SRC}: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "expected"),
+    [
+        ("content: {video: 3}\n", "content.video", "videos, live_channels, duration_s,"),
+        ("delivery: {cache: 3}\n", "delivery.cache", "cache_mb, eviction, mesh_degree,"),
+        ("viewers: {players: 3}\n", "viewers.players", "per_host, startup_buffer_s,"),
+        ("events: [{at_s: 1, restart: h1}]\n", "events[0].restart",
+         "at_s, republish, link, delay, jitter, loss, bw, queue"),
+    ],
+)
+def test_unknown_delivery_keys(text: str, path: str, expected: str) -> None:
+    msg = error_of(MINIMAL + text)
+    assert msg.startswith(f"{SRC}: {path}: unknown key (expected one of {expected}"), msg
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [("[h1, zz]", "events[1].link: ['h1', 'zz'] (no node 'zz')"),
+     ("[h1, h2]", "events[1].link: ['h1', 'h2'] (no link between h1 and h2)")],
+)
+def test_link_events_must_name_an_existing_link(link: str, expected: str) -> None:
+    text = MINIMAL + f"events: [{{at_s: 1, link: [s1, s2], delay: 2}}, {{at_s: 5, link: {link}, " \
+        "delay: 5ms}]\n"
+    s = loads_scenario(textwrap.dedent(text), SRC)  # parses: the topology is not built yet
+    with pytest.raises(ScenarioError) as err:
+        s.build_spec()
+    assert str(err.value) == f"{SRC}: {expected}"
+
+
+def test_link_events_leave_the_built_topology_alone() -> None:
+    plain = scenario().build_spec()
+    with_event = scenario("events: [{at_s: 5, link: [s1, s2], delay: 40ms, bw: 1}]\n")
+    g = with_event.build_spec()
+    assert link_params(g, "s1", "s2") == link_params(plain, "s1", "s2")
+
+
+def test_dotted_overrides_reach_the_delivery_sections() -> None:
+    s = scenario("events: [{at_s: 60, republish: vod-0000}, {at_s: 5, link: [s1, s2], "
+                 "delay: 1}]\n")
+    t = s.with_overrides({"delivery.mesh_degree": 3, "delivery.tiers": [5, 20],
+                          "delivery.eviction": "fifo", "content.videos": 7,
+                          "viewers.pause_prob": 0.5, "duration_s": 30,
+                          "events[0].at_s": 10, "events[1].delay": "9ms"})
+    assert (t.delivery.mesh_degree, t.delivery.bands_ms, t.delivery.eviction) == (
+        3, (5.0, 20.0), "fifo")
+    assert (t.content.videos, t.viewers.pause_prob, t.duration_s) == (7, 0.5, 30.0)
+    assert t.events[0] == EventConfig(10.0, "republish", "vod-0000")
+    assert t.events[1].fields == {"delay_ms": 9.0}
+    assert s.delivery.mesh_degree == 2 and s.events[0].at_s == 60.0  # original untouched
+    # sections absent from the file can still be overridden
+    assert scenario().with_overrides({"viewers.per_host": 9}).viewers.per_host == 9
+    assert scenario().with_overrides({"events": [{"at_s": 1, "republish": "live-00"}]}).events == (
+        EventConfig(1.0, "republish", "live-00"),)
+    with pytest.raises(ScenarioError) as err:
+        s.with_overrides({"delivery.eviction": "mru"})
+    assert str(err.value) == ("experiments/x.yaml [delivery.eviction='mru']: delivery.eviction: "
+                              "'mru' (must be one of lru, lfu, fifo)")
+    with pytest.raises(ScenarioError, match=r"delivery.mesh_degre: unknown key"):
+        s.with_overrides({"delivery.mesh_degre": 3})
+    with pytest.raises(ScenarioError, match=r"no item \[2\]"):
+        s.with_overrides({"events[2].at_s": 1})
+
+
+def test_delivery_sections_are_frozen() -> None:
+    s = scenario(FULL)
+    for value, attr in [(s.content, "videos"), (s.delivery, "cache_mb"),
+                        (s.viewers, "per_host"), (s.events[0], "at_s")]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, attr, 1)
+    with pytest.raises(TypeError):
+        s.events[1].fields["delay_ms"] = 1  # type: ignore[index]
+
+
+def test_content_converts_to_the_core_catalogue_config() -> None:
+    from testbed.core import content  # here, so the parsing tests run without it
+    s = scenario(FULL)
+    cfg = s.content.catalogue_config()
+    assert isinstance(cfg, content.CatalogueConfig)
+    assert cfg == content.CatalogueConfig(videos=3, live_channels=0, duration_s=30.0,
+                                          live_duration_s=60.0, bitrate_kbps=800, segment_s=4.0)
+    assert ContentConfig().catalogue_config() == content.CatalogueConfig()
+    catalogue = content.build_catalogue(cfg)
+    assert catalogue.ids() == ["vod-0000", "vod-0001", "vod-0002"]
+    assert s.events[0].target in catalogue

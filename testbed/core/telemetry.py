@@ -1,0 +1,150 @@
+"""Viewer telemetry as it leaves a helper: anonymised, whitelisted records, bounded buffering.
+
+A helper turns each player event (and each segment request) into a record with
+:func:`telemetry_record` before sending it to the master.  The viewer's id is replaced by a
+salted hash (:func:`anonymise`): the master and the prediction engine can follow one
+viewer's session without learning who or where it is.  Only whitelisted keys get through,
+and a value that is an IP address or the raw viewer id is refused, so a careless caller
+cannot leak either.  :class:`TelemetryBuffer` holds records between batches; when the
+master is unreachable it keeps the newest and counts what it dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import re
+from collections import deque
+from collections.abc import Iterable
+
+#: Player event kinds (``resume_play`` = playback restarts after a stall or seek) plus
+#: ``request`` (a segment served to the viewer).
+TELEMETRY_KINDS = ("start", "pause", "resume", "seek", "stop", "complete", "abandon", "stall",
+                   "request", "resume_play")
+#: Keys every record has.
+BASE_KEYS = ("kind", "viewer", "video", "playhead_s", "at", "helper")
+#: Optional keys a caller may add through ``**extra``.
+EXTRA_KEYS = frozenset({
+    "index", "version", "bytes", "source", "latency_ms", "duration_s", "wait_s", "cause",
+    "from_s", "to_s", "startup_s", "stall_s", "session", "seq",
+})
+#: Key fragments that mean identity or location; named in the error so the leak is obvious.
+_IDENTIFYING = ("ip", "addr", "viewer", "host", "mac", "user", "port")
+
+
+class TelemetryError(ValueError):
+    """A telemetry record that would break the schema or leak identity."""
+
+
+def anonymise(viewer_id: str, salt: bytes) -> str:
+    """A stable pseudonym for ``viewer_id``: ``sha256(salt + id)`` in hex, first 16 digits."""
+    if not isinstance(viewer_id, str):
+        raise TelemetryError(f"viewer id must be text, got {type(viewer_id).__name__}")
+    if not isinstance(salt, (bytes, bytearray)) or not salt:
+        raise TelemetryError("salt must be non-empty bytes")
+    return hashlib.sha256(bytes(salt) + viewer_id.encode()).hexdigest()[:16]
+
+
+_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]+)\]")
+
+
+def _is_address(text: str) -> bool:
+    """True when ``text`` is or contains an IP address (``10.0.0.7:80``, ``[::1]:80``...)."""
+    for candidate in _IPV4.findall(text) + _BRACKETED.findall(text) + [text]:
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def _check_value(key: str, value: object, viewer_id: str) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TelemetryError(f"telemetry {key}: {value!r} is not a finite number")
+        return
+    if not isinstance(value, str):
+        raise TelemetryError(f"telemetry {key}: {type(value).__name__} is not a plain value")
+    if len(value) > 256:
+        raise TelemetryError(f"telemetry {key}: text longer than 256 characters")
+    if viewer_id and value == viewer_id:
+        raise TelemetryError(f"telemetry {key}: carries the raw viewer id")
+    if _is_address(value):
+        raise TelemetryError(f"telemetry {key}: {value!r} is an address")
+
+
+def telemetry_record(kind: str, viewer_id: str, salt: bytes, video: str, playhead_s: float,
+                     at: float, helper: str, **extra: object) -> dict:
+    """A telemetry record with the viewer anonymised; only known keys and plain values.
+
+    Raises :class:`TelemetryError` (a ``ValueError``) for an unknown kind, an extra key
+    outside :data:`EXTRA_KEYS` (naming identifying ones such as ``ip``/``addr``/``viewer``),
+    a value that is an address or the raw viewer id, or a non-finite number.
+    """
+    if kind not in TELEMETRY_KINDS:
+        raise TelemetryError(f"telemetry kind {kind!r} is not one of {TELEMETRY_KINDS}")
+    for key in extra:
+        if key in EXTRA_KEYS:
+            continue
+        low = key.lower()
+        if any(frag in low for frag in _IDENTIFYING):
+            raise TelemetryError(f"telemetry field {key!r} would identify the viewer")
+        raise TelemetryError(f"telemetry field {key!r} is not allowed")
+    for name, number in (("playhead_s", playhead_s), ("at", at)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)) \
+                or not math.isfinite(number):
+            raise TelemetryError(f"telemetry {name} must be a finite number, got {number!r}")
+    if float(playhead_s) < 0:
+        raise TelemetryError(f"telemetry playhead_s must be >= 0, got {playhead_s!r}")
+    for name, text in (("video", video), ("helper", helper)):
+        if not isinstance(text, str) or not text:
+            raise TelemetryError(f"telemetry {name} must be non-empty text, got {text!r}")
+        _check_value(name, text, viewer_id)
+    for key, value in extra.items():
+        _check_value(key, value, viewer_id)
+    return {"kind": kind, "viewer": anonymise(viewer_id, salt), "video": video,
+            "playhead_s": float(playhead_s), "at": float(at), "helper": helper, **extra}
+
+
+class TelemetryBuffer:
+    """Records waiting to be sent, oldest first; at most ``max_items`` (the oldest go first)."""
+
+    def __init__(self, max_items: int = 10_000) -> None:
+        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+            raise TelemetryError(f"max_items must be an int >= 1, got {max_items!r}")
+        self.max_items = max_items
+        self._items: deque[dict] = deque()
+        self.dropped = 0
+        self.added = 0
+
+    def add(self, record: dict) -> bool:
+        """Queue ``record``; False when that pushed an older record out."""
+        if not isinstance(record, dict):
+            raise TelemetryError(f"telemetry record must be a dict, got {type(record).__name__}")
+        self.added += 1
+        self._items.append(record)
+        if len(self._items) > self.max_items:
+            self._items.popleft()
+            self.dropped += 1
+            return False
+        return True
+
+    def extend(self, records: Iterable[dict]) -> int:
+        """Queue several; returns how many older records were dropped to make room."""
+        return sum(not self.add(r) for r in records)
+
+    def drain(self, max_items: int | None = None) -> list[dict]:
+        """Remove and return up to ``max_items`` records (all when None), oldest first."""
+        if max_items is not None and (isinstance(max_items, bool)
+                                      or not isinstance(max_items, int) or max_items < 0):
+            raise TelemetryError(f"drain max_items must be an int >= 0, got {max_items!r}")
+        n = len(self._items) if max_items is None else min(max_items, len(self._items))
+        return [self._items.popleft() for _ in range(n)]
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,314 @@
+"""One experiment run: network up, daemons started in their hosts, the scenario played
+for its duration, everything stopped, logs turned into tables.
+
+``run_scenario(scenario, out)`` leaves in ``out``::
+
+    scenario.json          the scenario as run (after overrides)
+    net/                   the network's run directory (topology, controller, emulator)
+    nodes/<name>.json      each daemon's configuration; <name>.ready when it served
+    secrets/               the CA secret and the credentials the master issued (0600)
+    logs/<name>.jsonl      each daemon's event log (JSON lines)
+    proc/<name>.log        each daemon's stdout and stderr
+    engine/telemetry.jsonl what the helpers' telemetry delivered (the engine's sink)
+    tables/*.csv           per request, per viewer, by source, by traffic class
+    summary.csv            the one-row summary
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+from testbed.core import security as sec
+from testbed.core import spec as S
+from testbed.core.measure import judge_cpu
+from testbed.emu.calibrate import CpuSampler
+from testbed.emu.network import TestbedNetwork, address_plan
+from testbed.emu.proc import ManagedProcess
+from testbed.harness import results
+from testbed.scenario import Scenario
+
+LIVE_T0_S = 4.0          # live channels start producing this long after t0
+VIEWERS_START_S = 6.0    # players start after the first pingback round set the tree up
+MULTICAST_ROUTE = "224.0.0.0/4"
+
+
+@dataclass
+class RunResult:
+    out: Path
+    summary: dict
+    timings: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def _roles(spec: nx.Graph) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {S.MASTER: [], S.HELPER: [], S.VIEWER: []}
+    for name in S.hosts(spec):
+        role = spec.nodes[name].get("role")
+        if role in out:
+            out[role].append(name)
+    for names in out.values():
+        names.sort(key=S.natural_key)
+    return out
+
+
+def assign_players(spec: nx.Graph, viewers: list[str], helpers: list[str],
+                   per_host: int) -> dict[str, list[tuple[str, str]]]:
+    """viewer host -> [(player id, helper)]: the helpers on the viewer's own switch in
+    turn, else the nearest helpers by hops."""
+    out = {}
+    for v in viewers:
+        sw = next(iter(spec.neighbors(v)))
+        local = sorted((h for h in helpers if sw in spec.neighbors(h)), key=S.natural_key)
+        if not local:
+            dist = nx.single_source_shortest_path_length(spec, v)
+            best = min(dist.get(h, 1 << 30) for h in helpers)
+            local = [h for h in helpers if dist.get(h) == best]
+        turn = itertools.cycle(local)
+        out[v] = [(f"{v}-{i}", next(turn)) for i in range(per_host)]
+    return out
+
+
+def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
+                 ca_public_key: bytes, salt: bytes) -> dict[str, dict]:
+    """Every daemon's configuration (what :class:`testbed.nodes.common.NodeConfig` loads)."""
+    plan = address_plan(spec)
+    roles = _roles(spec)
+    if len(roles[S.MASTER]) != 1:
+        raise ValueError(f"scenario {scenario.name}: needs exactly one master host, "
+                         f"has {len(roles[S.MASTER])}")
+    if not roles[S.HELPER]:
+        raise ValueError(f"scenario {scenario.name}: has no helper hosts")
+    master = roles[S.MASTER][0]
+    helpers = {h: plan[h]["ip"] for h in roles[S.HELPER]}
+    d = scenario.to_dict()
+    base = {
+        "run_dir": str(out), "seed": scenario.seed, "t0": t0,
+        "duration_s": scenario.duration_s,
+        "master": {"name": master, "ip": plan[master]["ip"]},
+        "helpers": helpers, "catalogue": d["content"], "delivery": d["delivery"],
+        "viewers": d["viewers"],
+        "events": [{"at_s": e.at_s, "action": e.action, "target": e.target}
+                   for e in scenario.events if e.action == "republish"],
+        "ca_public_key": ca_public_key.hex(),
+    }
+    extra = {"live_t0": LIVE_T0_S, "telemetry_salt": salt.hex(),
+             "viewers_start_s": VIEWERS_START_S}
+    configs = {master: {**base, "name": master, "role": "master", "ip": plan[master]["ip"],
+                        "extra": extra}}
+    for h in roles[S.HELPER]:
+        configs[h] = {**base, "name": h, "role": "helper", "ip": plan[h]["ip"], "extra": extra}
+    players = assign_players(spec, roles[S.VIEWER], roles[S.HELPER],
+                             scenario.viewers.per_host)
+    for v, plist in players.items():
+        configs[v] = {**base, "name": v, "role": "viewer", "ip": plan[v]["ip"],
+                      "extra": {**extra, "players": [
+                          {"id": pid, "helper": h, "helper_ip": helpers[h]}
+                          for pid, h in plist]}}
+    return configs
+
+
+class ControllerSync:
+    """Forwards the master's tiers and the helpers' mesh neighbours to the controller's
+    northbound API (the daemons live in host namespaces; the API listens on loopback)."""
+
+    def __init__(self, sync_path: Path, api_port: int, helpers: list[str], log: Callable):
+        self.path = sync_path
+        self.base = f"http://127.0.0.1:{api_port}"
+        self.helpers = helpers
+        self.log = log
+        self.sent: dict = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="controller-sync", daemon=True)
+
+    def __enter__(self) -> ControllerSync:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+    def _put(self, path: str, body: dict) -> None:
+        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
+                                     method="PUT", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=3) as r:
+                r.read()
+        except OSError as exc:
+            self.log(f"controller sync: PUT {path}: {exc}")
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.5):
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                continue
+            tiers = {h: i + 1 for i, names in enumerate(data.get("tiers", [])) for h in names}
+            if tiers and set(tiers) == set(self.helpers) and tiers != self.sent.get("tiers"):
+                self._put("/tiers", {"tiers": tiers})
+                self.sent["tiers"] = tiers
+            for h, nbrs in data.get("mesh", {}).items():
+                if h in self.helpers and nbrs != self.sent.get(h):
+                    self._put(f"/mesh/neighbours/{h}", {"neighbours": nbrs})
+                    self.sent[h] = nbrs
+
+
+def _daemon(name: str, role: str, host, cfg_path: Path, out: Path, ready: Path,
+            label: str) -> ManagedProcess:
+    argv = ["mnexec", "-a", str(host.pid), sys.executable, "-m", f"testbed.nodes.{role}",
+            str(cfg_path)]
+    return ManagedProcess(name, argv, out / "proc", ready=ready.exists, label=label,
+                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+
+
+class Deployment:
+    """``with Deployment(scenario, out) as dep:`` the network is up and every daemon
+    serves; leaving stops the daemons (viewers, helpers, master) and the network.
+
+    ``spec`` replaces the scenario's generated topology (tests inject their own);
+    ``dep.t0`` is the run's second 0, ``dep.configs`` each daemon's configuration.
+    """
+
+    def __init__(self, scenario: Scenario, out: Path, say: Callable[[str], None] = print,
+                 mode: str | None = None, spec: nx.Graph | None = None):
+        self.scenario = scenario
+        self.out = Path(out).resolve()
+        self.say = say
+        self.mode = mode or scenario.links.mode
+        self.spec = spec if spec is not None else scenario.build_spec()
+        self.procs: dict[str, ManagedProcess] = {}
+        self.failures: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.tn: TestbedNetwork | None = None
+        self.sync: ControllerSync | None = None
+
+    def __enter__(self) -> Deployment:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        out, spec = self.out, self.spec
+        t_start = time.monotonic()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scenario.json").write_text(json.dumps(self.scenario.to_dict(), indent=1,
+                                                      default=str))
+        secrets = out / "secrets"
+        secrets.mkdir(mode=0o700, exist_ok=True)
+        secret = os.urandom(32)
+        fd = os.open(secrets / "ca.secret", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+        ca_pub = sec.Authority.from_secret(secret).public_key
+        n_helpers = len(_roles(spec)[S.HELPER])
+        # each helper picks k neighbours but may be picked by any number of others
+        degree = {"MESHCAST_MESH_DEGREE": str(max(3, n_helpers - 1))}
+        self.tn = TestbedNetwork(spec, run_dir=out / "net", mode=self.mode,
+                                 seed=self.scenario.seed, controller_env=degree)
+        self.tn.start()
+        self.timings["network_s"] = time.monotonic() - t_start
+        self.link_mode = self.tn.mode
+        self.say(f"network up in {self.timings['network_s']:.1f} s ({self.tn.mode} links); "
+                 f"starting daemons")
+        for name in S.hosts(spec):
+            host = self.tn.host(name)
+            host.cmd(f"ip route replace {MULTICAST_ROUTE} dev {host.defaultIntf().name}")
+        self.t0 = time.time() + 1.0
+        self.configs = node_configs(self.scenario, spec, out, self.t0, ca_pub, os.urandom(16))
+        (out / "nodes").mkdir(exist_ok=True)
+        roles = _roles(spec)
+        for group in (roles[S.MASTER], roles[S.HELPER], roles[S.VIEWER]):
+            for name in group:
+                cfg = self.configs[name]
+                path = out / "nodes" / f"{name}.json"
+                path.write_text(json.dumps(cfg, indent=1))
+                p = _daemon(name, cfg["role"], self.tn.host(name), path, out,
+                            out / "nodes" / f"{name}.ready", self.tn.run_id)
+                self.procs[name] = p
+                p.start(timeout=30)
+        self.timings["daemons_s"] = time.monotonic() - t_start - self.timings["network_s"]
+        self.sync = ControllerSync(out / "controller-sync.json", self.tn.api_port,
+                                   roles[S.HELPER], self.say).__enter__()
+
+    def stop(self) -> None:
+        if self.sync is not None:
+            self.sync.__exit__()
+            self.sync = None
+        roles = _roles(self.spec)
+        for group in (roles[S.VIEWER], roles[S.HELPER], roles[S.MASTER]):
+            procs = [self.procs[n] for n in group if n in self.procs]
+            for p in procs:  # all of a role at once, then wait for each
+                if p.alive():
+                    os.kill(p.pid, signal.SIGTERM)
+            for p in procs:
+                code = p.stop(grace=10)
+                if code not in (0, None, -15):
+                    self.failures.append(f"{p.name} exited with status {code}")
+        self.procs.clear()
+        if self.tn is not None:
+            self.tn.stop()
+            self.tn = None
+
+    def host(self, name: str):
+        return self.tn.host(name)
+
+    def now(self) -> float:
+        """Run time (seconds since t0)."""
+        return time.time() - self.t0
+
+
+def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
+                 mode: str | None = None) -> RunResult:
+    """Play ``scenario`` on a fresh emulated network; results land in ``out``."""
+    t_start = time.monotonic()
+    with Deployment(scenario, out, say, mode) as dep, CpuSampler() as cpu:
+        _play(scenario, dep.tn, dep.t0, say)
+    timings = {**dep.timings, "total_s": time.monotonic() - t_start}
+    verdict = judge_cpu(cpu.samples)
+    summary = results.write_results(dep.out, {
+        "cpu_idle_min": round(verdict.min_idle, 3), "cpu_idle_mean": round(verdict.mean_idle, 3),
+        "cpu_trusted": verdict.trusted, "link_mode": dep.link_mode})
+    if not verdict.trusted:
+        say(f"warning: CPU idle fell to {verdict.min_idle:.0%} (< 35 %): the host was "
+            f"saturated, so latencies in this run are not trustworthy")
+    return RunResult(out=dep.out, summary=summary, timings=timings, failures=dep.failures)
+
+
+def _play(scenario: Scenario, tn: TestbedNetwork, t0: float, say: Callable) -> None:
+    """Wait out the scenario, applying link events on time."""
+    pending = sorted((e for e in scenario.events if e.action == "link"), key=lambda e: e.at_s)
+    end = t0 + scenario.duration_s
+    last_note = 0.0
+    while True:
+        now = time.time()
+        if now >= end:
+            break
+        while pending and now - t0 >= pending[0].at_s:
+            e = pending.pop(0)
+            a, b = e.target.split("-", 1)
+            tn.set_link(a, b, **dict(e.fields))
+            say(f"t={now - t0:.0f}s link {a}-{b} changed: {dict(e.fields)}")
+        if now - last_note >= 15:
+            say(f"t={now - t0:.0f}s of {scenario.duration_s:.0f}s")
+            last_note = now
+        time.sleep(min(0.2, end - now))
+
+

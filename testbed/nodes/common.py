@@ -1,0 +1,284 @@
+"""What every daemon shares: its configuration file, clock, event log, traffic counters,
+signed messaging and the small asyncio plumbing around HTTP and UDP.
+
+A daemon runs inside a Mininet host as ``python -m testbed.nodes.<role> CONFIG.json``.
+The harness writes the configuration (see :func:`testbed.harness.run.node_configs`); the
+daemon writes ``<run>/nodes/<name>.ready`` when it serves, JSON lines to
+``<run>/logs/<name>.jsonl`` and stops cleanly on SIGTERM.  The decisions are in
+``testbed.core``; this package only moves bytes and reads the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.core import protocol as P
+from testbed.core import security as sec
+
+HTTP_PORT = 8080
+UDP_PORT = 7000
+LIVE_PORT = 7100
+#: Traffic classes counted at every node (bytes sent and received).
+CLASSES = ("tree", "mesh", "prefetch", "telemetry", "control", "live", "viewer", "origin")
+
+log = logging.getLogger("meshcast")
+
+
+@dataclass
+class NodeConfig:
+    """One daemon's configuration, as the harness wrote it."""
+
+    name: str
+    role: str
+    ip: str
+    run_dir: Path
+    seed: int
+    t0: float                          # wall-clock time of the run's second 0
+    duration_s: float
+    master: dict                       # {"name": ..., "ip": ...}
+    helpers: dict[str, str]            # helper name -> ip (the peer directory)
+    catalogue: dict                    # core.content.CatalogueConfig fields
+    delivery: dict
+    viewers: dict
+    events: list = field(default_factory=list)
+    ca_public_key: str = ""            # hex; viewers and helpers check the master's signatures
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> NodeConfig:
+        data = json.loads(Path(path).read_text())
+        data["run_dir"] = Path(data["run_dir"])
+        return cls(**data)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.run_dir / "secrets"
+
+    def credential_path(self, name: str | None = None) -> Path:
+        return self.secrets_dir / f"{name or self.name}.json"
+
+    def ready_path(self) -> Path:
+        return self.run_dir / "nodes" / f"{self.name}.ready"
+
+
+class Clock:
+    """Run time: seconds since the run's t0 (all daemons share the host's wall clock)."""
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+
+    def now(self) -> float:
+        return time.time() - self.t0
+
+    def wall(self) -> float:
+        return time.time()
+
+
+class EventLog:
+    """JSON lines, one record per event; every record has kind, node and at (run time)."""
+
+    def __init__(self, path: Path, node: str, clock: Clock):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.node = node
+        self.clock = clock
+        self._f = open(path, "a", buffering=1)  # noqa: SIM115 -- closed in close()
+
+    def write(self, kind: str, **fields: Any) -> None:
+        rec = {"kind": kind, "node": self.node, "at": round(self.clock.now(), 4), **fields}
+        self._f.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class Traffic:
+    """Bytes sent and received by traffic class; written to the log as ``traffic`` records."""
+
+    def __init__(self) -> None:
+        self.tx: Counter[str] = Counter()
+        self.rx: Counter[str] = Counter()
+
+    def sent(self, cls: str, n: int) -> None:
+        self.tx[cls] += n
+
+    def received(self, cls: str, n: int) -> None:
+        self.rx[cls] += n
+
+    def flush(self, events: EventLog) -> None:
+        for direction, counts in (("tx", self.tx), ("rx", self.rx)):
+            for cls, n in sorted(counts.items()):
+                events.write("traffic", cls=cls, direction=direction, bytes=n)
+
+
+class Rejections(Counter):
+    """Messages refused, by reason; logged as one ``rejected`` record each time."""
+
+    def note(self, events: EventLog, reason: str, sender: str, what: str) -> None:
+        self[reason] += 1
+        events.write("rejected", reason=reason, sender=sender[:64], what=what[:64])
+
+
+class Secure:
+    """A node's signing identity and its checks on what it receives."""
+
+    def __init__(self, identity: sec.Identity, ca_public_key: bytes, clock: Clock,
+                 events: EventLog):
+        self.identity = identity
+        self.signer = P.Signer(identity, seq_start=int(time.time() * 1000) % (1 << 40))
+        self.verifier = sec.Verifier(ca_public_key)
+        self.guard = sec.ReplayGuard()
+        self.clock = clock
+        self.events = events
+        self.rejected = Rejections()
+        self.last_reason = ""
+
+    def encode(self, msg_type: str, body: dict, payload: bytes = b"") -> bytes:
+        return self.signer.encode(msg_type, body, payload, now=self.clock.wall())
+
+    def decode(self, data: bytes, what: str, roles: tuple[str, ...] | None = None,
+               peer: str = "?") -> P.Message | None:
+        """The message, or None after counting and logging why it was refused."""
+        try:
+            return P.decode(data, self.verifier, self.guard, now=self.clock.wall(), roles=roles)
+        except (P.ProtocolError, sec.AuthError) as exc:
+            self.last_reason = getattr(exc, "reason", "malformed")
+            self.rejected.note(self.events, self.last_reason, peer, what)
+            return None
+
+    def refusal(self):
+        """The HTTP answer to the message just refused: 400 when it could not be parsed,
+        403 when it was well formed but not authentic (or a replay)."""
+        from aiohttp import web
+
+        status = 400 if isinstance(self.last_reason, str) and self.last_reason in (
+            "malformed", "too_large", "unknown_type") else 403
+        return web.Response(status=status, text=f"refused: {self.last_reason}\n")
+
+
+def load_identity(cfg: NodeConfig, timeout: float = 30.0) -> sec.Identity:
+    """Wait for the credential the master issues to this node, then load it."""
+    path = cfg.credential_path()
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{cfg.name}: no credential at {path} after {timeout:g} s")
+        time.sleep(0.05)
+    return sec.Identity.from_json(path.read_text())
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """A UDP socket whose datagrams go to ``handler(data, addr)``."""
+
+    def __init__(self, handler: Callable[[bytes, tuple], None]):
+        self.handler = handler
+        self.transport: asyncio.DatagramTransport | None = None
+        self.arrival = 0.0  # time.monotonic() when the datagram being handled arrived
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.arrival = time.monotonic()
+        try:
+            self.handler(data, addr)
+        except Exception:  # one bad datagram never stops the node
+            log.exception("udp handler")
+
+    def send(self, data: bytes, addr: tuple) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, addr)
+
+
+async def open_udp(handler: Callable[[bytes, tuple], None], ip: str = "0.0.0.0",
+                   port: int = UDP_PORT) -> UdpEndpoint:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(handler),
+                                                   local_addr=(ip, port))
+    return proto
+
+
+def multicast_socket(group: str, port: int, ifaddr: str) -> socket.socket:
+    """A non-blocking UDP socket joined to ``group`` on the interface with ``ifaddr``."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((group, port))
+    mreq = socket.inet_aton(group) + socket.inet_aton(ifaddr)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    s.setblocking(False)
+    return s
+
+
+def multicast_sender(ifaddr: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    s.setblocking(False)
+    return s
+
+
+def web_app():
+    """An aiohttp application that refuses an oversized body from its headers alone
+    (413 before reading a byte) instead of waiting for a body that may never come."""
+    from aiohttp import web
+
+    @web.middleware
+    async def size_guard(request, handler):
+        if request.content_length is not None and request.content_length > P.MAX_MESSAGE:
+            return web.Response(status=413, text=f"body over {P.MAX_MESSAGE} bytes\n")
+        return await handler(request)
+
+    return web.Application(client_max_size=P.MAX_MESSAGE, middlewares=[size_guard])
+
+
+def every(interval: float, fn: Callable[[], Awaitable[None]], name: str,
+          first_delay: float = 0.0) -> asyncio.Task:
+    """Run ``fn`` every ``interval`` s; an exception is logged and the loop goes on."""
+
+    async def loop() -> None:
+        await asyncio.sleep(first_delay)
+        while True:
+            t = time.monotonic()
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s", name)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t)))
+
+    return asyncio.get_running_loop().create_task(loop(), name=name)
+
+
+def main_loop(make: Callable[[NodeConfig], Any]) -> None:
+    """Entry point of a daemon: load the config, run ``make(cfg).run(stop)`` until SIGTERM."""
+    if len(sys.argv) != 2:
+        raise SystemExit(f"usage: python -m {sys.modules['__main__'].__spec__.name} CONFIG.json")
+    logging.basicConfig(level=os.environ.get("MESHCAST_NODE_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    cfg = NodeConfig.load(sys.argv[1])
+    node = make(cfg)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await node.run(stop)
+
+    asyncio.run(run())

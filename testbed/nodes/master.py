@@ -1,0 +1,454 @@
+"""The master daemon: credentials, signed manifests, pingback and tiers, the live channels
+down the tree, the origin for misses, prefetch pushes through the mesh, republishing.
+
+- Issues every helper its credential (``<run>/secrets/<helper>.json``) from the testbed CA.
+- Pingback (UDP 7000): every ``pingback_interval_s`` it probes each helper
+  ``pingback_probes`` times; :class:`testbed.core.timing.Pingback` turns the samples into
+  the broadcast timing index, tiers and routing tables, which go to the helpers (signed
+  ``routing`` messages) and, as tiers and mesh pairs, to the controller (through
+  ``<run>/controller-sync.json``, which the harness forwards to the northbound API).
+- Live channels are produced in real time and sent on the master's relay group
+  ``239.77.N.C``; tier-1 helpers relay them to theirs.
+- ``POST /fetch``: the origin, last stop of a miss that went up the tree.
+- Every ``prefetch_interval_s`` the prefetch policy picks pushes from the helpers'
+  telemetry and cache inventories; each goes through the mesh along a Dijkstra route.
+- Scenario events ``republish`` bump a video's version and send an invalidation down the
+  tree and through the mesh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
+from testbed.core import protocol as P
+from testbed.core import security as sec
+from testbed.core.content import (
+    CatalogueConfig,
+    build_catalogue,
+    build_manifest,
+    segment_bytes,
+)
+from testbed.core.mesh import PeerMetric, mesh_graph, push_route
+from testbed.core.multicast import relay_group
+from testbed.core.prefetch import HelperView, make_policy
+from testbed.core.timing import Pingback, tiers_as_lists
+from testbed.nodes import common as C
+from testbed.nodes.manifests import sign_manifest
+
+log = logging.getLogger("meshcast.master")
+ACTIVE_S = 15.0  # a viewer with no telemetry for this long is no longer watching
+ENDED = ("stop", "abandon", "complete")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Master:
+    def __init__(self, cfg: C.NodeConfig):
+        self.cfg = cfg
+        self.clock = C.Clock(cfg.t0)
+        self.events = C.EventLog(cfg.run_dir / "logs" / f"{cfg.name}.jsonl", cfg.name, self.clock)
+        self.traffic = C.Traffic()
+        d = cfg.delivery
+        self.catalogue = build_catalogue(CatalogueConfig(**cfg.catalogue))
+        self.live_ids = self.catalogue.ids("live")
+        self.live_t0 = float(cfg.extra["live_t0"])
+        tiers = d["tiers"]
+        self.pingback = Pingback(cfg.name,
+                                 tier_count=tiers if isinstance(tiers, int) else None,
+                                 bands_ms=tiers if isinstance(tiers, list) else None,
+                                 fanout=d.get("fanout"), rel=0.5, abs_ms=5.0)
+        self.policy = make_policy(d["prefetch"])
+        self.versions = {vid: 1 for vid in self.catalogue.ids()}
+        self.signed: dict[str, dict] = {}
+        self.nonces: dict[int, tuple[str, float]] = {}
+        self.reports: dict[str, dict[str, PeerMetric]] = {}
+        self.inventory: dict[str, set[tuple[str, int]]] = {}
+        self.watching: dict[tuple[str, str], tuple[str, int, float, str]] = {}
+        self.in_flight: dict[tuple[str, str, int], float] = {}
+        self.sync_path = cfg.run_dir / "controller-sync.json"
+        self.sink_path = cfg.run_dir / "engine" / "telemetry.jsonl"
+        self.sink_path.parent.mkdir(parents=True, exist_ok=True)
+        self.tasks: list[asyncio.Task] = []
+        self.sent_shape: dict[str, tuple] = {}
+        self.rounds = 0
+        self.started_at = 0.0
+
+    # -- credentials and manifests ----------------------------------------------------
+    def issue_credentials(self) -> None:
+        secret = (self.cfg.secrets_dir / "ca.secret").read_bytes()
+        self.authority = sec.Authority.from_secret(secret)
+        not_after = self.clock.wall() + self.cfg.duration_s + 3600
+        self.identity = self.authority.identity(self.cfg.name, not_after=not_after)
+        for name in self.cfg.helpers:
+            ident = self.authority.issue(name, "helper", not_after)
+            path = self.cfg.credential_path(name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(ident.to_json())
+        self.events.write("credentials", issued=sorted(self.cfg.helpers))
+
+    def publish(self, video: str) -> dict:
+        m = build_manifest(self.cfg.seed, self.catalogue[video], self.versions[video])
+        self.signed[video] = sign_manifest(self.authority, m)
+        return self.signed[video]
+
+    # -- life cycle -------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        self.issue_credentials()
+        self.started_at = self.clock.now()
+        self.secure = C.Secure(self.identity, self.authority.public_key, self.clock,
+                               self.events)
+        for video in self.catalogue.ids():
+            self.publish(video)
+        self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))
+        app = C.web_app()
+        app.add_routes([
+            web.get("/manifest/{video}", self.h_manifest),
+            web.post("/fetch", self.h_fetch),
+            web.post("/control", self.h_control),
+            web.get("/status", self.h_status),
+        ])
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.TCPSite(runner, self.cfg.ip, C.HTTP_PORT).start()
+        self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
+        self.mcast = C.multicast_sender(self.cfg.ip)
+        d = self.cfg.delivery
+        loop = asyncio.get_running_loop()
+        self.tasks = [
+            C.every(float(d["pingback_interval_s"]), self.pingback_round, "pingback",
+                    first_delay=1.0),
+            C.every(float(d["prefetch_interval_s"]), self.prefetch_round, "prefetch",
+                    first_delay=3.0),
+            *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
+            *(loop.create_task(self.scheduled(e), name="event") for e in self.cfg.events
+              if e.get("action") == "republish"),
+        ]
+        self.cfg.ready_path().parent.mkdir(parents=True, exist_ok=True)
+        self.cfg.ready_path().write_text("ready\n")
+        self.events.write("started", ip=self.cfg.ip, policy=self.policy.name,
+                          videos=len(self.catalogue))
+        try:
+            await stop.wait()
+        finally:
+            for t in self.tasks:
+                t.cancel()
+            self.traffic.flush(self.events)
+            self.events.write("process", cpu_s=round(time.process_time(), 3))
+            self.events.write("rejections", counts=dict(self.secure.rejected))
+            await self.http.close()
+            await runner.cleanup()
+            self.events.close()
+
+    # -- HTTP -------------------------------------------------------------------------
+    async def h_manifest(self, request: web.Request) -> web.Response:
+        video = request.match_info["video"]
+        if video not in self.signed:
+            return web.json_response({"error": f"unknown video {video[:64]!r}"}, status=404)
+        body = json.dumps(self.signed[video]).encode()
+        self.traffic.sent("control", len(body))
+        return web.Response(body=body, content_type="application/json")
+
+    def live_edge(self, video: str) -> int:
+        v = self.catalogue[video]
+        return min(v.n_segments - 1,
+                   math.floor((self.clock.now() - self.live_t0) / v.segment_s) - 1)
+
+    def segment(self, video: str, index: int) -> bytes:
+        return segment_bytes(self.cfg.seed, self.catalogue[video], index, self.versions[video])
+
+    async def h_fetch(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        self.traffic.received("tree", len(raw))
+        msg = self.secure.decode(raw, "fetch", roles=("helper",), peer=request.remote or "?")
+        if msg is None:
+            return self.secure.refusal()
+        if msg.type != "fetch":
+            return web.Response(status=400, text="expected fetch\n")
+        video, index = msg.body["video"], int(msg.body["index"])
+        if video not in self.catalogue or not 0 <= index < self.catalogue[video].n_segments:
+            return web.Response(status=404, text="no such segment\n")
+        if self.catalogue[video].kind == "live" and index > self.live_edge(video):
+            return web.Response(status=404, text="not produced yet\n")
+        version = self.versions[video]
+        if version < int(msg.body["min_version"]):
+            return web.Response(status=409, text="no such version\n")
+        data = await asyncio.to_thread(self.segment, video, index)
+        self.traffic.sent("origin", len(data))
+        self.events.write("origin_serve", to=msg.sender, video=video, index=index,
+                          version=version, bytes=len(data))
+        return web.Response(body=data, headers={"X-Meshcast-Version": str(version),
+                                                "X-Meshcast-Source": "origin"})
+
+    async def h_control(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        msg = self.secure.decode(raw, "control", roles=("helper",), peer=request.remote or "?")
+        if msg is None:
+            self.traffic.received("control", len(raw))
+            return self.secure.refusal()
+        if msg.type == "neighbours":
+            self.traffic.received("control", len(raw))
+            self.on_neighbours(msg)
+        elif msg.type == "telemetry":
+            self.traffic.received("telemetry", len(raw))
+            self.on_telemetry(msg)
+        else:
+            self.secure.rejected.note(self.events, "wrong_type", msg.sender, "control")
+            return web.Response(status=400, text="unexpected message type\n")
+        return web.Response(text="ok\n")
+
+    async def h_status(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "tiers": tiers_as_lists(self.pingback.tiers) if self.pingback.tiers else [],
+            "tables_version": self.pingback.version,
+            "index": {h: round(v, 3) for h, v in self.pingback.index.index(
+                self.clock.now()).items()},
+            "versions": self.versions,
+            "mesh": {h: sorted(r) for h, r in self.reports.items()},
+            "rejected": dict(self.secure.rejected),
+        })
+
+    # -- helpers' reports -------------------------------------------------------------
+    def on_neighbours(self, msg: P.Message) -> None:
+        metrics = {}
+        for peer, m in msg.body["neighbours"].items():
+            try:
+                metrics[str(peer)] = PeerMetric(latency_ms=float(m["latency_ms"]),
+                                                bw_mbit=float(m["bw_mbit"]))
+            except (KeyError, TypeError, ValueError):
+                self.secure.rejected.note(self.events, "malformed", msg.sender, "neighbours")
+                return
+        changed = set(metrics) != set(self.reports.get(msg.sender, {}))
+        self.reports[msg.sender] = metrics
+        try:
+            inv = json.loads(msg.payload or b"[]")
+            self.inventory[msg.sender] = {(str(v), int(i)) for v, i, ver in inv
+                                          if ver >= self.versions.get(v, 1)}
+        except (ValueError, TypeError):
+            self.secure.rejected.note(self.events, "malformed", msg.sender, "inventory")
+        if changed:
+            self.events.write("mesh_report", helper=msg.sender, neighbours=sorted(metrics))
+            self.write_sync()
+
+    def on_telemetry(self, msg: P.Message) -> None:
+        events = msg.body["events"]
+        with open(self.sink_path, "a") as f:
+            for e in events:
+                if not isinstance(e, dict):
+                    continue
+                f.write(json.dumps(e, separators=(",", ":")) + "\n")
+                try:
+                    viewer, video = str(e["viewer"]), str(e["video"])
+                    kind, at = str(e["kind"]), float(e["at"])
+                    seg_s = self.catalogue[video].segment_s
+                    index = int(e.get("index", float(e["playhead_s"]) // seg_s))
+                except (KeyError, TypeError, ValueError):
+                    continue
+                self.watching[(msg.sender, viewer)] = (video, index, at, kind)
+        self.events.write("telemetry_batch", helper=msg.sender, events=len(events))
+
+    def write_sync(self) -> None:
+        """What the controller should know: tiers and mesh pairs (the harness forwards it)."""
+        data = {"tiers": tiers_as_lists(self.pingback.tiers) if self.pingback.tiers else [],
+                "mesh": {h: sorted(r) for h, r in sorted(self.reports.items())}}
+        write_atomic(self.sync_path, json.dumps(data, sort_keys=True))
+
+    # -- pingback ---------------------------------------------------------------------
+    def on_udp(self, data: bytes, addr: tuple) -> None:
+        self.traffic.received("control", len(data))
+        msg = self.secure.decode(data, "udp", roles=("helper",), peer=addr[0])
+        if msg is None or msg.type != "probe_reply":
+            return
+        sent = self.nonces.pop(int(msg.body["nonce"]), None)
+        if sent is None or sent[0] != msg.sender:
+            return
+        held = float(msg.body.get("held", 0.0))
+        if not 0.0 <= held < 1.0:
+            held = 0.0
+        # from the probe leaving to the reply arriving, less the helper's own processing
+        rtt = (self.udp.arrival - sent[1] - held) * 1000
+        self.pingback.record(msg.sender, rtt, self.clock.now())
+
+    async def pingback_round(self) -> None:
+        d = self.cfg.delivery
+        for _ in range(int(d["pingback_probes"])):
+            for helper, ip in self.cfg.helpers.items():
+                nonce = int.from_bytes(os.urandom(6), "big")
+                probe = self.secure.encode("probe", {"nonce": nonce, "sent": self.clock.wall()})
+                self.nonces[nonce] = (helper, time.monotonic())
+                self.traffic.sent("control", len(probe))
+                self.udp.send(probe, (ip, C.UDP_PORT))
+                await asyncio.sleep(0.004)  # staggered: replies do not queue behind each other
+            await asyncio.sleep(0.03)
+        await asyncio.sleep(0.5)
+        now = self.clock.now()
+        unanswered = {h for h, _ in self.nonces.values()}
+        for helper in unanswered:  # probes still unanswered after 0.5 s are timeouts
+            self.pingback.record(helper, None, now)
+        self.nonces.clear()
+        ready, _ = self.pingback.ready(now)
+        if (self.pingback.version == 0 and set(ready) != set(self.cfg.helpers)
+                and now < self.started_at + 15.0):
+            return  # the first tables wait (a while) for every helper to answer
+        tables = self.pingback.recompute(now)
+        if tables is None:
+            return
+        index = self.pingback.index.index(now)
+        self.events.write("tiers", version=self.pingback.version,
+                          tiers=tiers_as_lists(self.pingback.tiers),
+                          index_ms={h: round(v, 3) for h, v in index.items()})
+        self.write_sync()
+        master_ip = self.cfg.ip
+        for helper, t in tables.items():
+            if helper == self.cfg.name or helper not in self.cfg.helpers:
+                continue
+            shape = (t.tier, t.parent, tuple(t.children), tuple(t.ancestors))
+            if self.sent_shape.get(helper) == shape:
+                continue  # latencies moved but this helper's place in the tree did not
+            self.sent_shape[helper] = shape
+            parent_ip = self.cfg.helpers.get(t.parent, master_ip)
+            body = {"version": t.version, "tier": t.tier, "parent": t.parent,
+                    "parent_addr": parent_ip, "children": list(t.children),
+                    "ancestors": list(t.ancestors),
+                    "tiers": tiers_as_lists(self.pingback.tiers),
+                    "live_group": relay_group(parent_ip, 1) if self.live_ids else ""}
+            asyncio.get_running_loop().create_task(
+                self.send(helper, "/control", self.secure.encode("routing", body), "control"))
+
+    async def send(self, helper: str, path: str, data: bytes, cls: str) -> int | None:
+        self.traffic.sent(cls, len(data))
+        try:
+            async with self.http.post(f"http://{self.cfg.helpers[helper]}:{C.HTTP_PORT}{path}",
+                                      data=data) as r:
+                await r.read()
+                return r.status
+        except (ClientError, asyncio.TimeoutError, OSError) as exc:
+            self.events.write("send_failed", to=helper, path=path, error=type(exc).__name__)
+            return None
+
+    # -- live channels ----------------------------------------------------------------
+    async def live_channel(self, video: str) -> None:
+        """Produce the channel in real time: segment i leaves at live_t0 + (i+1)*segment_s."""
+        v = self.catalogue[video]
+        group = relay_group(self.cfg.ip, self.live_ids.index(video) + 1)
+        loop = asyncio.get_running_loop()
+        for i in range(v.n_segments):
+            due = self.live_t0 + (i + 1) * v.segment_s
+            await asyncio.sleep(max(0.0, due - self.clock.now()))
+            data = self.segment(video, i)
+            chunks = P.encode_chunks(video, i, self.versions[video], data)
+            for j in range(0, len(chunks), 16):  # paced: 16 datagrams per 2 ms
+                for c in chunks[j:j + 16]:
+                    with contextlib.suppress(BlockingIOError):
+                        await loop.sock_sendto(self.mcast, c, (group, C.LIVE_PORT))
+                        self.traffic.sent("live", len(c))
+                await asyncio.sleep(0.002)
+            self.events.write("live_tx", video=video, index=i, version=self.versions[video],
+                              group=group, bytes=len(data))
+
+    # -- prefetch ---------------------------------------------------------------------
+    def helper_views(self, now: float) -> list[HelperView]:
+        playheads: dict[str, list[tuple[str, int]]] = {}
+        for (helper, _viewer), (video, index, at, kind) in list(self.watching.items()):
+            if now - at > ACTIVE_S or kind in ENDED:
+                if now - at > 4 * ACTIVE_S:
+                    del self.watching[(helper, _viewer)]
+                continue
+            playheads.setdefault(helper, []).append((video, index))
+        for k, t in list(self.in_flight.items()):
+            if now - t > 10.0:
+                del self.in_flight[k]
+        views = []
+        for helper in sorted(self.cfg.helpers):
+            flying = frozenset((v, i) for (h, v, i) in self.in_flight if h == helper)
+            views.append(HelperView(helper=helper,
+                                    playheads=tuple(sorted(playheads.get(helper, []))),
+                                    cached=frozenset(self.inventory.get(helper, set())),
+                                    in_flight=flying))
+        return views
+
+    def _n_segments(self, video: str) -> int:
+        v = self.catalogue[video]
+        if v.kind == "live":
+            return self.live_edge(video) + 1
+        return v.n_segments
+
+    async def prefetch_round(self) -> None:
+        now = self.clock.now()
+        d = self.cfg.delivery
+        budget = int(float(d["push_budget_kbps"]) * 1000 / 8 * float(d["prefetch_interval_s"]))
+        views = self.helper_views(now)
+        if views:  # a different helper first each round, so a small budget is shared
+            turn = self.rounds % len(views)
+            views = views[turn:] + views[:turn]
+        self.rounds += 1
+        pushes = self.policy.plan(now, views,
+                                  lambda v, i: self.catalogue[v].segment_size(i),
+                                  self._n_segments, budget)
+        if not pushes:
+            return
+        master_links = {}
+        for helper, table in self.pingback.tables.items():
+            if table.parent == self.cfg.name and helper != self.cfg.name:
+                lat = self.pingback.index.latency(helper) or 50.0
+                master_links[helper] = PeerMetric(latency_ms=lat, bw_mbit=50.0)
+        graph = mesh_graph(self.reports, self.cfg.name, master_links)
+        for push in pushes:
+            route = None
+            if push.dest in graph and self.cfg.name in graph:
+                route = push_route(graph, [self.cfg.name], push.dest, push.size)
+            if not route:
+                route = [self.cfg.name, push.dest]
+            self.in_flight[(push.dest, push.video, push.index)] = now
+            push_id = uuid.uuid4().hex[:12]
+            body = {"video": push.video, "index": push.index,
+                    "version": self.versions[push.video], "route": route, "hop": 1,
+                    "push_id": push_id, "keep": []}
+            data = await asyncio.to_thread(self.segment, push.video, push.index)
+            msg = self.secure.encode("mesh_data", body, data)
+            self.events.write("push", push_id=push_id, video=push.video, index=push.index,
+                              dest=push.dest, route=route, bytes=len(data),
+                              expected_hits=push.expected_hits)
+            asyncio.get_running_loop().create_task(self.send(route[1], "/mesh", msg, "prefetch"))
+
+    # -- republishing -----------------------------------------------------------------
+    async def scheduled(self, event: dict) -> None:
+        await asyncio.sleep(max(0.0, float(event["at_s"]) - self.clock.now()))
+        video = event["target"]
+        if video not in self.versions:
+            self.events.write("event_error", error=f"republish: unknown video {video!r}")
+            return
+        self.versions[video] += 1
+        self.publish(video)
+        issued = self.clock.wall()
+        inv_id = uuid.uuid4().hex[:12]
+        self.events.write("republish", video=video, version=self.versions[video],
+                          inv_id=inv_id, issued=issued)
+        body = {"video": video, "version": self.versions[video], "issued": issued,
+                "inv_id": inv_id, "route": [self.cfg.name]}
+        msg = self.secure.encode("invalidate", body)
+        table = self.pingback.tables.get(self.cfg.name)
+        first = list(table.children) if table else sorted(self.cfg.helpers)
+        await asyncio.gather(*(self.send(h, "/control", msg, "control") for h in first))
+
+
+def main() -> None:
+    C.main_loop(Master)
+
+
+if __name__ == "__main__":
+    main()

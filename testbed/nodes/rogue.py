@@ -1,0 +1,250 @@
+"""A rogue host: attacks a helper from inside the topology and reports what came back.
+
+Run in a Mininet host's namespace (only the testbed's own hosts are ever addressed)::
+
+    python -m testbed.nodes.rogue ATTACK --target IP [--identity FILE] [--capture FILE]
+                                  [--count N] [--seed S]
+
+Attacks (each prints one JSON object: HTTP status -> count, plus details):
+
+- ``unauth``: mesh data signed by a key the testbed CA never certified, and junk bytes;
+- ``forged``: mesh data from a credentialed insider whose bytes do not match the signed
+  manifest's digest (``--identity``: a credential the CA issued);
+- ``valid``: one correct push from an insider (the control case), kept with ``--save``;
+- ``replay``: a valid message captured earlier (``--capture``), sent again;
+- ``fuzz``: ``--count`` random and mutated messages into every signed endpoint and the
+  UDP port (datagrams crafted with scapy), then checks the helper still serves;
+- ``http``: malformed HTTP (bad request lines, paths, methods, headers) on a raw socket;
+- ``get``: a plain ``GET --path`` (e.g. the DASH MPD), as a standard client would;
+- ``status``: the helper's ``GET /status`` (cache, rejections), to compare before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import random
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from testbed.core import protocol as P
+from testbed.core import security as sec
+
+HTTP_PORT = 8080
+UDP_PORT = 7000
+SIGNED_PATHS = ("/mesh", "/control", "/fetch", "/peer-fetch")
+
+
+class Http:
+    """One keep-alive connection, re-opened when the server closes it."""
+
+    def __init__(self, ip: str):
+        self.ip = ip
+        self.conn = http.client.HTTPConnection(ip, HTTP_PORT, timeout=10)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, bytes]:
+        for attempt in range(2):
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.ip, HTTP_PORT, timeout=10)
+                if attempt:
+                    return 0, b""
+        return 0, b""
+
+
+def mesh_body(route: list[str], video: str, index: int, version: int) -> dict:
+    return {"video": video, "index": index, "version": version, "route": route, "hop": 1,
+            "push_id": "rogue", "keep": []}
+
+
+def attack_unauth(args, h: Http) -> dict:
+    outsider = sec.Authority.from_secret(b"not the testbed's CA").issue(
+        "h1", "helper", time.time() + 3600)
+    signer = P.Signer(outsider, seq_start=time.time_ns() // 1000)
+    codes: Counter = Counter()
+    for i in range(args.count):
+        msg = signer.encode("mesh_data", mesh_body(["h1", args.target_name], args.video, i % 3,
+                                                   1), b"\0" * 1000, now=time.time())
+        codes[h.request("POST", "/mesh", msg)[0]] += 1
+        codes[h.request("POST", "/mesh", b"MCS1" + bytes(random.randbytes(200)))[0]] += 1
+    return {"codes": dict(codes)}
+
+
+def attack_forged(args, h: Http) -> dict:
+    ident = sec.Identity.from_json(Path(args.identity).read_text())
+    signer = P.Signer(ident, seq_start=time.time_ns() // 1000)
+    codes: Counter = Counter()
+    for i in range(args.count):
+        payload = random.randbytes(args.size)
+        msg = signer.encode("mesh_data", mesh_body([ident.cert.node_id, args.target_name],
+                                                   args.video, i % 3, args.version),
+                            payload, now=time.time())
+        codes[h.request("POST", "/mesh", msg)[0]] += 1
+    return {"codes": dict(codes)}
+
+
+def attack_valid(args, h: Http) -> dict:
+    """A correct push from a credentialed insider (the control case: it must be taken);
+    ``--save`` keeps its bytes for a replay."""
+    from testbed.core.content import CatalogueConfig, build_catalogue, segment_bytes
+
+    cfg = json.loads(Path(args.node_config).read_text())
+    video = build_catalogue(CatalogueConfig(**cfg["catalogue"]))[args.video]
+    ident = sec.Identity.from_json(Path(args.identity).read_text())
+    payload = segment_bytes(cfg["seed"], video, args.index, args.version)
+    msg = P.Signer(ident, seq_start=time.time_ns() // 1000).encode("mesh_data", {
+        **mesh_body([ident.cert.node_id, args.target_name], args.video, args.index,
+                    args.version)}, payload, now=time.time())
+    if args.save:
+        Path(args.save).write_bytes(msg)
+    status, _ = h.request("POST", "/mesh", msg)
+    return {"codes": {status: 1}}
+
+
+def attack_status(args, h: Http) -> dict:
+    status, body = h.request("GET", "/status")
+    return json.loads(body) if status == 200 else {"status": status}
+
+
+def attack_get(args, h: Http) -> dict:
+    """A plain GET of ``--path`` (what a standard HTTP client or DASH player would do)."""
+    status, body = h.request("GET", args.path)
+    return {"status": status, "body": body.decode(errors="replace")[:200_000]}
+
+
+def attack_replay(args, h: Http) -> dict:
+    data = Path(args.capture).read_bytes()
+    codes: Counter = Counter()
+    for _ in range(args.count):
+        codes[h.request("POST", args.path, data)[0]] += 1
+    return {"codes": dict(codes), "sha256": hashlib.sha256(data).hexdigest()[:16]}
+
+
+def _mutations(rng: random.Random, samples: list[bytes]) -> bytes:
+    kind = rng.randrange(5)
+    if kind == 0 or not samples:
+        return rng.randbytes(rng.randrange(0, 2048))
+    base = bytearray(rng.choice(samples))
+    if kind == 1:  # flip bytes
+        for _ in range(rng.randrange(1, 8)):
+            base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
+    elif kind == 2:  # truncate
+        base = base[:rng.randrange(len(base))]
+    elif kind == 3:  # lie about lengths
+        base[4:8] = rng.randrange(1 << 32).to_bytes(4, "big")
+    else:  # splice junk into the JSON header
+        at = rng.randrange(8, max(9, min(len(base), 200)))
+        base[at:at] = rng.choice([b'"', b"{", b"\xff", b"null", b'"hop":-1', b"1e999"])
+    return bytes(base)
+
+
+def attack_fuzz(args, h: Http) -> dict:
+    from scapy.all import IP, UDP, Raw, conf, send  # crafted datagrams
+
+    rng = random.Random(args.seed)
+    outsider = sec.Authority.from_secret(b"fuzz CA").issue("h1", "helper", time.time() + 3600)
+    signer = P.Signer(outsider, seq_start=time.time_ns() // 1000)
+    samples = [signer.encode(t, b, p, now=time.time()) for t, b, p in (
+        ("mesh_data", mesh_body(["h1", args.target_name], args.video, 0, 1), b"x" * 300),
+        ("invalidate", {"video": args.video, "version": 2, "issued": time.time(),
+                        "inv_id": "x", "route": ["h1"]}, b""),
+        ("fetch", {"video": args.video, "index": 0, "min_version": 0}, b""),
+        ("probe", {"nonce": 1, "sent": time.time()}, b""),
+    )]
+    codes: Counter = Counter()
+    t = time.monotonic()
+    for i in range(args.count):
+        codes[h.request("POST", SIGNED_PATHS[i % len(SIGNED_PATHS)],
+                        _mutations(rng, samples))[0]] += 1
+    http_s = time.monotonic() - t
+    conf.verb = 0
+    dgrams = [IP(dst=args.target) / UDP(sport=40000 + i % 1000, dport=UDP_PORT)
+              / Raw(load=_mutations(rng, samples)[:1400]) for i in range(args.count)]
+    t = time.monotonic()
+    send(dgrams, verbose=False)
+    udp_s = time.monotonic() - t
+    status, body = h.request("GET", f"/seg/{args.video}/0", headers={"X-Viewer": "rogue"})
+    return {"codes": dict(codes), "http_s": round(http_s, 2), "udp_sent": len(dgrams),
+            "udp_s": round(udp_s, 2), "after_status": status, "after_bytes": len(body)}
+
+
+BAD_REQUESTS = [
+    b"GARBAGE\r\n\r\n",
+    b"GET\r\n\r\n",
+    b"GET /seg/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /seg/vod-0000/not-a-number HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /seg/vod-0000/-1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /seg/vod-0000/99999999 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /seg/no-such-video/0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /manifest/no-such-video HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"DELETE /seg/vod-0000/0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /telemetry HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{oops",
+    b"POST /telemetry HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n{\"viewer\":1}",
+    b"POST /mesh HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /mesh HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\nabc",
+    b"GET /probe?bytes=-5 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /probe?bytes=999999999 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\n\r\n",
+    b"GET /seg/vod-0000/0 HTTP/9.9\r\nHost: x\r\n\r\n",
+]
+
+
+def attack_http(args, h: Http) -> dict:
+    answers = []
+    for raw in BAD_REQUESTS:
+        with socket.create_connection((args.target, HTTP_PORT), timeout=10) as s:
+            s.sendall(raw)
+            try:
+                line = s.recv(200).split(b"\r\n", 1)[0].decode(errors="replace")
+            except OSError as exc:
+                line = f"error {exc}"
+        code = int(line.split()[1]) if line.startswith("HTTP/") else 0
+        answers.append({"request": raw[:60].decode(errors="replace"), "status": code,
+                        "line": line[:80]})
+    status, _ = h.request("GET", f"/manifest/{args.video}")
+    return {"answers": answers, "after_status": status}
+
+
+ATTACKS = {"unauth": attack_unauth, "forged": attack_forged, "replay": attack_replay,
+           "fuzz": attack_fuzz, "http": attack_http, "valid": attack_valid,
+           "status": attack_status, "get": attack_get}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m testbed.nodes.rogue")
+    ap.add_argument("attack", choices=sorted(ATTACKS))
+    ap.add_argument("--target", required=True, help="the helper's address")
+    ap.add_argument("--target-name", default="h1")
+    ap.add_argument("--identity", help="an insider credential (forged)")
+    ap.add_argument("--capture", help="a captured message (replay)")
+    ap.add_argument("--save", help="keep the message sent (valid)")
+    ap.add_argument("--node-config", help="a node configuration: seed and catalogue (valid)")
+    ap.add_argument("--index", type=int, default=0)
+    ap.add_argument("--path", default="/mesh", help="where to replay (replay), what to GET (get)")
+    ap.add_argument("--video", default="vod-0000")
+    ap.add_argument("--version", type=int, default=1)
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--count", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    if not args.target.startswith("10."):
+        print("error: --target must be a testbed host address (10.x)", file=sys.stderr)
+        return 2
+    h = Http(args.target)
+    print(json.dumps(ATTACKS[args.attack](args, h)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

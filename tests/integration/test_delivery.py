@@ -1,0 +1,140 @@
+"""The delivery system on real Mininet, OVS, controller and daemons.
+
+- the default scenario for >= 2 minutes: every request answered, every digest right,
+  QoE per viewer, prefetch hits, caches within capacity, a republish with no stale
+  serves after the invalidation arrived;
+- injected helper latencies of 2, 5, 20 and 40 ms: the tiers, centre-to-edge routing
+  tables, a live channel reaching the helpers with viewers through their parents, and
+  with prefetch off and cold caches no prefetch hits at all.
+"""
+
+import json
+
+import networkx as nx
+import pandas as pd
+from conftest import REPO
+
+from testbed.core.spec import HELPER, MASTER, SWITCH, VIEWER
+from testbed.harness import results
+from testbed.harness.run import Deployment, run_scenario
+from testbed.scenario import load_scenario, loads_scenario
+
+
+def of(records, kind, **match):
+    return [r for r in records if r.get("kind") == kind
+            and all(r.get(k) == v for k, v in match.items())]
+
+
+def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
+    sc = load_scenario(REPO / "experiments" / "default.yaml").with_overrides(
+        {"duration_s": 130})
+    result = run_scenario(sc, run_dir, say=print)
+    s = result.summary
+    print(json.dumps(s, indent=1, default=str))
+    records = results.read_logs(run_dir)
+    qoe = of(records, "qoe")
+    assert not result.failures, result.failures
+
+    # at least 24 players, every request answered, every segment's digest right
+    players = {r["viewer"] for r in qoe}
+    assert len(players) >= 24, sorted(players)
+    assert sum(r["requests"] for r in qoe) > 500
+    assert sum(r["answered"] for r in qoe) == sum(r["requests"] for r in qoe)
+    assert not of(records, "request_failed")
+    assert sum(r["digest_failures"] for r in qoe) == 0
+    assert all(r["digest_ok"] for r in of(records, "request"))
+    per_viewer = pd.read_csv(run_dir / "tables" / "per_viewer.csv")
+    assert len(per_viewer) >= 24 and "startup_s" in per_viewer.columns
+
+    # two tiers found by pingback; the far regions' helpers in tier 2
+    tiers = json.loads(s["tiers"])
+    assert len(tiers) == 2 and sorted(tiers[0]) == ["h1", "h2", "h3", "h4"], tiers
+
+    # prefetch works: some requests served from prefetched copies; caches within capacity
+    sources = pd.read_csv(run_dir / "tables" / "requests.csv")["source"].value_counts()
+    print(sources)
+    assert sources.get("cache_prefetch", 0) > 0
+    assert s["cache_over_capacity"] == 0 and s["cache_max_fill"] <= 1.0
+
+    # the republish at 60 s reached every helper; nothing stale served after it arrived
+    inv = of(records, "invalidated")
+    assert {r["node"] for r in inv} == {f"h{i}" for i in range(1, 9)}
+    assert s["stale_serves"] == 0
+    assert s["invalidation_max_ms"] < 2000
+    assert (run_dir / "summary.csv").exists()
+
+
+def star(delays: dict[str, float], viewers: dict[str, str]) -> nx.Graph:
+    """m1 on the core switch s1; helper hN alone on switch s(N+1), whose link to the core
+    has the one-way delay given; viewers on their helper's switch."""
+    g = nx.Graph()
+    g.add_node("s1", role=SWITCH)
+    g.add_node("m1", role=MASTER)
+    g.add_edge("m1", "s1", delay_ms=0.0, bw_mbit=50.0)
+    for i, (h, delay) in enumerate(sorted(delays.items()), start=2):
+        sw = f"s{i}"
+        g.add_node(sw, role=SWITCH)
+        g.add_edge("s1", sw, delay_ms=delay, bw_mbit=50.0)
+        g.add_node(h, role=HELPER)
+        g.add_edge(h, sw, delay_ms=0.0, bw_mbit=20.0)
+    for v, h in viewers.items():
+        g.add_node(v, role=VIEWER)
+        g.add_edge(v, next(iter(g.neighbors(h))), delay_ms=0.0, bw_mbit=20.0)
+    return g
+
+
+LIVE_ONLY = """
+name: tiers
+seed: 3
+duration_s: 50
+topology: {generator: tiered}
+content: {videos: 2, live_channels: 1, duration_s: 60, live_duration_s: 120,
+          bitrate_kbps: 300, segment_s: 2}
+delivery: {cache_mb: 4, prefetch: none, tiers: 2, pingback_interval_s: 3, mesh_degree: 1}
+viewers: {per_host: 2, live_share: 1.0, abandon_prob: 0, pause_prob: 0, seek_prob: 0,
+          mean_gap_s: 0}
+"""
+
+
+def test_injected_latencies_make_tiers_and_live_flows_through_parents(run_dir):
+    sc = loads_scenario(LIVE_ONLY)
+    spec = star({"h1": 2, "h2": 5, "h3": 20, "h4": 40}, {"v1": "h4", "v2": "h2"})
+    with Deployment(sc, run_dir, say=print, spec=spec) as dep:
+        import time
+        time.sleep(max(0.0, sc.duration_s - dep.now()))
+    summary = results.write_results(run_dir)
+    records = results.read_logs(run_dir)
+    print(json.dumps(summary, indent=1, default=str))
+
+    tiers = of(records, "tiers")[-1]
+    assert tiers["tiers"] == [["h1", "h2"], ["h3", "h4"]], tiers
+    index = tiers["index_ms"]
+    assert index["h1"] < index["h2"] < index["h3"] < index["h4"]
+    assert 3.5 < index["h1"] < 8 and 38 < index["h3"] < 48 and 78 < index["h4"] < 90
+
+    # routing tables: centre to edge, children nearest first
+    tables = {r["node"]: r for r in of(records, "routing")}
+    assert tables["h1"]["parent"] == "m1" and tables["h2"]["parent"] == "m1"
+    for h in ("h3", "h4"):
+        assert tables[h]["parent"] in ("h1", "h2") and tables[h]["tier"] == 2
+    for r in tables.values():
+        kids = r["children"]
+        assert kids == sorted(kids, key=lambda c: index[c])
+
+    # the live channel reached the helpers with viewers through their parents
+    for h in ("h4", "h2"):
+        got = of(records, "live_rx", node=h)
+        assert len(got) >= 5, (h, len(got))
+        assert {r["parent"] for r in got} == {tables[h]["parent"]}
+    parent_of_h4 = tables["h4"]["parent"]
+    assert of(records, "live_rx", node=parent_of_h4)
+    served = pd.DataFrame(of(records, "serve"))
+    assert (served["source"] == "cache_live").sum() > 0
+
+    # prefetch off, caches cold: nothing pushed, nothing served as prefetched
+    assert not of(records, "push")
+    assert (served["source"] == "cache_prefetch").sum() == 0
+    assert summary["cache_over_capacity"] == 0
+    qoe = of(records, "qoe")
+    assert sum(r["answered"] for r in qoe) == sum(r["requests"] for r in qoe) > 20
+    assert sum(r["digest_failures"] for r in qoe) == 0

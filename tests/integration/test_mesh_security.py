@@ -1,0 +1,124 @@
+"""A rogue host inside the topology attacks a helper: mesh data without credentials, with a
+forged digest, replayed; 10,000 fuzzed messages into every signed endpoint and the UDP
+port; malformed HTTP.  Everything is refused with a 4xx and counted, the cache does not
+change, and the helper keeps serving."""
+
+import json
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import networkx as nx
+from conftest import REPO
+
+from testbed.core import security as sec
+from testbed.core.spec import HELPER, MASTER, PROBE, SWITCH
+from testbed.harness.run import Deployment
+from testbed.scenario import loads_scenario
+
+QUIET = """
+name: rogue
+seed: 5
+duration_s: 600
+topology: {generator: tiered}
+content: {videos: 3, live_channels: 0, duration_s: 20, bitrate_kbps: 200, segment_s: 2}
+delivery: {cache_mb: 2, prefetch: none, tiers: 1, mesh_degree: 1}
+viewers: {per_host: 1}
+"""
+
+
+def net() -> nx.Graph:
+    g = nx.Graph()
+    for s in ("s1", "s2"):
+        g.add_node(s, role=SWITCH)
+    g.add_edge("s1", "s2", delay_ms=5.0, bw_mbit=50.0)
+    g.add_node("m1", role=MASTER)
+    g.add_edge("m1", "s1")
+    for h in ("h1", "h2"):
+        g.add_node(h, role=HELPER)
+        g.add_edge(h, "s2")
+    g.add_node("p1", role=PROBE)  # the rogue: no daemon, no credentials
+    g.add_edge("p1", "s2")
+    return g
+
+
+def rogue(dep, attack: str, *args: str) -> dict:
+    ip = dep.configs["h1"]["ip"]
+    out = dep.host("p1").cmd(f"cd {REPO} && {sys.executable} -m testbed.nodes.rogue {attack} "
+                             f"--target {ip} --target-name h1 {' '.join(args)}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cache_of(status: dict) -> dict:
+    return {k: v for k, v in status["cache"].items() if k not in ("hits", "misses")}
+
+
+def only_4xx(codes: dict) -> bool:
+    return all(400 <= int(c) < 500 for c in codes)
+
+
+def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
+    sc = loads_scenario(QUIET)
+    with Deployment(sc, run_dir, say=print, spec=net()) as dep:
+        secret = (run_dir / "secrets" / "ca.secret").read_bytes()
+        insider = sec.Authority.from_secret(secret).issue("h9", "helper", time.time() + 3600)
+        ident = run_dir / "insider.json"
+        ident.write_text(insider.to_json())
+        node_cfg = run_dir / "nodes" / "h1.json"
+        before = rogue(dep, "status")
+        print("before", before)
+
+        # no credentials: a key the testbed CA never certified, and junk
+        got = rogue(dep, "unauth", "--count", "50")
+        assert got["codes"] == {"403": 50, "400": 50}, got  # not authentic; not parseable
+        # a credentialed insider whose bytes do not match the signed manifest
+        got = rogue(dep, "forged", "--count", "50", "--identity", str(ident))
+        assert got["codes"] == {"422": 50}, got
+        mid = rogue(dep, "status")
+        assert cache_of(mid) == cache_of(before)
+        assert mid["rejected"].get("bad_digest", 0) == 50
+
+        # the control case: the same insider's correct push is taken ...
+        capture = run_dir / "valid.bin"
+        got = rogue(dep, "valid", "--identity", str(ident), "--node-config", str(node_cfg),
+                    "--save", str(capture))
+        assert got["codes"] == {"200": 1}, got
+        taken = rogue(dep, "status")
+        assert taken["cache"]["inserts"] == before["cache"]["inserts"] + 1
+        # ... and replaying it is not
+        got = rogue(dep, "replay", "--capture", str(capture), "--count", "50")
+        assert got["codes"] == {"403": 50}, got
+        after = rogue(dep, "status")
+        assert cache_of(after) == cache_of(taken)
+        assert after["rejected"].get("replay", 0) == 50
+        # every refusal counted once, by reason: 100 without credentials (a foreign CA's
+        # certificate; junk), 50 forged digests, 50 replays
+        assert sum(after["rejected"].values()) == 200, after["rejected"]
+        assert after["rejected"]["bad_certificate"] == 50
+
+        # 10,000 fuzzed messages over HTTP and 10,000 datagrams: 4xx only, still serving
+        got = rogue(dep, "fuzz", "--count", "10000")
+        print("fuzz", {k: v for k, v in got.items()})
+        assert sum(got["codes"].values()) == 10000 and only_4xx(got["codes"]), got
+        assert got["udp_sent"] == 10000
+        fuzzed = rogue(dep, "status")
+        assert cache_of(fuzzed) == cache_of(after)
+        assert got["after_status"] == 200 and got["after_bytes"] > 0
+        assert dep.procs["h1"].alive()
+
+        # malformed HTTP and unknown segments: 4xx, and the helper answers afterwards
+        got = rogue(dep, "http")
+        for a in got["answers"]:
+            assert 400 <= a["status"] < 500, a
+        assert got["after_status"] == 200
+        assert dep.procs["h1"].alive() and dep.procs["m1"].alive()
+
+        # a standard client lists and fetches segments through the DASH MPD
+        got = rogue(dep, "get", "--path", "/mpd/vod-0001")
+        assert got["status"] == 200
+        ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+        urls = [u.get("media") for u in ET.fromstring(got["body"]).iterfind(".//d:SegmentURL", ns)]
+        assert len(urls) == 10 and urls[0].endswith("/seg/vod-0001/0?v=1"), urls[:2]
+        path = urls[3].split(":8080", 1)[1]
+        got = rogue(dep, "get", "--path", path)
+        assert got["status"] == 200

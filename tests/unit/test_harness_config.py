@@ -1,0 +1,91 @@
+"""The harness's pure parts: who gets which helper, what each daemon is told, and the
+run-level figures computed from event records."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed.core.content import CatalogueConfig
+from testbed.harness.results import extras, stale_serves
+from testbed.harness.run import assign_players, node_configs
+from testbed.nodes.common import NodeConfig
+from testbed.scenario import load_scenario
+
+
+@pytest.fixture(scope="module")
+def default():
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "experiments" / "default.yaml")
+    return sc, sc.build_spec()
+
+
+def test_players_use_the_helpers_of_their_own_region(default):
+    sc, spec = default
+    viewers = sorted(n for n, d in spec.nodes(data=True) if d.get("role") == "viewer")
+    helpers = sorted(n for n, d in spec.nodes(data=True) if d.get("role") == "helper")
+    got = assign_players(spec, viewers, helpers, 6)
+    assert sum(len(p) for p in got.values()) == 24
+    for v, players in got.items():
+        sw = next(iter(spec.neighbors(v)))
+        used = {h for _, h in players}
+        assert len(used) == 2 and all(sw in spec.neighbors(h) for h in used)
+        assert len({pid for pid, _ in players}) == 6
+
+
+def test_every_daemon_gets_a_loadable_config(default, tmp_path):
+    sc, spec = default
+    configs = node_configs(sc, spec, tmp_path, 1000.0, b"\x01" * 32, b"\x02" * 16)
+    roles = {c["role"] for c in configs.values()}
+    assert roles == {"master", "helper", "viewer"}
+    for name, c in configs.items():
+        cfg = NodeConfig(**{**json.loads(json.dumps(c)), "run_dir": tmp_path})
+        assert cfg.name == name
+        CatalogueConfig(**cfg.catalogue)  # the catalogue section is the core's config
+    m = configs["m1"]
+    assert set(m["helpers"]) == {f"h{i}" for i in range(1, 9)}
+    assert m["events"] == [{"at_s": 60.0, "action": "republish", "target": "vod-0000"}]
+    assert len(configs["v1"]["extra"]["players"]) == 6
+
+
+def test_a_scenario_without_helpers_is_refused(default, tmp_path):
+    sc, spec = default
+    g = spec.copy()
+    g.remove_nodes_from([n for n, d in spec.nodes(data=True) if d.get("role") == "helper"])
+    with pytest.raises(ValueError, match="no helper hosts"):
+        node_configs(sc, g, tmp_path, 0.0, b"\x01" * 32, b"\x02" * 16)
+
+
+def serve(node, at, version, video="vod-0000"):
+    return {"kind": "serve", "node": node, "at": at, "video": video, "index": 0,
+            "version": version, "bytes": 10, "source": "tree", "latency_ms": 1.0}
+
+
+def test_stale_serves_are_those_after_the_invalidation_arrived():
+    records = [
+        {"kind": "invalidated", "node": "h1", "at": 10.0, "video": "vod-0000", "version": 2,
+         "delay_ms": 12.0, "inv_id": "x"},
+        serve("h1", 9.0, 1),     # before it arrived: fine
+        serve("h1", 11.0, 2),    # new version: fine
+        serve("h1", 12.0, 1),    # stale
+        serve("h2", 12.0, 1),    # h2 never got it: not counted here
+        serve("h1", 13.0, 1, video="vod-0001"),  # another video
+    ]
+    stale = stale_serves(records)
+    assert len(stale) == 1 and stale.iloc[0]["at"] == 12.0
+    ex = extras(records)
+    assert ex["stale_serves"] == 1
+    assert ex["invalidation_max_ms"] == 12.0 and ex["invalidation_helpers"] == 1
+
+
+def test_extras_count_caches_over_capacity_and_rejections():
+    records = [
+        {"kind": "cache_state", "node": "h1", "at": 1, "used_bytes": 5, "capacity_bytes": 10},
+        {"kind": "cache_state", "node": "h2", "at": 1, "used_bytes": 11, "capacity_bytes": 10},
+        {"kind": "rejected", "node": "h1", "at": 2, "reason": "replay"},
+        {"kind": "rejected", "node": "h1", "at": 3, "reason": "replay"},
+        {"kind": "rejected", "node": "h2", "at": 3, "reason": "bad_digest"},
+    ]
+    ex = extras(records)
+    assert ex["cache_over_capacity"] == 1 and ex["cache_max_fill"] == pytest.approx(1.1)
+    assert ex["rejected"] == 3
+    assert json.loads(ex["rejected_by_reason"]) == {"bad_digest": 1, "replay": 2}

@@ -1,0 +1,116 @@
+"""Telemetry leaves a helper anonymised, whitelisted and bounded."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+
+from testbed.core.telemetry import (
+    BASE_KEYS,
+    EXTRA_KEYS,
+    TELEMETRY_KINDS,
+    TelemetryBuffer,
+    TelemetryError,
+    anonymise,
+    telemetry_record,
+)
+
+SALT = b"run-salt"
+
+
+def test_anonymise_is_a_salted_truncated_sha256():
+    a = anonymise("v1-3", SALT)
+    assert a == hashlib.sha256(SALT + b"v1-3").hexdigest()[:16]
+    assert len(a) == 16 and int(a, 16) >= 0
+    assert a == anonymise("v1-3", SALT)                 # stable: sessions can be followed
+    assert a != anonymise("v1-4", SALT)
+    assert a != anonymise("v1-3", b"other-salt")         # unlinkable across runs
+    with pytest.raises(TelemetryError, match="salt"):
+        anonymise("v1-3", b"")
+
+
+def test_record_has_the_base_keys_and_no_raw_id():
+    rec = telemetry_record("start", "v1-3", SALT, "vod-0001", 4.0, 12.5, "h1", startup_s=1.2)
+    assert set(rec) == set(BASE_KEYS) | {"startup_s"}
+    assert rec["kind"] == "start" and rec["viewer"] == anonymise("v1-3", SALT)
+    assert rec["video"] == "vod-0001" and rec["helper"] == "h1"
+    assert rec["playhead_s"] == 4.0 and rec["at"] == 12.5
+    assert "v1-3" not in repr(rec)
+
+
+@pytest.mark.parametrize("kind", TELEMETRY_KINDS)
+def test_every_player_event_kind_is_accepted(kind):
+    assert telemetry_record(kind, "v", SALT, "live-00", 0.0, 1.0, "h2")["kind"] == kind
+
+
+def test_player_event_kinds_are_all_telemetry_kinds():
+    from testbed.core.player import EVENT_KINDS
+
+    assert set(EVENT_KINDS) <= set(TELEMETRY_KINDS)
+
+
+@pytest.mark.parametrize("key", ["ip", "viewer_ip", "addr", "src_addr", "viewer", "host"])
+def test_identifying_extra_keys_are_refused(key):
+    with pytest.raises(TelemetryError, match="identify"):
+        telemetry_record("request", "v", SALT, "vod-0001", 0.0, 1.0, "h1", **{key: "x"})
+
+
+def test_unknown_extra_keys_are_refused():
+    with pytest.raises(TelemetryError, match="not allowed"):
+        telemetry_record("request", "v", SALT, "vod-0001", 0.0, 1.0, "h1", colour="red")
+
+
+@pytest.mark.parametrize("value", ["10.0.0.7", "10.0.0.7:8080", "fe80::1", "[::1]:80", "http://10.0.0.7:8080/seg"])
+def test_address_values_are_refused(value):
+    with pytest.raises(TelemetryError, match="address"):
+        telemetry_record("request", "v", SALT, "vod-0001", 0.0, 1.0, "h1", source=value)
+    with pytest.raises(TelemetryError, match="address"):
+        telemetry_record("request", "v", SALT, "vod-0001", 0.0, 1.0, value)
+
+
+def test_raw_viewer_id_as_a_value_is_refused():
+    with pytest.raises(TelemetryError, match="raw viewer id"):
+        telemetry_record("request", "v1-3", SALT, "vod-0001", 0.0, 1.0, "h1", source="v1-3")
+
+
+def test_bad_kind_and_numbers_are_refused():
+    with pytest.raises(TelemetryError, match="kind"):
+        telemetry_record("teleport", "v", SALT, "vod-0001", 0.0, 1.0, "h1")
+    with pytest.raises(TelemetryError, match="playhead_s"):
+        telemetry_record("start", "v", SALT, "vod-0001", math.nan, 1.0, "h1")
+    with pytest.raises(TelemetryError, match="playhead_s"):
+        telemetry_record("start", "v", SALT, "vod-0001", -1.0, 1.0, "h1")
+    with pytest.raises(TelemetryError, match="latency_ms"):
+        telemetry_record("request", "v", SALT, "vod-0001", 0.0, 1.0, "h1", latency_ms=math.inf)
+    with pytest.raises(TelemetryError, match="plain value"):
+        telemetry_record("request", "v", SALT, "vod-0001", 0.0, 1.0, "h1", index=[1, 2])
+    assert "index" in EXTRA_KEYS
+
+
+def test_buffer_is_bounded_keeps_the_newest_and_counts_drops():
+    buf = TelemetryBuffer(max_items=3)
+    assert all(buf.add({"n": i}) for i in range(3))
+    assert buf.add({"n": 3}) is False
+    assert buf.extend([{"n": 4}, {"n": 5}]) == 2
+    assert len(buf) == 3 and buf.dropped == 3 and buf.added == 6
+    assert buf.drain(2) == [{"n": 3}, {"n": 4}]         # oldest first
+    assert buf.drain(10) == [{"n": 5}]
+    assert buf.drain() == [] and len(buf) == 0
+
+
+def test_buffer_rejects_bad_arguments():
+    with pytest.raises(TelemetryError, match="max_items"):
+        TelemetryBuffer(0)
+    with pytest.raises(TelemetryError, match="dict"):
+        TelemetryBuffer().add(["not", "a", "record"])
+    with pytest.raises(TelemetryError, match="drain"):
+        TelemetryBuffer().drain(-1)
+
+
+def test_ordinary_values_are_not_mistaken_for_addresses():
+    rec = telemetry_record("request", "v1-3", SALT, "vod-0001", 6.0, 1.0, "h12",
+                           source="cache_prefetch", version=2, index=3, cause="1.2.3",
+                           session="s-10.5")
+    assert rec["source"] == "cache_prefetch" and rec["cause"] == "1.2.3"

@@ -1,0 +1,392 @@
+"""Pingback: timing index, tiers, routing tables (a centre-to-edge tree), and when to rebuild."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from testbed.core.timing import (
+    Pingback,
+    RoutingTable,
+    TimingError,
+    TimingIndex,
+    assign_tiers,
+    build_routing_tables,
+    significant_change,
+    tiers_as_lists,
+)
+
+# --------------------------------------------------------------------------- timing index
+
+
+def test_latency_is_the_median_of_the_window() -> None:
+    idx = TimingIndex(window=3)
+    for v in (10.0, 500.0, 12.0):      # one delayed probe does not move the helper
+        idx.add_sample("h1", v, 0.0)
+    assert idx.latency("h1") == 12.0
+    idx.add_sample("h1", 14.0, 1.0)    # 10 falls out of the window: median of 500, 12, 14
+    assert idx.latency("h1") == 14.0
+    assert idx.samples("h1") == 3
+    assert idx.latency("nobody") is None
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, "5"])
+def test_bad_samples_are_rejected(bad: object) -> None:
+    idx = TimingIndex()
+    with pytest.raises(ValueError, match="h1"):
+        idx.add_sample("h1", bad, 0.0)  # type: ignore[arg-type]
+    assert idx.latency("h1") is None
+
+
+@pytest.mark.parametrize("kwargs", [{"window": 0}, {"stale_after_s": 0},
+                                    {"stale_after_s": math.inf}, {"max_timeouts": 0}])
+def test_bad_index_settings(kwargs: dict) -> None:
+    with pytest.raises(TimingError, match=next(iter(kwargs))):
+        TimingIndex(**kwargs)
+
+
+def test_index_is_nearest_first_and_forgets_stale_helpers() -> None:
+    idx = TimingIndex(stale_after_s=10.0)
+    idx.add_sample("h10", 5.0, 0.0)
+    idx.add_sample("h2", 5.0, 0.0)
+    idx.add_sample("h3", 1.0, 5.0)
+    idx.add_sample("h4", 30.0, 0.0)
+    assert list(idx.index(10.0)) == ["h3", "h2", "h10", "h4"]   # tie 5 ms: h2 before h10
+    assert idx.reachable(10.0) == ["h3", "h2", "h10", "h4"]
+    assert idx.index(12.0) == {"h3": 1.0}                        # the others went stale
+    idx.add_sample("h4", 30.0, 12.0)
+    assert idx.reachable(12.0) == ["h3", "h4"]
+
+
+def test_timeouts_in_a_row_take_a_helper_out_until_it_answers() -> None:
+    idx = TimingIndex(max_timeouts=3)
+    idx.add_sample("h1", 4.0, 0.0)
+    idx.add_timeout("h1", 1.0)
+    idx.add_timeout("h1", 2.0)
+    assert idx.reachable(2.0) == ["h1"]
+    idx.add_timeout("h1", 3.0)
+    assert idx.reachable(3.0) == []
+    assert idx.latency("h1") == 4.0            # kept, just not fresh
+    idx.add_sample("h1", 4.0, 4.0)
+    assert idx.reachable(4.0) == ["h1"] and idx.timeouts("h1") == 0
+    idx.add_timeout("h9", 0.0)                 # never answered: known, not in the index
+    assert idx.helpers() == ["h1", "h9"] and "h9" not in idx.index(4.0)
+
+
+# --------------------------------------------------------------------------- tiers
+
+
+LAT = {"a": 2.0, "b": 5.0, "c": 20.0, "d": 40.0}
+
+
+def test_natural_breaks_from_the_issue() -> None:
+    assert assign_tiers(LAT, tier_count=2) == {"a": 1, "b": 1, "c": 2, "d": 2}
+    assert assign_tiers(LAT, tier_count=3) == {"a": 1, "b": 2, "c": 3, "d": 3}
+    assert assign_tiers(LAT, tier_count=4) == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert assign_tiers(LAT, tier_count=1) == dict.fromkeys(LAT, 1)
+
+
+def test_more_tiers_than_distinct_latencies_leaves_no_tier_empty() -> None:
+    lat = {"a": 3.0, "b": 3.0, "c": 50.0}
+    assert assign_tiers(lat, tier_count=5) == {"a": 1, "b": 1, "c": 2}
+    assert assign_tiers({}, tier_count=3) == {}
+
+
+def test_bands() -> None:
+    lat = {"a": 2.0, "b": 10.0, "c": 10.5, "d": 80.0, "e": 500.0}
+    # upper bounds are inclusive; above the last band is one more tier
+    assert assign_tiers(lat, bands_ms=[10, 50, 100]) == {"a": 1, "b": 1, "c": 2, "d": 3,
+                                                         "e": 4}
+    # an empty band keeps its number
+    assert assign_tiers({"a": 60.0}, bands_ms=[10, 50]) == {"a": 3}
+
+
+@pytest.mark.parametrize("kwargs, what", [
+    ({}, "exactly one"),
+    ({"tier_count": 2, "bands_ms": [10]}, "exactly one"),
+    ({"tier_count": 0}, "tier_count"),
+    ({"tier_count": 2.0}, "tier_count"),
+    ({"bands_ms": []}, "bands_ms"),
+    ({"bands_ms": [10, 10]}, "increasing"),
+    ({"bands_ms": [50, 10]}, "increasing"),
+])
+def test_bad_tiering_arguments(kwargs: dict, what: str) -> None:
+    with pytest.raises(TimingError, match=what):
+        assign_tiers(LAT, **kwargs)
+
+
+def test_bad_latency_is_named() -> None:
+    with pytest.raises(TimingError, match="helper b"):
+        assign_tiers({"a": 1.0, "b": -3.0}, tier_count=2)
+
+
+latencies = st.dictionaries(st.sampled_from([f"h{i}" for i in range(40)]),
+                            st.floats(0, 300, allow_nan=False), min_size=0, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(latencies, st.integers(1, 6))
+def test_natural_breaks_are_monotone_and_contiguous(lat: dict, k: int) -> None:
+    tiers = assign_tiers(lat, tier_count=k)
+    assert tiers.keys() == lat.keys()
+    if not lat:
+        return
+    used = sorted(set(tiers.values()))
+    assert used == list(range(1, min(k, len(set(lat.values()))) + 1))
+    for a in lat:
+        for b in lat:
+            if lat[a] < lat[b]:
+                assert tiers[a] <= tiers[b]
+            if lat[a] == lat[b]:
+                assert tiers[a] == tiers[b]
+
+
+def test_tiers_as_lists() -> None:
+    assert tiers_as_lists({"h10": 1, "h2": 1, "h3": 3}) == [["h2", "h10"], [], ["h3"]]
+    assert tiers_as_lists({}) == []
+    with pytest.raises(TimingError, match="h1"):
+        tiers_as_lists({"h1": 0})
+
+
+def test_significant_change() -> None:
+    old = {"a": 10.0, "b": 1.0}
+    assert not significant_change(old, dict(old))
+    assert not significant_change(old, {"a": 12.5, "b": 2.9})      # 25 % of 10; 2 ms floor
+    assert significant_change(old, {"a": 12.6, "b": 1.0})
+    assert significant_change(old, {"a": 10.0, "b": 3.1})
+    assert significant_change(old, {"a": 10.0})                    # disappeared
+    assert significant_change(old, {**old, "c": 5.0})              # appeared
+    assert not significant_change(old, {"a": 11.0, "b": 1.0}, rel=0.2)
+    assert significant_change(old, {"a": 11.0, "b": 1.0}, rel=0.05, abs_ms=0.5)
+
+
+# --------------------------------------------------------------------------- routing tables
+
+
+def check_tree(master: str, tables: dict[str, RoutingTable], tiers: dict[str, int],
+               version: int, fanout: int | None) -> None:
+    """The tables form one tree rooted at the master, going centre to edge."""
+    assert set(tables) == set(tiers) | {master}
+    root = tables[master]
+    assert (root.tier, root.parent, root.ancestors) == (0, "", ())
+    for node, t in tables.items():
+        assert t.node == node and t.version == version
+        for c in t.children:
+            assert tables[c].parent == node
+        if node == master:
+            continue
+        assert t.tier == tiers[node]
+        assert t.parent in tables and node in tables[t.parent].children
+        assert tables[t.parent].tier < t.tier                  # centre to edge
+        assert t.ancestors == (t.parent, *tables[t.parent].ancestors)
+        assert t.ancestors[-1] == master and len(set(t.ancestors)) == len(t.ancestors)
+        if fanout is not None:
+            assert len(t.children) <= fanout
+    # every child is listed exactly once
+    listed = [c for t in tables.values() for c in t.children]
+    assert sorted(listed) == sorted(tiers)
+
+
+def test_tier_one_hangs_from_the_master_and_parents_are_nearest() -> None:
+    lat = {"a": 2.0, "b": 5.0, "c": 20.0, "d": 40.0, "e": 4.0}
+    tiers = assign_tiers(lat, tier_count=2)
+    tables = build_routing_tables("m", lat, tiers, 7)
+    check_tree("m", tables, tiers, 7, None)
+    assert tables["m"].children == ("a", "e", "b")            # nearest first
+    assert tables["c"].parent == "b" and tables["d"].parent == "b"
+    assert tables["d"].ancestors == ("b", "m")
+    assert tables["b"].children == ("c", "d")
+
+
+def test_ties_go_to_the_name_that_sorts_first() -> None:
+    lat = {"h10": 4.0, "h2": 6.0, "x": 5.0}
+    tables = build_routing_tables("m", lat, {"h10": 1, "h2": 1, "x": 2}, 1)
+    assert tables["x"].parent == "h2"                          # both 1 ms away
+
+
+def test_pair_latency_overrides_the_latency_difference() -> None:
+    lat = {"a": 2.0, "b": 5.0, "c": 6.0, "d": 7.0}
+    tiers = {"a": 1, "b": 1, "c": 2, "d": 2}
+    tables = build_routing_tables("m", lat, tiers, 1, pair_latency={("c", "a"): 3.0})
+    assert tables["c"].parent == "a"                            # measured pair wins
+    assert tables["d"].parent == "b"                            # no pair known: by difference
+    # a pair given both ways counts at the worse value
+    tables = build_routing_tables("m", lat, tiers, 1,
+                                  pair_latency={("c", "a"): 3.0, ("a", "c"): 9.0,
+                                                ("b", "c"): 4.0})
+    assert tables["c"].parent == "b"
+
+
+def test_fanout_spreads_children_and_spills_towards_the_centre() -> None:
+    lat = {"p": 10.0, "q": 12.0, "c1": 30.0, "c2": 31.0, "c3": 32.0, "c4": 33.0, "c5": 34.0}
+    tiers = {"p": 1, "q": 1, "c1": 2, "c2": 2, "c3": 2, "c4": 2, "c5": 2}
+    tables = build_routing_tables("m", lat, tiers, 1, fanout=2)
+    check_tree("m", tables, tiers, 1, 2)
+    assert tables["q"].children == ("c1", "c2")                 # nearest parent first
+    assert tables["p"].children == ("c3", "c4")
+    assert tables["c5"].parent == "m"                           # tier 1 full: the master
+    assert tables["m"].children == ("p", "q", "c5")
+
+
+def test_fanout_with_pair_latency_skips_full_parents() -> None:
+    lat = {"p": 10.0, "q": 12.0, "c1": 30.0, "c2": 31.0}
+    tiers = {"p": 1, "q": 1, "c1": 2, "c2": 2}
+    pairs = {("c1", "p"): 1.0, ("c2", "p"): 1.0, ("c2", "q"): 50.0}
+    tables = build_routing_tables("m", lat, tiers, 1, fanout=1, pair_latency=pairs)
+    assert tables["c1"].parent == "p" and tables["c2"].parent == "q"
+
+
+def test_empty_bands_are_skipped() -> None:
+    lat = {"a": 60.0, "b": 150.0}
+    tiers = assign_tiers(lat, bands_ms=[10, 50, 100])           # a: 3, b: 4; 1 and 2 empty
+    tables = build_routing_tables("m", lat, tiers, 1)
+    check_tree("m", tables, tiers, 1, None)
+    assert tables["a"].parent == "m" and tables["b"].parent == "a"
+
+
+@pytest.mark.parametrize("args, what", [
+    (("m", {"a": 1.0}, {"a": 0}, 1), "tier"),
+    (("m", {}, {"a": 1}, 1), "no latency"),
+    (("m", {"m": 1.0}, {"m": 1}, 1), "master"),
+    (("m", {"a": 1.0}, {"a": 1}, 1, 0), "fanout"),
+    (("m", {"a": math.nan}, {"a": 1}, 1), "helper a"),
+    (("m", {"a": 1.0}, {"a": 1}, "1"), "version"),
+])
+def test_bad_table_input(args: tuple, what: str) -> None:
+    with pytest.raises(TimingError, match=what):
+        build_routing_tables(*args)
+
+
+@st.composite
+def tree_inputs(draw: st.DrawFn) -> tuple:
+    n = draw(st.integers(0, 30))
+    names = [f"h{i}" for i in range(n)]
+    lat = {h: draw(st.floats(0, 200, allow_nan=False)) for h in names}
+    if draw(st.booleans()):
+        tiers = assign_tiers(lat, tier_count=draw(st.integers(1, 5)))
+    else:
+        tiers = {h: draw(st.integers(1, 5)) for h in names}    # any tiers, gaps included
+    fanout = draw(st.none() | st.integers(1, 4))
+    pairs = None
+    if n >= 2 and draw(st.booleans()):
+        pairs = {(draw(st.sampled_from(names)), draw(st.sampled_from(names))):
+                 draw(st.floats(0, 100)) for _ in range(draw(st.integers(0, 3 * n)))}
+    return lat, tiers, fanout, pairs
+
+
+@settings(max_examples=300, deadline=None)
+@given(tree_inputs())
+def test_tables_always_form_a_centre_to_edge_tree(inputs: tuple) -> None:
+    lat, tiers, fanout, pairs = inputs
+    tables = build_routing_tables("master", lat, tiers, 3, fanout, pairs)
+    check_tree("master", tables, tiers, 3, fanout)
+    lowest = min(tiers.values(), default=None)
+    for h, t in tiers.items():
+        if t == lowest:
+            assert tables[h].parent == "master"
+    for t in tables.values():                                  # children nearest first
+        keys = [lat[c] for c in t.children]
+        assert keys == sorted(keys)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([f"h{i}" for i in range(12)]),
+                       st.floats(0, 100, allow_nan=False), min_size=1), st.integers(1, 4))
+def test_without_fanout_the_parent_is_the_nearest_of_the_tier_below(lat: dict, k: int) -> None:
+    tiers = assign_tiers(lat, tier_count=k)
+    tables = build_routing_tables("m", lat, tiers, 1)
+    for h, t in tiers.items():
+        if t == 1:
+            continue
+        below = [p for p in tiers if tiers[p] == t - 1]
+        best = min(abs(lat[p] - lat[h]) for p in below)
+        assert abs(lat[tables[h].parent] - lat[h]) == best
+
+
+def test_ten_thousand_helpers_are_fast() -> None:
+    rng = random.Random(4)
+    lat = {f"h{i}": rng.lognormvariate(3, 1) for i in range(10_000)}
+    t0 = time.perf_counter()
+    tiers = assign_tiers(lat, tier_count=4)
+    tables = build_routing_tables("m", lat, tiers, 1, fanout=4)
+    elapsed = time.perf_counter() - t0
+    assert len(tables) == 10_001
+    assert all(len(t.children) <= 4 for n, t in tables.items() if n != "m")
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+# --------------------------------------------------------------------------- pingback
+
+
+def feed(pb: Pingback, lat: dict[str, float], now: float, rounds: int = 3,
+         noise: float = 0.0, rng: random.Random | None = None) -> None:
+    rng = rng or random.Random(0)
+    for r in range(rounds):
+        for h, v in lat.items():
+            pb.record(h, v * (1 + rng.uniform(-noise, noise)), now + r * 0.1)
+
+
+def test_pingback_waits_for_a_full_index_then_builds_version_one() -> None:
+    pb = Pingback("m", tier_count=2, min_samples=3)
+    assert pb.recompute(0.0) is None and pb.version == 0 and pb.tables == {}
+    feed(pb, LAT, 0.0, rounds=2)
+    pb.record("late", 3.0, 0.3)
+    assert pb.recompute(0.5) is None                  # nobody has 3 samples yet
+    feed(pb, LAT, 1.0, rounds=1)
+    assert pb.recompute(1.5) is None                  # "late" is still warming up
+    pb.record("late", 3.0, 1.6)
+    pb.record("late", 3.0, 1.7)
+    tables = pb.recompute(2.0)
+    assert tables is not None and pb.version == 1
+    assert set(tables) == {"m", *LAT, "late"}
+    assert all(t.version == 1 for t in tables.values())
+    assert pb.tiers == {"a": 1, "b": 1, "late": 1, "c": 2, "d": 2}
+
+
+def test_pingback_ignores_noise_and_rebuilds_on_real_changes() -> None:
+    pb = Pingback("m", tier_count=2, stale_after_s=30.0, max_timeouts=3)
+    rng = random.Random(7)
+    feed(pb, LAT, 0.0)
+    assert pb.recompute(1.0) is not None
+    for step in range(1, 30):                          # +-10 % noise: no new tables
+        feed(pb, LAT, step, rounds=1, noise=0.1, rng=rng)
+        assert pb.recompute(step + 0.5) is None
+    moved = {**LAT, "b": 30.0}
+    feed(pb, moved, 40.0, rounds=9)
+    assert pb.recompute(41.0) is not None and pb.version == 2
+    assert pb.tiers["b"] == 2 and pb.basis["b"] == 30.0
+    for r in range(3):                                 # d stops answering
+        feed(pb, {h: v for h, v in moved.items() if h != "d"}, 42.0 + r, rounds=1)
+        pb.record("d", None, 42.0 + r)
+    tables = pb.recompute(45.0)
+    assert tables is not None and "d" not in tables and pb.version == 3
+    assert pb.recompute(45.0) is None
+    assert pb.recompute(45.0, force=True) is not None and pb.version == 4
+
+
+def test_pingback_uses_neighbour_reports_and_fanout() -> None:
+    lat = {"p": 2.0, "q": 3.0, "c": 20.0, "d": 21.0}
+    pb = Pingback("m", bands_ms=[10], fanout=1)
+    pb.report_neighbours("c", {"q": 1.0})
+    feed(pb, lat, 0.0)
+    tables = pb.recompute(1.0)
+    assert tables is not None
+    assert tables["c"].parent == "q" and tables["d"].parent == "p"
+
+
+def test_pingback_rejects_bad_settings() -> None:
+    with pytest.raises(TimingError, match="at most one"):
+        Pingback("m", tier_count=2, bands_ms=[5])
+    with pytest.raises(TimingError, match="min_samples"):
+        Pingback("m", min_samples=0)
+    with pytest.raises(TimingError, match="bands_ms"):
+        Pingback("m", bands_ms=[5, 1])
+    with pytest.raises(TimingError, match="fanout"):
+        Pingback("m", fanout=0)
+    with pytest.raises(TimingError, match="rel"):
+        Pingback("m", rel=-0.1)
