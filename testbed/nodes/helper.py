@@ -47,7 +47,7 @@ from testbed.nodes.manifests import ManifestBook
 log = logging.getLogger("meshcast.helper")
 SEG_HEADERS = ("X-Meshcast-Version", "X-Meshcast-Source")
 PROBE_MAX = 256 * 1024
-BW_PROBE_BYTES = 16 * 1024
+BW_PROBE_BYTES = 12 * 1024  # within TCP's first flight (10 segments), so one train
 BW_PROBE_EVERY_S = 30.0  # an active bandwidth probe per peer at most this often
 
 
@@ -329,16 +329,12 @@ class Helper:
         the signed manifest of the version it claims (>= ``version``)."""
         msg = self.secure.encode("fetch", {"video": key[0], "index": key[1],
                                            "min_version": version})
-        t = time.monotonic()
         try:
             status, body, headers = await self.post(ip, path, msg, cls, timeout)
         except (ClientError, asyncio.TimeoutError, OSError):
             return None
         if status != 200:
             return None
-        if name in self.peer_rtt and self.peer_rtt[name]:  # a peer's transfer: its bandwidth
-            rtt = statistics.median(self.peer_rtt[name]) / 1000
-            self._bw_sample(name, len(body), time.monotonic() - t - rtt)
         try:
             ver = int(headers.get(SEG_HEADERS[0], "0"))
         except ValueError:
@@ -540,8 +536,12 @@ class Helper:
         stale = [p for p in probe_set if p in latency
                  and now - self.peer_bw_at.get(p, -1e9) > BW_PROBE_EVERY_S]
         await asyncio.gather(*(self._measure_bw(p, latency[p]) for p in stale))
-        metrics = {p: PeerMetric(latency_ms=lat, bw_mbit=self.peer_bw.get(p, 1.0))
+        known = sorted(self.peer_bw.values())
+        unknown_bw = known[len(known) // 2] if known else 10.0  # not measured yet: typical
+        metrics = {p: PeerMetric(latency_ms=lat, bw_mbit=self.peer_bw.get(p, unknown_bw))
                    for p, lat in latency.items()}
+        self.events.write("peers", metrics={p: [round(m.latency_ms, 3), round(m.bw_mbit, 2)]
+                                            for p, m in metrics.items()})
         change = self.selector.update(metrics, self.now())
         if change.added or change.dropped:
             self.events.write("neighbours", neighbours=list(change.neighbours),
@@ -557,9 +557,8 @@ class Helper:
             await self.post(self.cfg.master["ip"], "/control", msg, "control", timeout=5.0)
 
     def _bw_sample(self, peer: str, nbytes: int, seconds: float) -> None:
-        """Fold one transfer (an active probe, or a segment a peer sent) into the peer's
-        bandwidth estimate (exponentially weighted)."""
-        if seconds <= 0.0005 or nbytes < 8192:
+        """Fold one probe into the peer's bandwidth estimate (exponentially weighted)."""
+        if seconds <= 0.0002 or nbytes < 4096:
             return
         sample = nbytes * 8 / seconds / 1e6
         old = self.peer_bw.get(peer)
@@ -567,18 +566,20 @@ class Helper:
         self.peer_bw_at[peer] = self.now()
 
     async def _measure_bw(self, peer: str, rtt_ms: float) -> None:
-        size = BW_PROBE_BYTES
-        t = time.monotonic()
+        """Packet-train dispersion: the probe's body leaves the peer back to back, so the
+        time from its first to its last byte here is set by the narrowest link, not by the
+        round trip (a whole-transfer time would mostly measure latency)."""
+        url = f"http://{self.cfg.helpers[peer]}:{C.HTTP_PORT}/probe?bytes={BW_PROBE_BYTES}"
         try:
-            async with self.http.get(f"http://{self.cfg.helpers[peer]}:{C.HTTP_PORT}"
-                                     f"/probe?bytes={size}",
-                                     timeout=ClientTimeout(total=3)) as r:
-                body = await r.read()
+            async with self.http.get(url, timeout=ClientTimeout(total=3)) as r:
+                first = await r.content.readany()
+                t = time.monotonic()
+                rest = await r.read()
+                spread = time.monotonic() - t
         except (ClientError, asyncio.TimeoutError, OSError):
             return
-        self.traffic.received("control", len(body))
-        # less the connect and request round trips
-        self._bw_sample(peer, len(body), time.monotonic() - t - rtt_ms / 1000 * 2)
+        self.traffic.received("control", len(first) + len(rest))
+        self._bw_sample(peer, len(rest), spread)
 
     async def h_probe(self, request: web.Request) -> web.Response:
         try:

@@ -9,6 +9,8 @@
 """
 
 import json
+import time
+import urllib.request
 
 import networkx as nx
 import pandas as pd
@@ -100,7 +102,6 @@ def test_injected_latencies_make_tiers_and_live_flows_through_parents(run_dir):
     sc = loads_scenario(LIVE_ONLY)
     spec = star({"h1": 2, "h2": 5, "h3": 20, "h4": 40}, {"v1": "h4", "v2": "h2"})
     with Deployment(sc, run_dir, say=print, spec=spec) as dep:
-        import time
         time.sleep(max(0.0, sc.duration_s - dep.now()))
     summary = results.write_results(run_dir)
     records = results.read_logs(run_dir)
@@ -138,3 +139,62 @@ def test_injected_latencies_make_tiers_and_live_flows_through_parents(run_dir):
     qoe = of(records, "qoe")
     assert sum(r["answered"] for r in qoe) == sum(r["requests"] for r in qoe) > 20
     assert sum(r["digest_failures"] for r in qoe) == 0
+
+
+MESH_ONLY = """
+name: rewire
+seed: 4
+duration_s: 600
+topology: {generator: tiered}
+content: {videos: 2, live_channels: 0, duration_s: 20, bitrate_kbps: 200, segment_s: 2}
+delivery: {cache_mb: 2, prefetch: none, tiers: 2, mesh_degree: 1, neighbour_interval_s: 1.5}
+viewers: {per_host: 1}
+"""
+
+
+def wait_for(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def api_get(dep, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{dep.tn.api_port}{path}", timeout=3) as r:
+        return json.loads(r.read())
+
+
+def test_mesh_neighbour_is_replaced_when_its_latency_rises(run_dir):
+    """h2's one mesh neighbour is h1 (2 + 5 ms from the core); when h1's link rises to
+    60 ms, h2 drops it for h3 (20 ms) and the controller hears of it."""
+    sc = loads_scenario(MESH_ONLY)
+    spec = star({"h1": 2, "h2": 5, "h3": 20}, {})
+
+    def neighbours_of(helper):
+        recs = of(results.read_logs(run_dir), "neighbours", node=helper)
+        return recs[-1] if recs else None
+
+    with Deployment(sc, run_dir, say=print, spec=spec) as dep:
+        first = wait_for("h2 to choose h1", lambda: (r := neighbours_of("h2"))
+                         and r["neighbours"] == ["h1"] and r, 30)
+        wait_for("h2 to have measured both peers", lambda: any(
+            set(r["metrics"]) == {"h1", "h3"}
+            for r in of(results.read_logs(run_dir), "peers", node="h2")), 30)
+        time.sleep(2)
+        assert neighbours_of("h2")["neighbours"] == ["h1"]  # steady: h1 is the nearest
+        assert wait_for("the controller to hear it",
+                        lambda: api_get(dep, "/mesh/neighbours/h2")["neighbours"] == ["h1"], 10)
+        changed_at = dep.now()
+        dep.tn.set_link("s1", "s2", delay_ms=60.0)  # h1's link to the core
+        last = wait_for("h2 to drop h1", lambda: (r := neighbours_of("h2"))
+                        and r["neighbours"] != ["h1"] and r, 30)
+        took = last["at"] - changed_at
+        print(f"h2 re-chose {last['neighbours']} {took:.1f} s after the change: {last}")
+        assert last["neighbours"] == ["h3"] and last["dropped"] == ["h1"]
+        assert last["reasons"]["h1"] in ("latency", "replaced")
+        assert first["at"] < changed_at and took < 15
+        assert wait_for("the controller to follow",
+                        lambda: api_get(dep, "/mesh/neighbours/h2")["neighbours"] == ["h3"], 10)
