@@ -231,6 +231,19 @@ def multicast_sender(ifaddr: str) -> socket.socket:
     return s
 
 
+async def serve_http(routes: list, ip: str, port: int = HTTP_PORT):
+    """Serve ``routes`` on ``ip:port``; the runner (``await runner.cleanup()`` stops it,
+    waiting at most a second for requests in progress)."""
+    from aiohttp import web
+
+    app = web_app()
+    app.add_routes(routes)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, ip, port).start()
+    return runner
+
+
 def web_app():
     """An aiohttp application that refuses an oversized body from its headers alone
     (413 before reading a byte) instead of waiting for a body that may never come."""

@@ -90,8 +90,7 @@ class Helper:
         from testbed.core.protocol import Reassembler
         self.reasm = Reassembler()
         self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))
-        app = C.web_app()
-        app.add_routes([
+        runner = await C.serve_http([
             web.get("/manifest/{video}", self.h_manifest),
             web.get("/mpd/{video}", self.h_mpd),
             web.get("/seg/{video}/{index}", self.h_segment),
@@ -102,10 +101,7 @@ class Helper:
             web.post("/control", self.h_control),
             web.get("/probe", self.h_probe),
             web.get("/status", self.h_status),
-        ])
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, self.cfg.ip, C.HTTP_PORT).start()
+        ], self.cfg.ip)
         self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
         self.relay_out = C.multicast_sender(self.cfg.ip)
         d = self.cfg.delivery

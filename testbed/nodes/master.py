@@ -115,16 +115,12 @@ class Master:
         for video in self.catalogue.ids():
             self.publish(video)
         self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))
-        app = C.web_app()
-        app.add_routes([
+        runner = await C.serve_http([
             web.get("/manifest/{video}", self.h_manifest),
             web.post("/fetch", self.h_fetch),
             web.post("/control", self.h_control),
             web.get("/status", self.h_status),
-        ])
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, self.cfg.ip, C.HTTP_PORT).start()
+        ], self.cfg.ip)
         self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
         self.mcast = C.multicast_sender(self.cfg.ip)
         d = self.cfg.delivery
