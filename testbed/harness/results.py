@@ -79,6 +79,14 @@ def extras(records: list[dict]) -> dict:
                                          if c["used_bytes"] > c["capacity_bytes"])
         out["cache_max_fill"] = max(c["used_bytes"] / c["capacity_bytes"] for c in caches
                                     if c["capacity_bytes"])
+    sent: dict[str, int] = {}
+    for r in _of(records, "traffic"):
+        if r.get("direction") == "tx":
+            sent[r["cls"]] = sent.get(r["cls"], 0) + int(r["bytes"])
+    if sent.get("viewer"):
+        # what the mesh's upkeep costs: telemetry and control bytes per byte to viewers
+        out["overhead_ratio"] = round((sent.get("telemetry", 0) + sent.get("control", 0))
+                                      / sent["viewer"], 4)
     out["live_segments_received"] = len(_of(records, "live_rx"))
     out["pushes"] = len(_of(records, "push"))
     out["push_bytes"] = sum(r["bytes"] for r in _of(records, "push"))

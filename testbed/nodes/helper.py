@@ -48,7 +48,8 @@ log = logging.getLogger("meshcast.helper")
 SEG_HEADERS = ("X-Meshcast-Version", "X-Meshcast-Source")
 PROBE_MAX = 256 * 1024
 BW_PROBE_BYTES = 12 * 1024  # within TCP's first flight (10 segments), so one train
-BW_PROBE_EVERY_S = 30.0  # an active bandwidth probe per peer at most this often
+BW_PROBE_EVERY_S = 60.0  # an active bandwidth probe per peer at most this often
+PEER_SAMPLE = 4          # non-neighbours probed per round (besides the neighbours)
 
 
 class FetchFailed(Exception):
@@ -74,6 +75,8 @@ class Helper:
                                            if p != cfg.name}
         self.peer_bw: dict[str, float] = {}
         self.peer_bw_at: dict[str, float] = {}  # when each estimate was last refreshed
+        self.rounds = 0
+        self.reported_inventory = b""
         self.pending: dict[tuple[str, int], asyncio.Future] = {}
         self.live_socks: dict[str, object] = {}       # video -> joined socket
         self.live_wanted_until: dict[str, float] = {}  # video -> run time viewers last asked
@@ -514,11 +517,22 @@ class Helper:
             if 0 <= rtt < 10_000:
                 self.peer_rtt[msg.sender].append(rtt)
 
+    def probe_targets(self) -> list[str]:
+        """This round's peers to probe: the neighbours, then a rotating sample of the
+        others (``PEER_SAMPLE`` a round), so the cost stays flat as helpers are added and
+        every peer is still measured within a few rounds."""
+        others = [p for p in self.peer_rtt if p not in self.selector.neighbours]
+        if not others:
+            return list(self.selector.neighbours)
+        start = (self.rounds * PEER_SAMPLE) % len(others)
+        sample = (others[start:] + others[:start])[:PEER_SAMPLE]
+        self.rounds += 1
+        return [*self.selector.neighbours, *sample]
+
     async def neighbour_round(self) -> None:
         """Measure peers, re-choose the k neighbours, report them to the master."""
-        for peer, ip in self.cfg.helpers.items():
-            if peer == self.cfg.name:
-                continue
+        for peer in self.probe_targets():
+            ip = self.cfg.helpers[peer]
             nonce = time.monotonic_ns() & 0xFFFFFFFF
             probe = self.secure.encode("peer_probe", {"nonce": nonce, "sent": self.clock.wall()})
             self.traffic.sent("control", len(probe))
@@ -548,6 +562,10 @@ class Helper:
                   for p in change.neighbours if p in metrics}
         inventory = json.dumps([[k[0], k[1], self.cache.peek(k).version]
                                 for k in list(self.cache.keys())]).encode()
+        if inventory == self.reported_inventory:
+            inventory = b""  # unchanged since the last report: the master keeps that one
+        else:
+            self.reported_inventory = inventory
         msg = self.secure.encode("neighbours", {"neighbours": report}, inventory)
         with contextlib.suppress(ClientError, asyncio.TimeoutError, OSError):
             await self.post(self.cfg.master["ip"], "/control", msg, "control", timeout=5.0)

@@ -230,12 +230,13 @@ class Master:
                 return
         changed = set(metrics) != set(self.reports.get(msg.sender, {}))
         self.reports[msg.sender] = metrics
-        try:
-            inv = json.loads(msg.payload or b"[]")
-            self.inventory[msg.sender] = {(str(v), int(i)) for v, i, ver in inv
-                                          if ver >= self.versions.get(v, 1)}
-        except (ValueError, TypeError):
-            self.secure.rejected.note(self.events, "malformed", msg.sender, "inventory")
+        if msg.payload:  # empty: the inventory has not changed since the last report
+            try:
+                inv = json.loads(msg.payload)
+                self.inventory[msg.sender] = {(str(v), int(i)) for v, i, ver in inv
+                                              if ver >= self.versions.get(v, 1)}
+            except (ValueError, TypeError):
+                self.secure.rejected.note(self.events, "malformed", msg.sender, "inventory")
         if changed:
             self.events.write("mesh_report", helper=msg.sender, neighbours=sorted(metrics))
             self.write_sync()

@@ -65,6 +65,11 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     assert s["invalidation_max_ms"] < 2000
     assert (run_dir / "summary.csv").exists()
 
+    # what reached the engine is anonymised: no player id, no address
+    sink = (run_dir / "engine" / "telemetry.jsonl").read_text()
+    assert sink.count("\n") > 100
+    assert not any(p in sink for p in players) and "10.0.0." not in sink
+
 
 def star(delays: dict[str, float], viewers: dict[str, str]) -> nx.Graph:
     """m1 on the core switch s1; helper hN alone on switch s(N+1), whose link to the core

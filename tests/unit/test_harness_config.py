@@ -89,3 +89,14 @@ def test_extras_count_caches_over_capacity_and_rejections():
     assert ex["cache_over_capacity"] == 1 and ex["cache_max_fill"] == pytest.approx(1.1)
     assert ex["rejected"] == 3
     assert json.loads(ex["rejected_by_reason"]) == {"bad_digest": 1, "replay": 2}
+
+
+def test_overhead_is_telemetry_and_control_sent_per_byte_to_viewers():
+    records = [
+        {"kind": "traffic", "node": "h1", "cls": "viewer", "direction": "tx", "bytes": 900},
+        {"kind": "traffic", "node": "h2", "cls": "viewer", "direction": "tx", "bytes": 100},
+        {"kind": "traffic", "node": "h1", "cls": "control", "direction": "tx", "bytes": 15},
+        {"kind": "traffic", "node": "h1", "cls": "control", "direction": "rx", "bytes": 999},
+        {"kind": "traffic", "node": "m1", "cls": "telemetry", "direction": "tx", "bytes": 5},
+    ]
+    assert extras(records)["overhead_ratio"] == 0.02
