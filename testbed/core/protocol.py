@@ -181,11 +181,14 @@ class Signer:
     """Encodes one node's messages: signs with its identity, numbers them with
     increasing sequence numbers (the receivers' replay guards rely on them)."""
 
-    def __init__(self, identity: Identity, seq_start: int = 1):
+    def __init__(self, identity: Identity, seq_start: int = 1, carry_cert: bool = True):
+        """``carry_cert=False``: messages name the sender's certificate instead of carrying
+        it (receivers that learned it from the master's directory; saves ~300 bytes)."""
         if type(seq_start) is not int or not 0 <= seq_start <= INT64_MAX:
             raise ValueError(f"seq_start {seq_start!r} (must be an int64 >= 0)")
         self.identity = identity
-        self._cert_json = _dumps(identity.cert.to_dict()).decode()
+        self._cert_json = (_dumps(identity.cert.to_dict()).decode() if carry_cert
+                           else "null")
         self._from_json = json.dumps(identity.node_id, ensure_ascii=False)
         self.seq = seq_start   # the next sequence number
 
@@ -286,9 +289,13 @@ def decode(data: bytes, verifier: Verifier, guard: Optional[ReplayGuard], now: f
     replay, so the replay guard only learns from messages whose signature verified."""
     header, payload, signed, signature = parse(data)
     sender = header["from"]
-    if header.get("cert") is None:
-        raise AuthError("no_credentials", f"message from {sender!r:.80} has no certificate")
-    cert = Certificate.from_dict(header["cert"])
+    if header.get("cert") is None:  # by reference: only for a node the verifier learned
+        cert = verifier.known(sender) if isinstance(sender, str) else None
+        if cert is None:
+            raise AuthError("no_credentials", f"message from {sender!r:.80} has no "
+                            "certificate")
+    else:
+        cert = Certificate.from_dict(header["cert"])
     if cert.node_id != sender:
         raise AuthError("bad_certificate", f"certificate of {cert.node_id!r:.80} on a "
                         f"message from {sender!r:.80}")

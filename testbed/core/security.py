@@ -19,7 +19,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Optional
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -267,6 +267,17 @@ class Verifier:
         self.revoked: set[str] = set(revoked)
         self.cache_size = cache_size
         self._cache: OrderedDict[Certificate, Ed25519PublicKey] = OrderedDict()
+        self._directory: dict[str, Certificate] = {}
+
+    def learn(self, cert: Certificate, now: float) -> None:
+        """Keep ``cert`` (checked against the CA now) so that its node's messages may name
+        it instead of carrying it: the directory of peers the master published."""
+        self.check_cert(cert, now)
+        self._directory[cert.node_id] = cert
+
+    def known(self, node_id: str) -> Optional[Certificate]:
+        """The certificate learned for ``node_id``, if any."""
+        return self._directory.get(node_id)
 
     def revoke(self, node_id: str) -> None:
         """Refuse ``node_id``'s certificates from now on."""

@@ -134,10 +134,15 @@ class Secure:
     """A node's signing identity and its checks on what it receives."""
 
     def __init__(self, identity: sec.Identity, ca_public_key: bytes, clock: Clock,
-                 events: EventLog):
-        self.identity = identity
-        self.signer = P.Signer(identity, seq_start=int(time.time() * 1000) % (1 << 40))
+                 events: EventLog, directory: list[sec.Certificate] = ()):
+        """``directory``: the certificates the master published; messages among those
+        nodes name their certificate instead of carrying it."""
         self.verifier = sec.Verifier(ca_public_key)
+        for cert in directory:
+            self.verifier.learn(cert, clock.wall())
+        self.identity = identity
+        self.signer = P.Signer(identity, seq_start=int(time.time() * 1000) % (1 << 40),
+                               carry_cert=self.verifier.known(identity.node_id) is None)
         self.guard = sec.ReplayGuard()
         self.clock = clock
         self.events = events
@@ -165,6 +170,12 @@ class Secure:
         status = 400 if isinstance(self.last_reason, str) and self.last_reason in (
             "malformed", "too_large", "unknown_type") else 403
         return web.Response(status=status, text=f"refused: {self.last_reason}\n")
+
+
+def load_directory(cfg: NodeConfig) -> list[sec.Certificate]:
+    """The certificates the master published (``secrets/certificates.json``)."""
+    data = json.loads((cfg.secrets_dir / "certificates.json").read_text())
+    return [sec.Certificate.from_dict(c) for c in data]
 
 
 def load_identity(cfg: NodeConfig, timeout: float = 30.0) -> sec.Identity:

@@ -48,7 +48,7 @@ log = logging.getLogger("meshcast.helper")
 SEG_HEADERS = ("X-Meshcast-Version", "X-Meshcast-Source")
 PROBE_MAX = 256 * 1024
 BW_PROBE_BYTES = 12 * 1024  # within TCP's first flight (10 segments), so one train
-BW_PROBE_EVERY_S = 60.0  # an active bandwidth probe per peer at most this often
+BW_PROBE_EVERY_S = 120.0  # an active bandwidth probe per peer at most this often
 PEER_SAMPLE = 4          # non-neighbours probed per round (besides the neighbours)
 
 
@@ -88,7 +88,7 @@ class Helper:
     async def run(self, stop: asyncio.Event) -> None:
         identity = await asyncio.to_thread(C.load_identity, self.cfg)
         self.secure = C.Secure(identity, bytes.fromhex(self.cfg.ca_public_key), self.clock,
-                               self.events)
+                               self.events, C.load_directory(self.cfg))
         self.book = ManifestBook(self.secure.verifier)
         from testbed.core.protocol import Reassembler
         self.reasm = Reassembler()

@@ -93,12 +93,17 @@ class Master:
         self.authority = sec.Authority.from_secret(secret)
         not_after = self.clock.wall() + self.cfg.duration_s + 3600
         self.identity = self.authority.identity(self.cfg.name, not_after=not_after)
+        self.directory = [self.identity.cert]
         for name in self.cfg.helpers:
             ident = self.authority.issue(name, "helper", not_after)
+            self.directory.append(ident.cert)
             path = self.cfg.credential_path(name)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(ident.to_json())
+        # the public directory: written before any credential can be used
+        write_atomic(self.cfg.secrets_dir / "certificates.json",
+                     json.dumps([c.to_dict() for c in self.directory]))
         self.events.write("credentials", issued=sorted(self.cfg.helpers))
 
     def publish(self, video: str) -> dict:
@@ -111,7 +116,7 @@ class Master:
         self.issue_credentials()
         self.started_at = self.clock.now()
         self.secure = C.Secure(self.identity, self.authority.public_key, self.clock,
-                               self.events)
+                               self.events, self.directory)
         for video in self.catalogue.ids():
             self.publish(video)
         self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))

@@ -606,3 +606,27 @@ def test_reassembler_arguments():
 def test_module_constants():
     assert MAX_MESSAGE == 8 * 1024 * 1024 and MAX_HEADER == 64 * 1024
     assert P.MAGIC == b"MCS1" and P.LIVE_MAGIC == b"MCL1"
+
+
+def test_a_certificate_by_reference_needs_a_learned_certificate():
+    """Signers that leave their certificate out are accepted only by receivers that
+    learned it (the master's directory); everyone else sees no credentials."""
+    lean = Signer(HELPER, carry_cert=False)
+    full = signer()
+    msg = lean.encode("probe", BODIES["probe"], now=NOW)
+    assert len(msg) + 250 < len(full.encode("probe", BODIES["probe"], now=NOW))
+    assert header_of(msg)["cert"] is None
+    assert _rejected(msg) == "no_credentials"
+    informed = Verifier(CA.public_key)
+    informed.learn(HELPER.cert, NOW)
+    assert decode(msg, informed, None, NOW).sender == "h1"
+    # a forger naming h1 without its key: the learned certificate's key refuses it
+    forged = CA.issue("h1", "helper", not_after=10_000.0, key_secret=b"another key")
+    assert _rejected(Signer(forged, carry_cert=False).encode("probe", BODIES["probe"],
+                                                               now=NOW),
+                     verifier=informed) == "bad_signature"
+    # only certificates of this CA can be learned
+    outsider = Authority.from_secret(b"elsewhere").issue("h2", "helper", not_after=10_000.0)
+    with pytest.raises(AuthError) as exc:
+        informed.learn(outsider.cert, NOW)
+    assert exc.value.reason == "bad_certificate" and informed.known("h2") is None
