@@ -87,6 +87,13 @@ def extras(records: list[dict]) -> dict:
         # what the mesh's upkeep costs: telemetry and control bytes per byte to viewers
         out["overhead_ratio"] = round((sent.get("telemetry", 0) + sent.get("control", 0))
                                       / sent["viewer"], 4)
+    qoe = _of(records, "qoe")
+    if qoe:
+        # the viewers' own count: every request answered, failed, or still in flight when
+        # the run ended (helpers may have served those last few; the viewer never saw them)
+        out["viewer_requests"] = sum(int(r.get("requests", 0)) for r in qoe)
+        out["viewer_answered"] = sum(int(r.get("answered", 0)) for r in qoe)
+        out["viewer_cut_at_stop"] = sum(int(r.get("cut_at_stop", 0)) for r in qoe)
     out["live_segments_received"] = len(_of(records, "live_rx"))
     out["pushes"] = len(_of(records, "push"))
     out["push_bytes"] = sum(r["bytes"] for r in _of(records, "push"))

@@ -100,3 +100,13 @@ def test_overhead_is_telemetry_and_control_sent_per_byte_to_viewers():
         {"kind": "traffic", "node": "m1", "cls": "telemetry", "direction": "tx", "bytes": 5},
     ]
     assert extras(records)["overhead_ratio"] == 0.02
+
+
+def test_viewer_side_request_counts_separate_requests_cut_by_the_end_of_the_run():
+    records = [
+        {"kind": "qoe", "node": "v1", "viewer": "v1-0", "requests": 10, "answered": 10,
+         "cut_at_stop": 1},
+        {"kind": "qoe", "node": "v1", "viewer": "v1-1", "requests": 5, "answered": 4},
+    ]
+    ex = extras(records)
+    assert (ex["viewer_requests"], ex["viewer_answered"], ex["viewer_cut_at_stop"]) == (15, 14, 1)
