@@ -80,38 +80,20 @@ class LRUPolicy:
 
     def victim(self) -> Key:
         if not self._order:
-            raise KeyError("lru: nothing to evict")
+            raise KeyError(f"{self.name}: nothing to evict")
         return next(iter(self._order))
 
     def __len__(self) -> int:
         return len(self._order)
 
 
-class FIFOPolicy:
-    """First inserted goes first; accesses change nothing."""
+class FIFOPolicy(LRUPolicy):
+    """First inserted goes first; accesses change nothing (LRU without the recency)."""
 
     name = "fifo"
 
-    def __init__(self) -> None:
-        self._order: OrderedDict[Key, None] = OrderedDict()
-
-    def on_insert(self, key: Key, now: float) -> None:
-        self._order[key] = None
-        self._order.move_to_end(key)
-
     def on_access(self, key: Key, now: float) -> None:
         pass
-
-    def on_remove(self, key: Key) -> None:
-        self._order.pop(key, None)
-
-    def victim(self) -> Key:
-        if not self._order:
-            raise KeyError("fifo: nothing to evict")
-        return next(iter(self._order))
-
-    def __len__(self) -> int:
-        return len(self._order)
 
 
 class LFUPolicy:

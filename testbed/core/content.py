@@ -136,6 +136,11 @@ class Video:
         """Bytes in segment ``index`` at the video's constant bitrate (at least 1)."""
         return max(1, round(_bytes_per_s(self.bitrate_kbps) * self.segment_duration(index)))
 
+    def live_edge(self, now: float, started: float) -> int:
+        """A live channel produced in real time from ``started`` on: the newest segment
+        complete at ``now`` (segment i is out at started + (i+1) x segment_s; -1: none yet)."""
+        return min(self.n_segments - 1, math.floor((now - started) / self.segment_s) - 1)
+
     def segment_at(self, playhead_s: float) -> int:
         """The index of the segment that holds media time ``playhead_s`` (clamped to the video)."""
         if not _is_number(playhead_s):

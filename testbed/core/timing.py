@@ -238,6 +238,12 @@ class RoutingTable:
         """Hops from the master (0 for the master)."""
         return len(self.ancestors)
 
+    @property
+    def place(self) -> tuple:
+        """The table without its version: when latencies move but the place stays, the
+        node need not be told again."""
+        return (self.tier, self.parent, self.children, self.ancestors)
+
 
 class _Nearest:
     """The helpers of one tier with spare capacity, searchable by latency from the master.

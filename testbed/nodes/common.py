@@ -122,6 +122,19 @@ class Traffic:
                 events.write("traffic", cls=cls, direction=direction, bytes=n)
 
 
+def announce_ready(cfg: NodeConfig, events: EventLog, **fields: Any) -> None:
+    """Write the ready file the harness waits for, and a ``started`` record."""
+    cfg.ready_path().parent.mkdir(parents=True, exist_ok=True)
+    cfg.ready_path().write_text("ready\n")
+    events.write("started", **fields)
+
+
+def closing_records(events: EventLog, traffic: Traffic) -> None:
+    """What every daemon logs as it stops: its traffic by class and its CPU time."""
+    traffic.flush(events)
+    events.write("process", cpu_s=round(time.process_time(), 3))
+
+
 class Rejections(Counter):
     """Messages refused, by reason; logged as one ``rejected`` record each time."""
 

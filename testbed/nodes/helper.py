@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import statistics
 import time
 from collections import deque
@@ -115,9 +114,8 @@ class Helper:
             C.every(1.0, self.live_round, "live"),
             C.every(5.0, self.housekeeping, "housekeeping", first_delay=5.0),
         ]
-        self.cfg.ready_path().parent.mkdir(parents=True, exist_ok=True)
-        self.cfg.ready_path().write_text("ready\n")
-        self.events.write("started", ip=self.cfg.ip, cache_bytes=self.cache.capacity_bytes)
+        C.announce_ready(self.cfg, self.events, ip=self.cfg.ip,
+                         cache_bytes=self.cache.capacity_bytes)
         try:
             await stop.wait()
         finally:
@@ -130,8 +128,7 @@ class Helper:
             self._leave_live(video)
         with contextlib.suppress(Exception):
             await self.send_telemetry()
-        self.traffic.flush(self.events)
-        self.events.write("process", cpu_s=round(time.process_time(), 3))
+        C.closing_records(self.events, self.traffic)
         self.events.write("cache", used_bytes=self.cache.used_bytes,
                           capacity_bytes=self.cache.capacity_bytes, **self.cache.stats)
         self.events.write("rejections", counts=dict(self.secure.rejected))
@@ -159,11 +156,8 @@ class Helper:
     def children(self) -> list[str]:
         return list(self.table["children"]) if self.table else []
 
-    def live_edge(self, video: str, now: float | None = None) -> int:
-        """The newest produced segment of a live channel (-1: none yet)."""
-        v = self.catalogue[video]
-        now = self.now() if now is None else now
-        return min(v.n_segments - 1, math.floor((now - self.live_t0) / v.segment_s) - 1)
+    def live_edge(self, video: str) -> int:
+        return self.catalogue[video].live_edge(self.now(), self.live_t0)
 
     def _key_ok(self, video: str, index_text: str) -> tuple[str, int] | None:
         if video not in self.catalogue:
@@ -242,7 +236,7 @@ class Helper:
             return web.Response(text="no such segment\n", status=404)
         viewer = request.headers.get("X-Viewer", "")[:64]
         try:
-            data, version, source = await self.obtain(key, for_viewer=True)
+            data, version, source = await self.obtain(key)
         except (FetchFailed, ClientError, asyncio.TimeoutError) as exc:
             self.events.write("serve_failed", video=key[0], index=key[1], error=str(exc)[:200])
             return web.Response(text=f"unavailable: {exc}\n", status=504)
@@ -281,7 +275,7 @@ class Helper:
         return web.json_response({"ok": len(events)})
 
     # -- obtaining segments -----------------------------------------------------------
-    async def obtain(self, key: tuple[str, int], for_viewer: bool) -> tuple[bytes, int, str]:
+    async def obtain(self, key: tuple[str, int]) -> tuple[bytes, int, str]:
         """(bytes, version, source): from the cache, else one shared fetch per segment."""
         video, index = key
         m = await self.manifest(video)
@@ -367,7 +361,7 @@ class Helper:
             data, version, source = entry.data, entry.version, f"cache_{entry.origin}"
         else:
             try:
-                data, version, source = await self.obtain(key, for_viewer=False)
+                data, version, source = await self.obtain(key)
             except (FetchFailed, ClientError, asyncio.TimeoutError) as exc:
                 return web.Response(status=504, text=f"{exc}\n")
         if version < min_version:
@@ -402,9 +396,7 @@ class Helper:
             self.secure.rejected.note(self.events, "bad_route", msg.sender, "mesh")
             return web.Response(status=400, text="not on this message's route\n")
         video, index, version = b["video"], int(b["index"]), int(b["version"])
-        if self._key_ok(video, str(index)) is None and (
-                video not in self.catalogue
-                or not 0 <= index < self.catalogue[video].n_segments):
+        if video not in self.catalogue or not 0 <= index < self.catalogue[video].n_segments:
             self.secure.rejected.note(self.events, "unknown_segment", msg.sender, "mesh")
             return web.Response(status=404, text="no such segment\n")
         if version < self.cache.floor(video):
@@ -540,8 +532,8 @@ class Helper:
             await asyncio.sleep(0.003)  # staggered: replies do not queue behind each other
         await asyncio.sleep(0.3)
         latency = {p: statistics.median(s) for p, s in self.peer_rtt.items() if s}
-        k = self.selector.k if hasattr(self.selector, "k") else 2
-        probe_set = set(self.selector.neighbours) | set(sorted(latency, key=latency.get)[:k + 2])
+        nearest = sorted(latency, key=latency.get)[:self.selector.k + 2]
+        probe_set = set(self.selector.neighbours) | set(nearest)
         now = self.now()
         stale = [p for p in probe_set if p in latency
                  and now - self.peer_bw_at.get(p, -1e9) > BW_PROBE_EVERY_S]

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 import uuid
@@ -83,7 +82,7 @@ class Master:
         self.sink_path = cfg.run_dir / "engine" / "telemetry.jsonl"
         self.sink_path.parent.mkdir(parents=True, exist_ok=True)
         self.tasks: list[asyncio.Task] = []
-        self.sent_shape: dict[str, tuple] = {}
+        self.sent_place: dict[str, tuple] = {}
         self.rounds = 0
         self.started_at = 0.0
 
@@ -139,17 +138,14 @@ class Master:
             *(loop.create_task(self.scheduled(e), name="event") for e in self.cfg.events
               if e.get("action") == "republish"),
         ]
-        self.cfg.ready_path().parent.mkdir(parents=True, exist_ok=True)
-        self.cfg.ready_path().write_text("ready\n")
-        self.events.write("started", ip=self.cfg.ip, policy=self.policy.name,
+        C.announce_ready(self.cfg, self.events, ip=self.cfg.ip, policy=self.policy.name,
                           videos=len(self.catalogue))
         try:
             await stop.wait()
         finally:
             for t in self.tasks:
                 t.cancel()
-            self.traffic.flush(self.events)
-            self.events.write("process", cpu_s=round(time.process_time(), 3))
+            C.closing_records(self.events, self.traffic)
             self.events.write("rejections", counts=dict(self.secure.rejected))
             await self.http.close()
             await runner.cleanup()
@@ -165,9 +161,7 @@ class Master:
         return web.Response(body=body, content_type="application/json")
 
     def live_edge(self, video: str) -> int:
-        v = self.catalogue[video]
-        return min(v.n_segments - 1,
-                   math.floor((self.clock.now() - self.live_t0) / v.segment_s) - 1)
+        return self.catalogue[video].live_edge(self.clock.now(), self.live_t0)
 
     def segment(self, video: str, index: int) -> bytes:
         return segment_bytes(self.cfg.seed, self.catalogue[video], index, self.versions[video])
@@ -318,10 +312,9 @@ class Master:
         for helper, t in tables.items():
             if helper == self.cfg.name or helper not in self.cfg.helpers:
                 continue
-            shape = (t.tier, t.parent, tuple(t.children), tuple(t.ancestors))
-            if self.sent_shape.get(helper) == shape:
+            if self.sent_place.get(helper) == t.place:
                 continue  # latencies moved but this helper's place in the tree did not
-            self.sent_shape[helper] = shape
+            self.sent_place[helper] = t.place
             parent_ip = self.cfg.helpers.get(t.parent, master_ip)
             body = {"version": t.version, "tier": t.tier, "parent": t.parent,
                     "parent_addr": parent_ip, "children": list(t.children),

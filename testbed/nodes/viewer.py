@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
-import math
 import time
 from collections import Counter
 
@@ -135,18 +135,16 @@ class Session:
         video = self.host.catalogue[self.plan.video_id]
         live_edge = None
         if video.kind == "live":
-            t0 = self.host.live_t0
-
-            def live_edge(now: float, v=video) -> int:
-                return min(v.n_segments - 1, math.floor((now - t0) / v.segment_s) - 1)
-
+            live_edge = functools.partial(video.live_edge, started=self.host.live_t0)
         player = Player(self.id, self.plan, video.n_segments, video.segment_s,
                         startup_buffer_s=float(self.host.vcfg["startup_buffer_s"]),
                         max_buffer_s=float(self.host.vcfg["max_buffer_s"]),
                         max_inflight=2, live_edge=live_edge)
         inflight: set[asyncio.Task] = set()
         try:
-            while True:
+            # the stop event as well as cancellation: asyncio.wait_for in Python <= 3.11 can
+            # swallow a cancel that races with the wake-up, and the player would play on
+            while not self.host.stopping.is_set():
                 now = clock.now()
                 fetches, events = player.poll(now)
                 for e in events:
@@ -210,32 +208,29 @@ class ViewerHost:
         plans = self.model.sessions(player_id, vod, durations, live,
                                     self.cfg.duration_s - start)
         for plan in plans:
+            if self.stopping.is_set():
+                return
             plan = SessionPlan(plan.video_id, plan.start_at + start, plan.start_index,
                                plan.actions)
             if plan.video_id in live:  # join at the live edge when the session starts
-                v = self.catalogue[plan.video_id]
-                edge = math.floor((plan.start_at - self.live_t0) / v.segment_s) - 1
+                edge = self.catalogue[plan.video_id].live_edge(plan.start_at, self.live_t0)
                 plan = SessionPlan(plan.video_id, plan.start_at, max(0, edge), plan.actions)
             await Session(self, player_id, helper_ip, plan).play()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.stopping = stop
         self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))
-        self.stopping = False
         players = self.cfg.extra["players"]
         tasks = [asyncio.get_running_loop().create_task(self.player(p["id"], p["helper_ip"]))
                  for p in players]
-        self.cfg.ready_path().parent.mkdir(parents=True, exist_ok=True)
-        self.cfg.ready_path().write_text("ready\n")
-        self.events.write("started", players=len(players))
+        C.announce_ready(self.cfg, self.events, players=len(players))
         try:
             await stop.wait()
         finally:
-            self.stopping = True
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.traffic.flush(self.events)
-            self.events.write("process", cpu_s=round(time.process_time(), 3))
+            C.closing_records(self.events, self.traffic)
             await self.http.close()
             self.events.close()
 

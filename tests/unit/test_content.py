@@ -383,3 +383,12 @@ def test_iso_datetime_is_utc():
     assert iso_datetime(1.25) == "1970-01-01T00:00:01.250Z"
     with pytest.raises(ValueError):
         iso_datetime(float("nan"))
+
+
+def test_live_edge_is_the_newest_complete_segment():
+    v = Video("live-00", "live", 20.0, 300, 2.0)   # 10 segments, produced from t = 4 s on
+    assert v.live_edge(4.0, 4.0) == -1              # nothing out yet
+    assert v.live_edge(5.99, 4.0) == -1
+    assert v.live_edge(6.0, 4.0) == 0               # segment 0 complete at 4 + 2
+    assert v.live_edge(11.0, 4.0) == 2
+    assert v.live_edge(1000.0, 4.0) == 9            # never past the channel's end

@@ -390,3 +390,13 @@ def test_pingback_rejects_bad_settings() -> None:
         Pingback("m", fanout=0)
     with pytest.raises(TimingError, match="rel"):
         Pingback("m", rel=-0.1)
+
+
+def test_place_ignores_the_version_only():
+    lat = {"h1": 2.0, "h2": 5.0, "h3": 20.0}
+    tiers = assign_tiers(lat, tier_count=2)
+    a = build_routing_tables("m1", lat, tiers, version=1)
+    b = build_routing_tables("m1", {**lat, "h3": 21.0}, tiers, version=2)
+    assert all(a[n].place == b[n].place for n in a) and a["h3"].version != b["h3"].version
+    c = build_routing_tables("m1", lat, assign_tiers(lat, tier_count=3), version=3)
+    assert c["h2"].place != a["h2"].place
