@@ -277,6 +277,104 @@ def _play_run(sc, out_dir: Path, mode: Optional[str]) -> None:
 
 
 @app.command()
+def workload(out: Path = typer.Argument(..., help="Trace file to write (.csv or .parquet)."),
+             helpers: int = typer.Option(50, help="Helper regions."),
+             videos: int = typer.Option(200, help="On-demand videos (synthetic catalogue)."),
+             duration: float = typer.Option(3600.0, help="Trace length, seconds."),
+             seed: int = typer.Option(1, help="Random seed."),
+             rate: float = typer.Option(0.02, help="Arrivals per second per region."),
+             zipf: float = typer.Option(0.8, help="Popularity exponent."),
+             skew: float = typer.Option(0.3, help="Regional preference skew, 0..1."),
+             daily: float = typer.Option(0.0, help="Daily rhythm amplitude, 0..1."),
+             shift: Optional[list[str]] = typer.Option(
+                 None, help="Popularity shift AT_S:VIDEO:SHARE, e.g. 1800:vod-0199:0.3."),
+             ) -> None:
+    """Generate a synthetic viewer trace (and OUT.json, the workload that drew it)."""
+    from testbed.core import workload as W
+    from testbed.harness.predict_eval import write_workload
+
+    shifts = []
+    for item in shift or []:
+        parts = item.split(":")
+        if len(parts) != 3:
+            _fail(f"--shift {item!r}: expected AT_S:VIDEO:SHARE, e.g. 1800:vod-0199:0.3")
+        try:
+            shifts.append(W.PopularityShift(float(parts[0]), parts[1], float(parts[2])))
+        except ValueError as exc:
+            _fail(f"--shift {item!r}: {exc}")
+    try:
+        cfg = W.WorkloadConfig(
+            helpers=tuple(f"h{i}" for i in range(1, helpers + 1)),
+            videos=W.synthetic_catalogue(videos, seed), duration_s=duration, seed=seed,
+            arrival_rate=rate, zipf_s=zipf, regional_skew=skew, daily_amplitude=daily,
+            shifts=tuple(shifts))
+        trace = write_workload(cfg, out)
+    except ValueError as exc:
+        _fail(str(exc))
+    counts = trace["kind"].value_counts()
+    console.print(f"{out}: {len(trace)} events, {int(counts.get('start', 0))} sessions "
+                  f"started, {int(counts.get('request', 0))} requests; parameters in "
+                  f"{out.with_suffix('.json')}")
+
+
+def _scores_table(title: str, table) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, show_header=True)
+    cols = ["mae", "rmse", "precision", "recall", "calibration", "calibration_error"]
+    t.add_column("predictor")
+    for c in cols:
+        t.add_column(c.replace("_", " "), justify="right")
+    for name, row in table.iterrows():
+        t.add_row(name, *(f"{row[c]:.4f}" for c in cols))
+    console.print(t)
+
+
+@app.command("predict-eval")
+def predict_eval(trace: Path = typer.Argument(..., help="Trace file (.csv or .parquet)."),
+                 holdout: Optional[Path] = typer.Option(
+                     None, help="Trace of another seed (default: redrawn from TRACE.json)."),
+                 train_frac: float = typer.Option(2 / 3, help="Share of the trace to train on."),
+                 horizon: float = typer.Option(5.0, help="Prediction horizon H, seconds."),
+                 budget: int = typer.Option(5, help="Pushes per helper and horizon."),
+                 replay: bool = typer.Option(False, help="Also replay with retraining."),
+                 retrain: float = typer.Option(300.0, help="Replay: retrain every, seconds."),
+                 window: float = typer.Option(900.0, help="Replay: training window, seconds."),
+                 out: Optional[Path] = typer.Option(None, help="Write tables and plots here."),
+                 ) -> None:
+    """Train the demand model and the baselines on a trace; score them on held-out data."""
+    from testbed.core.demand import DemandError
+    from testbed.core.workload import WorkloadError
+    from testbed.harness import predict_eval as PE
+
+    try:
+        ev = PE.predict_eval(trace, holdout, train_frac, horizon, budget, replay, retrain,
+                             window, say=lambda m: err.print(m, highlight=False))
+    except (DemandError, WorkloadError) as exc:
+        _fail(str(exc))
+    for note in ev.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"trained on t < {ev.split_at:.0f} s; horizon {horizon:g} s, budget "
+                  f"{budget} segments per helper; MAE of the nearest count, RMSE of the "
+                  f"mean", highlight=False)
+    for name, table in ev.tables.items():
+        _scores_table(name, table)
+    if ev.replay is not None:
+        from rich.table import Table
+
+        t = Table(title="accuracy over time (precision at budget)")
+        for c in ("minute", "version", "retrained", "frozen", "playhead"):
+            t.add_column(c, justify="right")
+        for _, r in ev.replay.iterrows():
+            t.add_row(f"{r['t'] / 60:.0f}", str(int(r["version"])), f"{r['precision']:.3f}",
+                      f"{r['precision_frozen']:.3f}", f"{r['playhead_precision']:.3f}")
+        console.print(t)
+    if out is not None:
+        paths = PE.write_evaluation(ev, out)
+        console.print(f"written: {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
 def doctor() -> None:
     """Report what this machine offers the testbed; start OVS if it is not running."""
     from testbed.emu.doctor import run_doctor

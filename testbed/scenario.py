@@ -50,7 +50,7 @@ import networkx as nx
 import yaml
 
 import topologies
-from testbed.core.spec import SpecError, validate
+from testbed.core.spec import SpecError, hosts, validate
 
 if TYPE_CHECKING:
     from testbed.core.content import CatalogueConfig
@@ -63,7 +63,7 @@ LINK_KEYS: Mapping[str, str] = MappingProxyType(
 )
 _SHORT = {v: k for k, v in LINK_KEYS.items()}
 TOP_KEYS = ("name", "description", "seed", "topology", "links", "calibration", "duration_s",
-            "content", "delivery", "viewers", "events")
+            "content", "delivery", "viewers", "engine", "events")
 TOPOLOGY_KEYS = ("generator", "params")
 LINKS_KEYS = ("mode", "defaults", "overrides")
 CALIBRATION_KEYS = ("probes", "interval_s", "iperf_seconds", "sample", "paths")
@@ -72,14 +72,20 @@ CONTENT_KEYS = ("videos", "live_channels", "duration_s", "live_duration_s", "bit
 DELIVERY_KEYS = ("cache_mb", "eviction", "mesh_degree", "mesh_pull", "prefetch",
                  "prefetch_interval_s", "push_budget_kbps", "pingback_interval_s",
                  "pingback_probes", "tiers", "fanout", "neighbour_interval_s")
-VIEWERS_KEYS = ("per_host", "startup_buffer_s", "max_buffer_s", "zipf_s", "pause_prob",
-                "seek_prob", "abandon_prob", "live_share", "mean_gap_s")
+VIEWERS_KEYS = ("model", "per_host", "startup_buffer_s", "max_buffer_s", "zipf_s", "pause_prob",
+                "seek_prob", "abandon_prob", "live_share", "mean_gap_s", "arrival_rate",
+                "regional_skew", "trace")
+VIEWER_MODELS = ("players", "workload")
+ENGINE_KEYS = ("host", "port", "horizon_s", "retrain_s", "train_window_s", "min_train_s",
+               "top")
 EVENT_ACTIONS = ("republish", "link")
 EVENT_KEYS = ("at_s", *EVENT_ACTIONS, *LINK_KEYS)
 #: Cache eviction policies (``testbed.core.cache.POLICIES``) and prefetch policy names
 #: (``testbed.core.prefetch``), kept here so parsing needs neither module.
 EVICTION_POLICIES = ("lru", "lfu", "fifo")
 PREFETCH_POLICIES = ("none", "next-segments")
+#: The port every daemon's HTTP server uses (testbed.nodes.common.HTTP_PORT).
+HTTP_PORT_RESERVED = 8080
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _QUANTITY = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
 _TIME_UNITS = {"": 1.0, "ms": 1.0, "msec": 1.0, "s": 1000.0, "sec": 1000.0,
@@ -273,8 +279,17 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class ViewersConfig:
-    """Emulated players per viewer host and the behaviour model's parameters."""
+    """Who watches, and how.
 
+    ``model: players``: ``per_host`` players per viewer host, each watching sessions back
+    to back (the behaviour model of :mod:`testbed.core.player`).  ``model: workload``:
+    sessions arrive at each helper's region as the calibrated workload of
+    :mod:`testbed.core.workload` draws them (``arrival_rate`` per second per helper,
+    ``zipf_s``, ``regional_skew``, ``live_share``), or as a recorded ``trace`` file
+    (CSV or Parquet) replays them; the viewer hosts near each helper play its sessions.
+    """
+
+    model: str = "players"
     per_host: int = 6
     startup_buffer_s: float = 4.0  # buffered seconds before playback starts or resumes
     max_buffer_s: float = 12.0  # players stop fetching ahead beyond this
@@ -284,6 +299,28 @@ class ViewersConfig:
     abandon_prob: float = 0.4
     live_share: float = 0.2  # share of sessions that watch a live channel
     mean_gap_s: float = 10.0  # mean seconds between one viewer's sessions
+    arrival_rate: float = 0.05  # workload: sessions per second per helper region
+    regional_skew: float = 0.3  # workload: 0 all regions like the same videos, 1 each its own
+    trace: str | None = None  # workload: replay this trace file instead of drawing sessions
+
+
+@dataclass(frozen=True)
+class EngineSection:
+    """Where the demand prediction engine runs and how it learns.
+
+    ``host``: a host of the topology (None: the master's host); the engine is its own
+    daemon there, listening on ``port``.  It predicts requests ``horizon_s`` ahead and
+    retrains every ``retrain_s`` on the last ``train_window_s`` of telemetry, once it has
+    ``min_train_s`` of it; a prediction lists the ``top`` segments per helper.
+    """
+
+    host: str | None = None
+    port: int = 8700
+    horizon_s: float = 5.0
+    retrain_s: float = 30.0
+    train_window_s: float = 900.0
+    min_train_s: float = 40.0
+    top: int = 20
 
 
 @dataclass(frozen=True)
@@ -322,6 +359,7 @@ class Scenario:
     content: ContentConfig = field(default_factory=ContentConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     viewers: ViewersConfig = field(default_factory=ViewersConfig)
+    engine: EngineSection = field(default_factory=EngineSection)
     events: tuple[EventConfig, ...] = ()
     source: str = "<scenario>"
 
@@ -352,6 +390,9 @@ class Scenario:
             validate(g)
         except SpecError as exc:
             raise ScenarioError(f"{self.source}: links: {exc}") from None
+        if self.engine.host is not None and self.engine.host not in hosts(g):
+            raise ScenarioError(f"{self.source}: engine.host: {self.engine.host!r} is not a "
+                                f"host of the topology ({', '.join(hosts(g))})")
         g.graph.update(scenario=self.name, seed=self.seed)
         return g
 
@@ -394,6 +435,7 @@ class Scenario:
             "content": dataclasses.asdict(self.content),
             "delivery": {k: _plain(v) for k, v in dataclasses.asdict(self.delivery).items()},
             "viewers": dataclasses.asdict(self.viewers),
+            "engine": dataclasses.asdict(self.engine),
             "events": [_event_dict(e) for e in self.events],
         }
 
@@ -684,7 +726,9 @@ def _parse_viewers(c: _Checker, data: Any) -> ViewersConfig:
     if max_buffer < startup:
         raise c.fail("viewers.max_buffer_s", get("max_buffer_s"),
                      f"must be >= startup_buffer_s {startup:g}")
+    trace = get("trace")
     return ViewersConfig(
+        model=c.choice(get("model"), "viewers.model", VIEWER_MODELS),
         per_host=c.integer(get("per_host"), "viewers.per_host", 1),
         startup_buffer_s=startup,
         max_buffer_s=max_buffer,
@@ -694,6 +738,38 @@ def _parse_viewers(c: _Checker, data: Any) -> ViewersConfig:
         abandon_prob=c.fraction(get("abandon_prob"), "viewers.abandon_prob"),
         live_share=c.fraction(get("live_share"), "viewers.live_share"),
         mean_gap_s=c.number(get("mean_gap_s"), "viewers.mean_gap_s", 0),
+        arrival_rate=c.number(get("arrival_rate"), "viewers.arrival_rate", 0, strict=True),
+        regional_skew=c.fraction(get("regional_skew"), "viewers.regional_skew"),
+        trace=None if trace is None else c.text(trace, "viewers.trace"),
+    )
+
+
+def _parse_engine(c: _Checker, data: Any) -> EngineSection:
+    body = c.mapping(data, "engine", ENGINE_KEYS)
+    d = EngineSection()
+
+    def get(key: str) -> Any:
+        return body.get(key, getattr(d, key))
+
+    def positive(key: str) -> float:
+        return c.number(get(key), f"engine.{key}", 0, strict=True)
+
+    host = get("host")
+    horizon = positive("horizon_s")
+    if not 1 <= horizon <= 60:
+        raise c.fail("engine.horizon_s", horizon, "must be within 1..60 s")
+    port = c.integer(get("port"), "engine.port", 1024)
+    if port > 65535 or port == HTTP_PORT_RESERVED:
+        raise c.fail("engine.port", port, f"must be within 1024..65535 and not "
+                     f"{HTTP_PORT_RESERVED} (the daemons' HTTP port)")
+    return EngineSection(
+        host=None if host is None else c.text(host, "engine.host"),
+        port=port,
+        horizon_s=horizon,
+        retrain_s=positive("retrain_s"),
+        train_window_s=positive("train_window_s"),
+        min_train_s=positive("min_train_s"),
+        top=c.integer(get("top"), "engine.top", 1),
     )
 
 
@@ -762,6 +838,7 @@ def parse_scenario(data: Any, source: str) -> Scenario:
         content=_parse_content(c, body.get("content")),
         delivery=_parse_delivery(c, body.get("delivery")),
         viewers=_parse_viewers(c, body.get("viewers")),
+        engine=_parse_engine(c, body.get("engine")),
         events=_parse_events(c, body.get("events")),
         source=source,
     )

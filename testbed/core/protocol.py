@@ -63,6 +63,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
                    "route": list},
     "neighbours": {"neighbours": dict},
     "telemetry": {"events": list},
+    "predict": {"helpers": list, "top": int},
     "fetch": {"video": str, "index": int, "min_version": int},
     "manifest": {"manifest": dict, "signature": str},
 }

@@ -148,3 +148,81 @@ class TelemetryBuffer:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+# ---------------------------------------------------------------- the engine's side
+
+#: A pseudonym as :func:`anonymise` makes it: 16 lower-case hex digits.
+_PSEUDONYM = re.compile(r"^[0-9a-f]{16}$")
+#: The most records one batch may carry; a bigger batch is refused whole.
+MAX_BATCH = 1000
+
+
+def check_record(rec: object, sender: str, now: float, max_future_s: float = 5.0,
+                 max_age_s: float = 3600.0) -> dict:
+    """One record as the prediction engine accepts it, or :class:`TelemetryError`.
+
+    The checks a receiver must make whatever the sender promised: the base keys present
+    and typed, a known kind, only whitelisted extra keys, ``helper`` equal to the
+    authenticated ``sender``, a viewer that is a pseudonym (never a raw id), no value that
+    is an address, ``at`` neither later than ``now + max_future_s`` nor older than
+    ``max_age_s``, and a non-negative integer ``index`` on every request.  Returns a trace
+    row: ``at, helper, viewer, video, kind, playhead_s, index`` (-1 unless a request).
+    """
+    if not isinstance(rec, dict):
+        raise TelemetryError(f"record is a {type(rec).__name__}, not an object")
+    missing = [k for k in BASE_KEYS if k not in rec]
+    if missing:
+        raise TelemetryError(f"record lacks {', '.join(missing)}")
+    for key in rec:
+        if key not in BASE_KEYS and key not in EXTRA_KEYS:
+            raise TelemetryError(f"record field {str(key)[:40]!r} is not allowed")
+    kind, viewer, helper = rec["kind"], rec["viewer"], rec["helper"]
+    if kind not in TELEMETRY_KINDS:
+        raise TelemetryError(f"record kind {str(kind)[:40]!r} is not one of {TELEMETRY_KINDS}")
+    if not isinstance(viewer, str) or not _PSEUDONYM.match(viewer):
+        raise TelemetryError("record viewer is not a pseudonym (16 hex digits)")
+    if helper != sender:
+        raise TelemetryError(f"record helper {str(helper)[:40]!r} is not the sender {sender!r}")
+    for key, value in rec.items():
+        _check_value(str(key), value, "")
+    for key in ("at", "playhead_s"):
+        v = rec[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TelemetryError(f"record {key} must be a number, got {type(v).__name__}")
+    at, playhead = float(rec["at"]), float(rec["playhead_s"])
+    if at > now + max_future_s:
+        raise TelemetryError(f"record at={at:.3f} is {at - now:.1f} s in the future")
+    if at < now - max_age_s:
+        raise TelemetryError(f"record at={at:.3f} is older than {max_age_s:.0f} s")
+    if playhead < 0:
+        raise TelemetryError(f"record playhead_s must be >= 0, got {playhead!r}")
+    video = rec["video"]
+    if not isinstance(video, str) or not video:
+        raise TelemetryError("record video must be non-empty text")
+    index = rec.get("index", -1 if kind != "request" else None)
+    if kind == "request" and (isinstance(index, bool) or not isinstance(index, int)
+                              or index < 0):
+        raise TelemetryError(f"request index must be an int >= 0, got {index!r}")
+    return {"at": at, "helper": helper, "viewer": viewer, "video": video, "kind": kind,
+            "playhead_s": playhead, "index": int(index) if kind == "request" else -1}
+
+
+def check_batch(events: object, sender: str, now: float, **limits: float
+                ) -> tuple[list[dict], list[str]]:
+    """(accepted rows, one error line per refused record) for a batch of records.
+
+    A batch that is not a list, or holds more than :data:`MAX_BATCH` records, is refused
+    whole (one error, no rows); otherwise each record stands or falls alone.
+    """
+    if not isinstance(events, list):
+        return [], [f"batch is a {type(events).__name__}, not a list"]
+    if len(events) > MAX_BATCH:
+        return [], [f"batch of {len(events)} records exceeds {MAX_BATCH}"]
+    rows, errors = [], []
+    for i, rec in enumerate(events):
+        try:
+            rows.append(check_record(rec, sender, now, **limits))
+        except TelemetryError as exc:
+            errors.append(f"record {i}: {exc}")
+    return rows, errors

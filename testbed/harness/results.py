@@ -84,9 +84,10 @@ def extras(records: list[dict]) -> dict:
         if r.get("direction") == "tx":
             sent[r["cls"]] = sent.get(r["cls"], 0) + int(r["bytes"])
     if sent.get("viewer"):
-        # what the mesh's upkeep costs: telemetry and control bytes per byte to viewers
-        out["overhead_ratio"] = round((sent.get("telemetry", 0) + sent.get("control", 0))
-                                      / sent["viewer"], 4)
+        # what the mesh's upkeep costs: telemetry, predictions and control bytes per byte
+        # to viewers
+        upkeep = sum(sent.get(c, 0) for c in ("telemetry", "prediction", "control"))
+        out["overhead_ratio"] = round(upkeep / sent["viewer"], 4)
     qoe = _of(records, "qoe")
     if qoe:
         # the viewers' own count: every request answered, failed, or still in flight when

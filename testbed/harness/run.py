@@ -9,15 +9,19 @@ for its duration, everything stopped, logs turned into tables.
     secrets/               the CA secret and the credentials the master issued (0600)
     logs/<name>.jsonl      each daemon's event log (JSON lines)
     proc/<name>.log        each daemon's stdout and stderr
-    engine/telemetry.jsonl what the helpers' telemetry delivered (the engine's sink)
+    workload/planned.csv   the viewer sessions as the workload planned them (a trace)
+    engine/telemetry.csv   the telemetry the prediction engine accepted (a trace)
+    engine/models/         each model the engine trained, with its scores
     tables/*.csv           per request, per viewer, by source, by traffic class
     summary.csv            the one-row summary
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -32,6 +36,8 @@ import networkx as nx
 
 from testbed.core import security as sec
 from testbed.core import spec as S
+from testbed.core import workload as W
+from testbed.core.content import CatalogueConfig, build_catalogue
 from testbed.core.measure import judge_cpu
 from testbed.emu.calibrate import CpuSampler
 from testbed.emu.network import TestbedNetwork, address_plan
@@ -41,6 +47,7 @@ from testbed.scenario import Scenario
 
 LIVE_T0_S = 4.0          # live channels start producing this long after t0
 VIEWERS_START_S = 6.0    # players start after the first pingback round set the tree up
+ENGINE_NAME = "engine"   # the prediction engine daemon's name (its log, credential, config)
 MULTICAST_ROUTE = "224.0.0.0/4"
 
 
@@ -80,6 +87,63 @@ def assign_players(spec: nx.Graph, viewers: list[str], helpers: list[str],
     return out
 
 
+def workload_config(scenario: Scenario, helpers: list[str]) -> W.WorkloadConfig:
+    """The calibrated workload the scenario's viewers section describes, over its catalogue."""
+    content = scenario.content
+    cat = build_catalogue(CatalogueConfig(**dataclasses.asdict(content)))
+    v = scenario.viewers
+    live = tuple((vid, cat[vid].duration_s) for vid in cat.ids("live"))
+    return W.WorkloadConfig(
+        helpers=tuple(helpers), videos=tuple((vid, cat[vid].duration_s) for vid in cat.ids("vod")),
+        segment_s=content.segment_s, duration_s=max(1.0, scenario.duration_s - VIEWERS_START_S),
+        seed=scenario.seed, arrival_rate=v.arrival_rate, zipf_s=v.zipf_s,
+        regional_skew=v.regional_skew, live=live, live_share=v.live_share if live else 0.0,
+        max_buffer_s=v.max_buffer_s)
+
+
+def workload_sessions(scenario: Scenario, helpers: list[str]) -> list[W.Session]:
+    """The sessions the viewers play: drawn from the workload, or replayed from a trace.
+
+    A trace's helper names that the topology lacks are mapped onto its helpers in turn
+    (sorted), so a trace recorded elsewhere still spreads over every region.
+    """
+    cfg = workload_config(scenario, helpers)
+    if scenario.viewers.trace is None:
+        return list(W.generate(cfg).sessions)
+    trace = W.read_trace(scenario.viewers.trace)
+    durations = {**dict(cfg.videos), **dict(cfg.live)}
+    sessions = W.sessions_from_trace(trace, cfg.segment_s, durations,
+                                     lookahead_s=cfg.max_buffer_s,
+                                     live_ids=[vid for vid, _ in cfg.live])
+    foreign = sorted({s.helper for s in sessions} - set(helpers), key=S.natural_key)
+    mapping = {h: helpers[i % len(helpers)] for i, h in enumerate(foreign)}
+    return [dataclasses.replace(s, helper=mapping.get(s.helper, s.helper)) for s in sessions
+            if s.arrive_at < cfg.duration_s]
+
+
+def hosts_for_helpers(spec: nx.Graph, viewers: list[str], helpers: list[str],
+                      players: dict[str, list[tuple[str, str]]]) -> dict[str, list[str]]:
+    """helper -> the viewer hosts that play its region's sessions: those whose players it
+    serves, else the viewer hosts nearest to it by hops."""
+    out = {}
+    for h in helpers:
+        near = sorted((v for v, plist in players.items() if any(x == h for _, x in plist)),
+                      key=S.natural_key)
+        if not near and viewers:
+            dist = nx.single_source_shortest_path_length(spec, h)
+            best = min(dist.get(v, 1 << 30) for v in viewers)
+            near = [v for v in viewers if dist.get(v) == best]
+        out[h] = near
+    return out
+
+
+def session_dict(s: W.Session, helper_ip: str) -> dict:
+    return {"id": s.id, "helper": s.helper, "helper_ip": helper_ip, "video": s.video,
+            "start_at": s.arrive_at, "start_index": s.plan.start_index,
+            "actions": [list(a) for a in s.plan.actions],
+            "patience_s": s.patience_s if math.isfinite(s.patience_s) else None}
+
+
 def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
                  ca_public_key: bytes, salt: bytes) -> dict[str, dict]:
     """Every daemon's configuration (what :class:`testbed.nodes.common.NodeConfig` loads)."""
@@ -103,19 +167,32 @@ def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
                    for e in scenario.events if e.action == "republish"],
         "ca_public_key": ca_public_key.hex(),
     }
+    eng = d["engine"]
+    engine_host = eng["host"] or master
+    engine = {**{k: v for k, v in eng.items() if k != "host"}, "name": ENGINE_NAME,
+              "host": engine_host, "ip": plan[engine_host]["ip"]}
     extra = {"live_t0": LIVE_T0_S, "telemetry_salt": salt.hex(),
-             "viewers_start_s": VIEWERS_START_S}
+             "viewers_start_s": VIEWERS_START_S, "engine": engine}
     configs = {master: {**base, "name": master, "role": "master", "ip": plan[master]["ip"],
-                        "extra": extra}}
+                        "extra": extra},
+               ENGINE_NAME: {**base, "name": ENGINE_NAME, "role": "engine",
+                             "ip": engine["ip"], "extra": extra}}
     for h in roles[S.HELPER]:
         configs[h] = {**base, "name": h, "role": "helper", "ip": plan[h]["ip"], "extra": extra}
     players = assign_players(spec, roles[S.VIEWER], roles[S.HELPER],
                              scenario.viewers.per_host)
+    sessions: dict[str, list[dict]] = {v: [] for v in players}
+    if scenario.viewers.model == "workload":
+        where = hosts_for_helpers(spec, roles[S.VIEWER], roles[S.HELPER], players)
+        turn = {h: itertools.cycle(hosts) for h, hosts in where.items() if hosts}
+        for sess in workload_sessions(scenario, roles[S.HELPER]):
+            if sess.helper in turn:
+                sessions[next(turn[sess.helper])].append(session_dict(sess, helpers[sess.helper]))
     for v, plist in players.items():
+        own = {"sessions": sessions[v]} if scenario.viewers.model == "workload" else {
+            "players": [{"id": pid, "helper": h, "helper_ip": helpers[h]} for pid, h in plist]}
         configs[v] = {**base, "name": v, "role": "viewer", "ip": plan[v]["ip"],
-                      "extra": {**extra, "players": [
-                          {"id": pid, "helper": h, "helper_ip": helpers[h]}
-                          for pid, h in plist]}}
+                      "extra": {**extra, **own}}
     return configs
 
 
@@ -233,14 +310,21 @@ class Deployment:
             host.cmd(f"ip route replace {MULTICAST_ROUTE} dev {host.defaultIntf().name}")
         self.t0 = time.time() + 1.0
         self.configs = node_configs(self.scenario, spec, out, self.t0, ca_pub, os.urandom(16))
+        if self.scenario.viewers.model == "workload":  # the sessions as planned, as a trace
+            helpers = _roles(spec)[S.HELPER]
+            planned = W.trace_frame(workload_sessions(self.scenario, helpers),
+                                    workload_config(self.scenario, helpers))
+            (out / "workload").mkdir(exist_ok=True)
+            W.write_trace(planned, out / "workload" / "planned.csv")
         (out / "nodes").mkdir(exist_ok=True)
         roles = _roles(spec)
-        for group in (roles[S.MASTER], roles[S.HELPER], roles[S.VIEWER]):
+        for group in (roles[S.MASTER], [ENGINE_NAME], roles[S.HELPER], roles[S.VIEWER]):
             for name in group:
                 cfg = self.configs[name]
                 path = out / "nodes" / f"{name}.json"
                 path.write_text(json.dumps(cfg, indent=1))
-                p = _daemon(name, cfg["role"], self.tn.host(name), path, out,
+                where = cfg["extra"]["engine"]["host"] if name == ENGINE_NAME else name
+                p = _daemon(name, cfg["role"], self.tn.host(where), path, out,
                             out / "nodes" / f"{name}.ready", self.tn.run_id)
                 self.procs[name] = p
                 p.start(timeout=30)
@@ -253,7 +337,7 @@ class Deployment:
             self.sync.__exit__()
             self.sync = None
         roles = _roles(self.spec)
-        for group in (roles[S.VIEWER], roles[S.HELPER], roles[S.MASTER]):
+        for group in (roles[S.VIEWER], roles[S.HELPER], [ENGINE_NAME], roles[S.MASTER]):
             procs = [self.procs[n] for n in group if n in self.procs]
             for p in procs:  # all of a role at once, then wait for each
                 if p.alive():

@@ -31,7 +31,8 @@ HTTP_PORT = 8080
 UDP_PORT = 7000
 LIVE_PORT = 7100
 #: Traffic classes counted at every node (bytes sent and received).
-CLASSES = ("tree", "mesh", "prefetch", "telemetry", "control", "live", "viewer", "origin")
+CLASSES = ("tree", "mesh", "prefetch", "telemetry", "prediction", "control", "live", "viewer",
+           "origin")
 
 log = logging.getLogger("meshcast")
 

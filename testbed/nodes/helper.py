@@ -1,5 +1,6 @@
 """The helper daemon: a prefetch cache that serves viewers, a place in the master's tree,
-``k`` mesh neighbours, signed mesh data, live relay, invalidations and telemetry.
+``k`` mesh neighbours, signed mesh data, live relay, invalidations and telemetry
+(to the prediction engine).
 
 HTTP on port 8080:
 
@@ -192,9 +193,9 @@ class Helper:
             raise FetchFailed(f"manifest {video}: {exc}") from None
 
     async def post(self, ip: str, path: str, data: bytes, cls: str,
-                   timeout: float = 10.0) -> tuple[int, bytes, dict]:
+                   timeout: float = 10.0, port: int = C.HTTP_PORT) -> tuple[int, bytes, dict]:
         self.traffic.sent(cls, len(data))
-        async with self.http.post(f"http://{ip}:{C.HTTP_PORT}{path}", data=data,
+        async with self.http.post(f"http://{ip}:{port}{path}", data=data,
                                   timeout=ClientTimeout(total=timeout)) as r:
             body = await r.read()
             self.traffic.received(cls, len(body))
@@ -613,10 +614,16 @@ class Helper:
         if not batch:
             return
         msg = self.secure.encode("telemetry", {"events": batch})
+        engine = self.cfg.extra["engine"]
         try:
-            await self.post(self.cfg.master["ip"], "/control", msg, "telemetry", timeout=5.0)
+            status, body, _ = await self.post(engine["ip"], "/telemetry", msg, "telemetry",
+                                              timeout=5.0, port=int(engine["port"]))
         except (ClientError, asyncio.TimeoutError, OSError):
             self.events.write("telemetry_lost", events=len(batch))
+            return
+        if status != 200:
+            self.events.write("telemetry_refused", status=status, events=len(batch),
+                              answer=body[:200].decode(errors="replace"))
 
     # -- live channels ----------------------------------------------------------------
     def _live_channel(self, video: str) -> int:

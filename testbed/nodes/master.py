@@ -1,7 +1,8 @@
 """The master daemon: credentials, signed manifests, pingback and tiers, the live channels
 down the tree, the origin for misses, prefetch pushes through the mesh, republishing.
 
-- Issues every helper its credential (``<run>/secrets/<helper>.json``) from the testbed CA.
+- Issues every helper and the prediction engine its credential
+  (``<run>/secrets/<name>.json``) from the testbed CA.
 - Pingback (UDP 7000): every ``pingback_interval_s`` it probes each helper
   ``pingback_probes`` times; :class:`testbed.core.timing.Pingback` turns the samples into
   the broadcast timing index, tiers and routing tables, which go to the helpers (signed
@@ -10,8 +11,10 @@ down the tree, the origin for misses, prefetch pushes through the mesh, republis
 - Live channels are produced in real time and sent on the master's relay group
   ``239.77.N.C``; tier-1 helpers relay them to theirs.
 - ``POST /fetch``: the origin, last stop of a miss that went up the tree.
-- Every ``prefetch_interval_s`` the prefetch policy picks pushes from the helpers'
-  telemetry and cache inventories; each goes through the mesh along a Dijkstra route.
+- Every ``prefetch_interval_s`` it asks the prediction engine (:mod:`testbed.nodes.engine`,
+  which receives the helpers' telemetry) for each helper's expected requests and its
+  viewers' playheads; the prefetch policy picks pushes from those and the helpers' cache
+  inventories; each goes through the mesh along a Dijkstra route.
 - Scenario events ``republish`` bump a video's version and send an invalidation down the
   tree and through the mesh.
 """
@@ -45,8 +48,8 @@ from testbed.nodes import common as C
 from testbed.nodes.manifests import sign_manifest
 
 log = logging.getLogger("meshcast.master")
-ACTIVE_S = 15.0  # a viewer with no telemetry for this long is no longer watching
-ENDED = ("stop", "abandon", "complete")
+ACTIVE_S = 15.0  # playheads older than this are not planned with
+FORECAST_EVERY_S = 2.0  # at most this often the engine is asked (a segment's length)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -76,11 +79,11 @@ class Master:
         self.nonces: dict[int, tuple[str, float]] = {}
         self.reports: dict[str, dict[str, PeerMetric]] = {}
         self.inventory: dict[str, set[tuple[str, int]]] = {}
-        self.watching: dict[tuple[str, str], tuple[str, int, float, str]] = {}
+        self.forecast: dict = {}  # the engine's last answer
+        self.forecast_at = -1e9
+        self.forecast_version: int | None = None
         self.in_flight: dict[tuple[str, str, int], float] = {}
         self.sync_path = cfg.run_dir / "controller-sync.json"
-        self.sink_path = cfg.run_dir / "engine" / "telemetry.jsonl"
-        self.sink_path.parent.mkdir(parents=True, exist_ok=True)
         self.tasks: list[asyncio.Task] = []
         self.sent_place: dict[str, tuple] = {}
         self.rounds = 0
@@ -93,8 +96,9 @@ class Master:
         not_after = self.clock.wall() + self.cfg.duration_s + 3600
         self.identity = self.authority.identity(self.cfg.name, not_after=not_after)
         self.directory = [self.identity.cert]
-        for name in self.cfg.helpers:
-            ident = self.authority.issue(name, "helper", not_after)
+        engine = self.cfg.extra["engine"]["name"]
+        for name, role in [*((h, "helper") for h in self.cfg.helpers), (engine, "engine")]:
+            ident = self.authority.issue(name, role, not_after)
             self.directory.append(ident.cert)
             path = self.cfg.credential_path(name)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -103,7 +107,7 @@ class Master:
         # the public directory: written before any credential can be used
         write_atomic(self.cfg.secrets_dir / "certificates.json",
                      json.dumps([c.to_dict() for c in self.directory]))
-        self.events.write("credentials", issued=sorted(self.cfg.helpers))
+        self.events.write("credentials", issued=sorted(self.cfg.helpers) + [engine])
 
     def publish(self, video: str) -> dict:
         m = build_manifest(self.cfg.seed, self.catalogue[video], self.versions[video])
@@ -132,6 +136,8 @@ class Master:
         self.tasks = [
             C.every(float(d["pingback_interval_s"]), self.pingback_round, "pingback",
                     first_delay=1.0),
+            C.every(max(float(d["prefetch_interval_s"]), FORECAST_EVERY_S), self.ask_engine,
+                    "forecast", first_delay=2.5),
             C.every(float(d["prefetch_interval_s"]), self.prefetch_round, "prefetch",
                     first_delay=3.0),
             *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
@@ -198,9 +204,6 @@ class Master:
         if msg.type == "neighbours":
             self.traffic.received("control", len(raw))
             self.on_neighbours(msg)
-        elif msg.type == "telemetry":
-            self.traffic.received("telemetry", len(raw))
-            self.on_telemetry(msg)
         else:
             self.secure.rejected.note(self.events, "wrong_type", msg.sender, "control")
             return web.Response(status=400, text="unexpected message type\n")
@@ -239,23 +242,6 @@ class Master:
         if changed:
             self.events.write("mesh_report", helper=msg.sender, neighbours=sorted(metrics))
             self.write_sync()
-
-    def on_telemetry(self, msg: P.Message) -> None:
-        events = msg.body["events"]
-        with open(self.sink_path, "a") as f:
-            for e in events:
-                if not isinstance(e, dict):
-                    continue
-                f.write(json.dumps(e, separators=(",", ":")) + "\n")
-                try:
-                    viewer, video = str(e["viewer"]), str(e["video"])
-                    kind, at = str(e["kind"]), float(e["at"])
-                    seg_s = self.catalogue[video].segment_s
-                    index = int(e.get("index", float(e["playhead_s"]) // seg_s))
-                except (KeyError, TypeError, ValueError):
-                    continue
-                self.watching[(msg.sender, viewer)] = (video, index, at, kind)
-        self.events.write("telemetry_batch", helper=msg.sender, events=len(events))
 
     def write_sync(self) -> None:
         """What the controller should know: tiers and mesh pairs (the harness forwards it)."""
@@ -356,14 +342,37 @@ class Master:
                               group=group, bytes=len(data))
 
     # -- prefetch ---------------------------------------------------------------------
+    async def ask_engine(self) -> None:
+        """The engine's predictions and playheads for every helper (kept in ``forecast``)."""
+        e = self.cfg.extra["engine"]
+        msg = self.secure.encode("predict", {"helpers": sorted(self.cfg.helpers),
+                                             "top": int(e["top"])})
+        self.traffic.sent("prediction", len(msg))
+        try:
+            async with self.http.post(f"http://{e['ip']}:{e['port']}/predict", data=msg,
+                                      timeout=ClientTimeout(total=3.0)) as r:
+                body = await r.read()
+                self.traffic.received("prediction", len(body))
+                if r.status != 200:
+                    raise ValueError(f"status {r.status}: {body[:120]!r}")
+                answer = json.loads(body)
+        except (ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            self.events.write("forecast_failed", error=str(exc)[:200])
+            return
+        self.forecast = answer
+        self.forecast_at = self.clock.now()
+        n = sum(len(p) for p in answer.get("predictions", {}).values())
+        if answer.get("version") != self.forecast_version:
+            self.forecast_version = answer.get("version")
+            self.events.write("forecast_model", version=self.forecast_version)
+        self.events.write("forecast", version=answer.get("version"), segments=n,
+                          bytes=len(body))
+
     def helper_views(self, now: float) -> list[HelperView]:
         playheads: dict[str, list[tuple[str, int]]] = {}
-        for (helper, _viewer), (video, index, at, kind) in list(self.watching.items()):
-            if now - at > ACTIVE_S or kind in ENDED:
-                if now - at > 4 * ACTIVE_S:
-                    del self.watching[(helper, _viewer)]
-                continue
-            playheads.setdefault(helper, []).append((video, index))
+        if now - self.forecast_at <= ACTIVE_S:
+            for helper, heads in self.forecast.get("playheads", {}).items():
+                playheads[helper] = [(str(v), int(i)) for v, i in heads]
         for k, t in list(self.in_flight.items()):
             if now - t > 10.0:
                 del self.in_flight[k]

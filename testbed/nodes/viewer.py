@@ -1,7 +1,10 @@
 """A viewer host: many emulated players (asyncio tasks) watching through their helpers.
 
-Each player follows the sessions the behaviour model planned for it
-(:class:`testbed.core.player.BehaviourModel`), fetches the signed manifest from its helper,
+With ``viewers.model: players`` each player follows the sessions the behaviour model
+planned for it (:class:`testbed.core.player.BehaviourModel`); with ``viewers.model:
+workload`` each session the calibrated workload planned (:mod:`testbed.core.workload`)
+starts at its arrival time and leaves if its first frame takes longer than its patience.
+A session fetches the signed manifest from its helper,
 fills the start-up buffer, plays in real time (:class:`testbed.core.player.Player`), stalls
 when the buffer runs dry, pauses, seeks and abandons.  Every segment's SHA-256 is checked
 against the manifest the master signed.  Player events go to the helper as telemetry; the
@@ -34,8 +37,10 @@ RETRIES = 4
 class Session:
     """One player's session: the fetches it makes and what it checks."""
 
-    def __init__(self, host: ViewerHost, player_id: str, helper_ip: str, plan: SessionPlan):
+    def __init__(self, host: ViewerHost, player_id: str, helper_ip: str, plan: SessionPlan,
+                 patience_s: float | None = None):
         self.host = host
+        self.patience_s = patience_s  # leave if the first frame takes longer than this
         self.id = player_id
         self.base = f"http://{helper_ip}:{C.HTTP_PORT}"
         self.plan = plan
@@ -153,6 +158,10 @@ class Session:
                     t = asyncio.get_running_loop().create_task(self.fetch(player, f.index))
                     inflight.add(t)
                     t.add_done_callback(inflight.discard)
+                if (self.patience_s is not None and player.state == "startup"
+                        and now - self.plan.start_at > self.patience_s):
+                    for e in player.abandon(now):  # start-up took longer than it would wait
+                        self.note(e)
                 if self.telemetry:
                     await self.flush_telemetry()
                 if player.done:
@@ -217,13 +226,30 @@ class ViewerHost:
                 plan = SessionPlan(plan.video_id, plan.start_at, max(0, edge), plan.actions)
             await Session(self, player_id, helper_ip, plan).play()
 
+    async def session(self, s: dict) -> None:
+        """One session the workload planned (``viewers.model: workload``)."""
+        start = float(self.cfg.extra.get("viewers_start_s", 0.0))
+        plan = SessionPlan(s["video"], float(s["start_at"]) + start, int(s["start_index"]),
+                           tuple((float(p), str(k), float(a)) for p, k, a in s["actions"]))
+        if plan.video_id in self.catalogue.ids("live"):
+            edge = self.catalogue[plan.video_id].live_edge(plan.start_at, self.live_t0)
+            plan = SessionPlan(plan.video_id, plan.start_at, max(0, edge), plan.actions)
+        patience = s.get("patience_s")
+        await Session(self, s["id"], s["helper_ip"], plan,
+                      None if patience is None else float(patience)).play()
+
     async def run(self, stop: asyncio.Event) -> None:
         self.stopping = stop
         self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))
-        players = self.cfg.extra["players"]
-        tasks = [asyncio.get_running_loop().create_task(self.player(p["id"], p["helper_ip"]))
-                 for p in players]
-        C.announce_ready(self.cfg, self.events, players=len(players))
+        loop = asyncio.get_running_loop()
+        if "sessions" in self.cfg.extra:
+            sessions = self.cfg.extra["sessions"]
+            tasks = [loop.create_task(self.session(s)) for s in sessions]
+            C.announce_ready(self.cfg, self.events, sessions=len(sessions))
+        else:
+            players = self.cfg.extra["players"]
+            tasks = [loop.create_task(self.player(p["id"], p["helper_ip"])) for p in players]
+            C.announce_ready(self.cfg, self.events, players=len(players))
         try:
             await stop.wait()
         finally:

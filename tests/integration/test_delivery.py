@@ -1,8 +1,10 @@
 """The delivery system on real Mininet, OVS, controller and daemons.
 
-- the default scenario for >= 2 minutes: every request answered, every digest right,
-  QoE per viewer, prefetch hits, caches within capacity, a republish with no stale
-  serves after the invalidation arrived;
+- the default scenario for >= 2 minutes (viewers from the calibrated workload): every
+  request answered, every digest right, QoE per viewer, prefetch hits, caches within
+  capacity, a republish with no stale serves after the invalidation arrived, anonymised
+  telemetry at the prediction engine, which trains models while the master uses its
+  forecasts;
 - injected helper latencies of 2, 5, 20 and 40 ms: the tiers, centre-to-edge routing
   tables, a live channel reaching the helpers with viewers through their parents, and
   with prefetch off and cold caches no prefetch hits at all.
@@ -17,6 +19,7 @@ import pandas as pd
 from conftest import REPO
 
 from testbed.core.spec import HELPER, MASTER, SWITCH, VIEWER
+from testbed.core.workload import read_trace
 from testbed.harness import results
 from testbed.harness.run import Deployment, run_scenario
 from testbed.scenario import load_scenario, loads_scenario
@@ -37,16 +40,20 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     qoe = of(records, "qoe")
     assert not result.failures, result.failures
 
-    # at least 24 players, every request answered, every segment's digest right
+    # the calibrated workload's sessions played (about 0.08/s per helper), every request
+    # answered, every segment's digest right
+    planned = read_trace(run_dir / "workload" / "planned.csv")
     players = {r["viewer"] for r in qoe}
-    assert len(players) >= 24, sorted(players)
+    assert len(players) >= 40, sorted(players)
+    assert players <= set(planned["viewer"])
+    assert len(players) >= 0.95 * planned["viewer"].nunique()
     assert sum(r["requests"] for r in qoe) > 500
     assert sum(r["answered"] for r in qoe) == sum(r["requests"] for r in qoe)
     assert not of(records, "request_failed")
     assert sum(r["digest_failures"] for r in qoe) == 0
     assert all(r["digest_ok"] for r in of(records, "request"))
     per_viewer = pd.read_csv(run_dir / "tables" / "per_viewer.csv")
-    assert len(per_viewer) >= 24 and "startup_s" in per_viewer.columns
+    assert len(per_viewer) >= 40 and "startup_s" in per_viewer.columns
 
     # two tiers found by pingback; the far regions' helpers in tier 2
     tiers = json.loads(s["tiers"])
@@ -66,9 +73,27 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     assert (run_dir / "summary.csv").exists()
 
     # what reached the engine is anonymised: no player id, no address
-    sink = (run_dir / "engine" / "telemetry.jsonl").read_text()
+    sink = (run_dir / "engine" / "telemetry.csv").read_text()
     assert sink.count("\n") > 100
     assert not any(p in sink for p in players) and "10.0.0." not in sink
+    trace = read_trace(run_dir / "engine" / "telemetry.csv")
+    assert set(trace["helper"]) == {f"h{i}" for i in range(1, 9)}
+    assert trace["viewer"].str.fullmatch("[0-9a-f]{16}").all()
+
+    # the engine trained models while the run went on and the master used its forecasts
+    models = of(records, "model")
+    trained = [m for m in models if "skipped" not in m]
+    print("engine trainings:", [(m["version"], m.get("wall_s"), m.get("scores")) for m in models])
+    assert len(trained) >= 2, models
+    assert len(list((run_dir / "engine" / "models").glob("model-v*.joblib"))) == len(trained)
+    forecasts = of(records, "forecast")
+    assert len(forecasts) > 60 and max(f["version"] for f in forecasts) >= 2
+    assert not of(records, "forecast_failed")
+    summary = of(records, "engine_summary")[0]
+    assert summary["accepted"] > 1000 and summary["rejected"] == {}, summary
+    assert not of(records, "telemetry_refused") and not of(records, "telemetry_lost")
+    sent = {r["cls"] for r in of(records, "traffic", direction="tx")}
+    assert {"telemetry", "prediction"} <= sent
 
 
 def star(delays: dict[str, float], viewers: dict[str, str]) -> nx.Graph:

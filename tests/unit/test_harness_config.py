@@ -36,7 +36,7 @@ def test_every_daemon_gets_a_loadable_config(default, tmp_path):
     sc, spec = default
     configs = node_configs(sc, spec, tmp_path, 1000.0, b"\x01" * 32, b"\x02" * 16)
     roles = {c["role"] for c in configs.values()}
-    assert roles == {"master", "helper", "viewer"}
+    assert roles == {"master", "helper", "viewer", "engine"}
     for name, c in configs.items():
         cfg = NodeConfig(**{**json.loads(json.dumps(c)), "run_dir": tmp_path})
         assert cfg.name == name
@@ -44,7 +44,25 @@ def test_every_daemon_gets_a_loadable_config(default, tmp_path):
     m = configs["m1"]
     assert set(m["helpers"]) == {f"h{i}" for i in range(1, 9)}
     assert m["events"] == [{"at_s": 60.0, "action": "republish", "target": "vod-0000"}]
-    assert len(configs["v1"]["extra"]["players"]) == 6
+    # the default viewers are the calibrated workload: each viewer host plays the sessions
+    # of the helpers it is near, at their arrival times
+    sessions = [s for c in configs.values() if c["role"] == "viewer"
+                for s in c["extra"]["sessions"]]
+    assert len(sessions) > 50 and len({s["id"] for s in sessions}) == len(sessions)
+    assert {s["helper"] for s in sessions} == set(m["helpers"])
+    for s in sessions:
+        assert s["helper_ip"] == m["helpers"][s["helper"]]
+        assert 0 <= s["start_at"] < sc.duration_s
+    players = node_configs(sc.with_overrides({"viewers.model": "players"}), spec, tmp_path,
+                           1000.0, b"\x01" * 32, b"\x02" * 16)
+    assert len(players["v1"]["extra"]["players"]) == 6 and "sessions" not in players["v1"]["extra"]
+    # the engine runs on the master's host unless the scenario names another
+    engine = configs["engine"]["extra"]["engine"]
+    assert engine["host"] == "m1" and engine["ip"] == m["ip"] == configs["engine"]["ip"]
+    assert all(c["extra"]["engine"] == engine for c in configs.values())
+    moved = node_configs(sc.with_overrides({"engine.host": "h8"}), spec, tmp_path, 1000.0,
+                         b"\x01" * 32, b"\x02" * 16)
+    assert moved["engine"]["ip"] == configs["h8"]["ip"]
 
 
 def test_a_scenario_without_helpers_is_refused(default, tmp_path):

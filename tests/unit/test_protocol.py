@@ -49,6 +49,7 @@ BODIES = {
                    "route": []},
     "neighbours": {"neighbours": {"h2": {"latency_ms": 4.5, "bw_mbit": 100.0}}},
     "telemetry": {"events": [{"kind": "start", "viewer": "ab12", "at": 3.5}]},
+    "predict": {"helpers": ["h1", "h2"], "top": 20},
     "fetch": {"video": "live-01", "index": 0, "min_version": 0},
     "manifest": {"manifest": {"video_id": "vod-0001", "digests": ["00" * 32]},
                  "signature": "ab" * 64},

@@ -12,6 +12,7 @@ from testbed.core.spec import HELPER, MASTER, VIEWER, hosts, link_params
 from testbed.scenario import (
     ContentConfig,
     DeliveryConfig,
+    EngineSection,
     EventConfig,
     Scenario,
     ScenarioError,
@@ -168,7 +169,7 @@ def test_override_naming_two_unlinked_nodes() -> None:
     [
         ("topology: tiered\nparamz: 1\n", "paramz",
          "unknown key (expected one of name, description, seed, topology, links, calibration, "
-         "duration_s, content, delivery, viewers, events)"),
+         "duration_s, content, delivery, viewers, engine, events)"),
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
@@ -433,8 +434,9 @@ def test_default_scenario_delivery_settings() -> None:
     assert s.duration_s == 150.0
     assert s.content == ContentConfig()
     assert s.delivery == DeliveryConfig()
-    assert s.viewers == ViewersConfig(per_host=6)
+    assert s.viewers == ViewersConfig(model="workload", arrival_rate=0.08, per_host=6)
     assert len(hosts(s.build_spec(), [VIEWER])) * s.viewers.per_host == 24
+    assert s.engine == EngineSection()
     assert s.events == (EventConfig(60.0, "republish", "vod-0000"),)
 
 
@@ -529,7 +531,7 @@ def test_bad_delivery_values_name_key_and_value(text: str, expected: str) -> Non
     [
         ("content: {video: 3}\n", "content.video", "videos, live_channels, duration_s,"),
         ("delivery: {cache: 3}\n", "delivery.cache", "cache_mb, eviction, mesh_degree,"),
-        ("viewers: {players: 3}\n", "viewers.players", "per_host, startup_buffer_s,"),
+        ("viewers: {players: 3}\n", "viewers.players", "model, per_host, startup_buffer_s,"),
         ("events: [{at_s: 1, restart: h1}]\n", "events[0].restart",
          "at_s, republish, link, delay, jitter, loss, bw, queue"),
     ],
@@ -608,3 +610,28 @@ def test_content_converts_to_the_core_catalogue_config() -> None:
     catalogue = content.build_catalogue(cfg)
     assert catalogue.ids() == ["vod-0000", "vod-0001", "vod-0002"]
     assert s.events[0].target in catalogue
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("engine: {port: 8080}\n", "engine.port: 8080 (must be within 1024..65535 and not 8080"),
+        ("engine: {horizon_s: 90}\n", "engine.horizon_s: 90.0 (must be within 1..60 s)"),
+        ("engine: {retrain_s: 0}\n", "engine.retrain_s: 0 (must be > 0)"),
+        ("engine: {cores: 2}\n", "engine.cores: unknown key"),
+        ("viewers: {model: crowd}\n", "viewers.model: 'crowd'"),
+        ("viewers: {arrival_rate: 0}\n", "viewers.arrival_rate: 0 (must be > 0)"),
+        ("viewers: {regional_skew: 2}\n", "viewers.regional_skew: 2"),
+    ],
+)
+def test_engine_and_workload_keys_are_checked(text: str, expected: str) -> None:
+    msg = error_of("topology: {generator: tiered}\n" + text)
+    assert msg.startswith(f"{SRC}: {expected}"), msg
+
+
+def test_engine_host_must_be_a_host_of_the_topology() -> None:
+    s = loads_scenario("topology: {generator: tiered}\nengine: {host: h99}\n", SRC)
+    with pytest.raises(ScenarioError, match=r"engine.host: 'h99' is not a host of the topology"):
+        s.build_spec()
+    ok = loads_scenario("topology: {generator: tiered}\nengine: {host: h2}\n", SRC)
+    assert ok.engine.host == "h2" and ok.build_spec() is not None

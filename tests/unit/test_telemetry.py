@@ -114,3 +114,61 @@ def test_ordinary_values_are_not_mistaken_for_addresses():
                            source="cache_prefetch", version=2, index=3, cause="1.2.3",
                            session="s-10.5")
     assert rec["source"] == "cache_prefetch" and rec["cause"] == "1.2.3"
+
+
+# ---------------------------------------------------------------- the engine's checks
+
+from testbed.core.telemetry import MAX_BATCH, check_batch, check_record  # noqa: E402
+
+
+def good(**changes):
+    rec = telemetry_record("request", "v1-0", SALT, "vod-0001", 4.0, 100.0, "h1", index=2)
+    rec.update(changes)
+    return rec
+
+
+def test_check_record_returns_a_trace_row():
+    row = check_record(good(), "h1", now=100.5)
+    assert row == {"at": 100.0, "helper": "h1", "viewer": anonymise("v1-0", SALT),
+                   "video": "vod-0001", "kind": "request", "playhead_s": 4.0, "index": 2}
+    pause = telemetry_record("pause", "v1-0", SALT, "vod-0001", 4.0, 101.0, "h1")
+    assert check_record(pause, "h1", now=101.0)["index"] == -1
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"at": 200.0}, "in the future"),
+    ({"at": -5000.0}, "older than"),
+    ({"at": "soon"}, "at must be a number"),
+    ({"playhead_s": -1.0}, "playhead_s must be >= 0"),
+    ({"kind": "explode"}, "kind 'explode'"),
+    ({"viewer": "v1-0"}, "not a pseudonym"),
+    ({"viewer": "10.0.0.7"}, "not a pseudonym"),
+    ({"helper": "h2"}, "is not the sender 'h1'"),
+    ({"index": -1}, "request index"),
+    ({"index": 2.5}, "request index"),
+    ({"video": ""}, "video must be non-empty"),
+    ({"source": "10.0.0.9:80"}, "is an address"),
+    ({"client_ip": "x"}, "'client_ip' is not allowed"),
+])
+def test_check_record_refuses_with_a_clear_line(change, words):
+    with pytest.raises(TelemetryError, match=words) as info:
+        check_record(good(**change), "h1", now=100.0)
+    assert "\n" not in str(info.value)
+
+
+def test_check_record_names_missing_fields_and_non_objects():
+    rec = good()
+    del rec["at"], rec["video"]
+    with pytest.raises(TelemetryError, match="lacks video, at"):
+        check_record(rec, "h1", now=100.0)
+    with pytest.raises(TelemetryError, match="list, not an object"):
+        check_record([1, 2], "h1", now=100.0)
+
+
+def test_check_batch_keeps_the_good_records_and_refuses_huge_batches():
+    rows, errors = check_batch([good(), good(at=1e9), "junk", good(index=3)], "h1", now=100.0)
+    assert [r["index"] for r in rows] == [2, 3]
+    assert len(errors) == 2 and errors[0].startswith("record 1: ") and "future" in errors[0]
+    rows, errors = check_batch([good()] * (MAX_BATCH + 1), "h1", now=100.0)
+    assert rows == [] and errors == [f"batch of {MAX_BATCH + 1} records exceeds {MAX_BATCH}"]
+    assert check_batch({"events": []}, "h1", now=1.0) == ([], ["batch is a dict, not a list"])
