@@ -154,8 +154,9 @@ class TelemetryBuffer:
 
 #: A pseudonym as :func:`anonymise` makes it: 16 lower-case hex digits.
 _PSEUDONYM = re.compile(r"^[0-9a-f]{16}$")
-#: The most records one batch may carry; a bigger batch is refused whole.
-MAX_BATCH = 1000
+#: The most records one batch may carry (helpers send at most 200); a bigger batch is
+#: refused whole.
+MAX_BATCH = 400
 
 
 def check_record(rec: object, sender: str, now: float, max_future_s: float = 5.0,

@@ -252,7 +252,7 @@ def _daemon(name: str, role: str, host, cfg_path: Path, out: Path, ready: Path,
 
 class Deployment:
     """``with Deployment(scenario, out) as dep:`` the network is up and every daemon
-    serves; leaving stops the daemons (viewers, helpers, master) and the network.
+    serves; leaving stops the daemons (viewers, helpers, master, engine) and the network.
 
     ``spec`` replaces the scenario's generated topology (tests inject their own);
     ``dep.t0`` is the run's second 0, ``dep.configs`` each daemon's configuration.
@@ -337,7 +337,7 @@ class Deployment:
             self.sync.__exit__()
             self.sync = None
         roles = _roles(self.spec)
-        for group in (roles[S.VIEWER], roles[S.HELPER], [ENGINE_NAME], roles[S.MASTER]):
+        for group in (roles[S.VIEWER], roles[S.HELPER], roles[S.MASTER], [ENGINE_NAME]):
             procs = [self.procs[n] for n in group if n in self.procs]
             for p in procs:  # all of a role at once, then wait for each
                 if p.alive():

@@ -16,7 +16,9 @@ Attacks (each prints one JSON object: HTTP status -> count, plus details):
   UDP port (datagrams crafted with scapy), then checks the helper still serves;
 - ``http``: malformed HTTP (bad request lines, paths, methods, headers) on a raw socket;
 - ``get``: a plain ``GET --path`` (e.g. the DASH MPD), as a standard client would;
-- ``status``: the helper's ``GET /status`` (cache, rejections), to compare before and after.
+- ``status``: the helper's ``GET /status`` (cache, rejections), to compare before and after;
+- ``telemetry``: malformed telemetry into the prediction engine, from outside and from a
+  credentialed insider (``--port`` the engine's, ``--now`` the run's time).
 """
 
 from __future__ import annotations
@@ -43,9 +45,10 @@ SIGNED_PATHS = ("/mesh", "/control", "/fetch", "/peer-fetch")
 class Http:
     """One keep-alive connection, re-opened when the server closes it."""
 
-    def __init__(self, ip: str):
+    def __init__(self, ip: str, port: int = HTTP_PORT):
         self.ip = ip
-        self.conn = http.client.HTTPConnection(ip, HTTP_PORT, timeout=10)
+        self.port = port
+        self.conn = http.client.HTTPConnection(ip, port, timeout=10)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict | None = None) -> tuple[int, bytes]:
@@ -56,7 +59,7 @@ class Http:
                 return r.status, r.read()
             except (http.client.HTTPException, OSError):
                 self.conn.close()
-                self.conn = http.client.HTTPConnection(self.ip, HTTP_PORT, timeout=10)
+                self.conn = http.client.HTTPConnection(self.ip, self.port, timeout=10)
                 if attempt:
                     return 0, b""
         return 0, b""
@@ -216,15 +219,65 @@ def attack_http(args, h: Http) -> dict:
     return {"answers": answers, "after_status": status}
 
 
-ATTACKS = {"unauth": attack_unauth, "forged": attack_forged, "replay": attack_replay,
-           "fuzz": attack_fuzz, "http": attack_http, "valid": attack_valid,
+def attack_telemetry(args, h: Http) -> dict:
+    """Telemetry into the prediction engine (``--target`` its address, ``--port`` its port):
+    junk and a foreign CA's batch, then batches from a credentialed insider that each break
+    one rule; finally one good batch (the control case).  Per case: the HTTP status and
+    the engine's answer."""
+    from testbed.core.telemetry import MAX_BATCH, anonymise
+
+    ident = sec.Identity.from_json(Path(args.identity).read_text())
+    me = ident.cert.node_id
+    signer = P.Signer(ident, seq_start=time.time_ns() // 1000)
+    now = float(args.now)
+
+    def rec(**change):
+        r = {"kind": "request", "viewer": anonymise("rogue-viewer", b"salt"), "video": args.video,
+             "playhead_s": 2.0, "at": now, "helper": me, "index": 1}
+        r.update(change)
+        return {k: v for k, v in r.items() if v is not None}
+
+    cases = {
+        "missing_field": [rec(at=None)],
+        "wrong_type": [rec(playhead_s="two")],
+        "future": [rec(at=now + 3600.0)],
+        "raw_viewer_id": [rec(viewer="v1-0")],
+        "address": [rec(video="10.0.0.9")],
+        "other_helper": [rec(helper="h2" if me != "h2" else "h1")],
+        "not_a_record": ["junk"],
+        "huge_batch": [rec(index=i % 50) for i in range(MAX_BATCH + 1)],
+        "good": [rec(index=i) for i in range(5)],
+    }
+    out: dict = {}
+    outsider = sec.Authority.from_secret(b"not the testbed's CA").issue(
+        me, "helper", time.time() + 3600)
+    foreign = P.Signer(outsider, seq_start=time.time_ns() // 1000).encode(
+        "telemetry", {"events": cases["good"]}, now=time.time())
+    for name, data in (("junk", b"this is not a message"), ("foreign", foreign)):
+        status, body = h.request("POST", "/telemetry", data)
+        out[name] = {"status": status, "answer": body.decode(errors="replace")[:200]}
+    for name, events in cases.items():
+        msg = signer.encode("telemetry", {"events": events}, now=time.time())
+        status, body = h.request("POST", "/telemetry", msg)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = body.decode(errors="replace")[:200]
+        out[name] = {"status": status, "answer": answer}
+    return out
+
+
+ATTACKS = {"telemetry": attack_telemetry, "unauth": attack_unauth, "forged": attack_forged,
+           "replay": attack_replay, "fuzz": attack_fuzz, "http": attack_http, "valid": attack_valid,
            "status": attack_status, "get": attack_get}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m testbed.nodes.rogue")
     ap.add_argument("attack", choices=sorted(ATTACKS))
-    ap.add_argument("--target", required=True, help="the helper's address")
+    ap.add_argument("--target", required=True, help="the helper's (or engine's) address")
+    ap.add_argument("--port", type=int, default=HTTP_PORT, help="its HTTP port")
+    ap.add_argument("--now", type=float, default=0.0, help="run time now (telemetry)")
     ap.add_argument("--target-name", default="h1")
     ap.add_argument("--identity", help="an insider credential (forged)")
     ap.add_argument("--capture", help="a captured message (replay)")
@@ -241,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.target.startswith("10."):
         print("error: --target must be a testbed host address (10.x)", file=sys.stderr)
         return 2
-    h = Http(args.target)
+    h = Http(args.target, args.port)
     print(json.dumps(ATTACKS[args.attack](args, h)))
     return 0
 

@@ -1,7 +1,8 @@
 """A rogue host inside the topology attacks a helper: mesh data without credentials, with a
 forged digest, replayed; 10,000 fuzzed messages into every signed endpoint and the UDP
-port; malformed HTTP.  Everything is refused with a 4xx and counted, the cache does not
-change, and the helper keeps serving."""
+port; malformed HTTP; malformed telemetry into the prediction engine.  Everything is
+refused with a 4xx and counted, the cache does not change, and the helper and the engine
+keep serving."""
 
 import json
 import sys
@@ -13,6 +14,7 @@ from conftest import REPO
 
 from testbed.core import security as sec
 from testbed.core.spec import HELPER, MASTER, PROBE, SWITCH
+from testbed.harness.results import read_logs
 from testbed.harness.run import Deployment
 from testbed.scenario import loads_scenario
 
@@ -42,8 +44,8 @@ def net() -> nx.Graph:
     return g
 
 
-def rogue(dep, attack: str, *args: str) -> dict:
-    ip = dep.configs["h1"]["ip"]
+def rogue(dep, attack: str, *args: str, ip: str | None = None) -> dict:
+    ip = ip or dep.configs["h1"]["ip"]
     out = dep.host("p1").cmd(f"cd {REPO} && {sys.executable} -m testbed.nodes.rogue {attack} "
                              f"--target {ip} --target-name h1 {' '.join(args)}")
     return json.loads(out.strip().splitlines()[-1])
@@ -122,3 +124,34 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
         path = urls[3].split(":8080", 1)[1]
         got = rogue(dep, "get", "--path", path)
         assert got["status"] == 200
+
+        # malformed telemetry into the prediction engine: every case refused with a clear
+        # line and counted by reason, the good records kept, the engine still answering
+        engine = dep.configs["engine"]
+        port = str(engine["extra"]["engine"]["port"])
+        ahead = rogue(dep, "status", "--port", port, ip=engine["ip"])
+        got = rogue(dep, "telemetry", "--port", port, "--identity", str(ident), "--now",
+                    f"{dep.now():.3f}", ip=engine["ip"])
+        print("telemetry", json.dumps(got)[:3000])
+        assert got["junk"]["status"] == 400 and got["foreign"]["status"] == 403
+        words = {"missing_field": "lacks at", "wrong_type": "playhead_s must be a number",
+                 "future": "in the future", "raw_viewer_id": "not a pseudonym",
+                 "address": "is an address", "other_helper": "is not the sender",
+                 "not_a_record": "not an object", "huge_batch": "exceeds 400"}
+        for case, text in words.items():
+            answer = got[case]["answer"]
+            assert got[case]["status"] == 400 and answer["accepted"] == 0, (case, got[case])
+            assert text in answer["errors"][0] and "\n" not in answer["errors"][0], answer
+        assert got["good"]["status"] == 200 and got["good"]["answer"]["accepted"] == 5
+        status = rogue(dep, "status", "--port", port, ip=engine["ip"])
+        assert status["accepted"] == ahead["accepted"] + 5, status
+        assert status["rejected"] == {
+            "malformed": 1, "bad_certificate": 1, "missing_field": 1, "wrong_type": 2,
+            "future": 1, "not_pseudonym": 1, "address": 1, "wrong_sender": 1,
+            "too_large": 1}, status["rejected"]
+        attacked_at = dep.now()
+        time.sleep(5)
+        assert dep.procs["engine"].alive()
+    forecasts = [r for r in read_logs(run_dir) if r.get("kind") == "forecast"]
+    assert any(r["at"] > attacked_at + 1 for r in forecasts), forecasts[-3:]
+    assert not [r for r in read_logs(run_dir) if r.get("kind") == "forecast_failed"]
