@@ -250,7 +250,9 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
     st["paused"] = (st["k"] == "pause") & (st["ev_at"] >= st["req_at"])
     st["sought"] = (st["k"].isin(("seek", "resume_play"))
                     & (st["t"] - st["ev_at"] <= cfg.horizon_s)).astype(np.float64)
-    st["age"] = st["t"] - first_at.reindex(st["s"]).to_numpy()
+    # capped, so that a prediction looking back long_window_s + session_timeout_s sees the
+    # same value as training on the whole history
+    st["age"] = np.minimum(st["t"] - first_at.reindex(st["s"]).to_numpy(), cfg.long_window_s)
     st["since_req"] = st["t"] - st["req_at"]
     st["h"] = st["h"].astype(np.int64)
     st["v"] = st["v"].astype(np.int64)
@@ -338,8 +340,8 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
     group = np.searchsorted(times, tt) * n_h + fh
     sizes = np.bincount(group)
     if sizes.max(initial=0) > cfg.max_candidates:
-        score = frame["n_due"].to_numpy() + frame["n_due_paused"].to_numpy() \
-            + 1.0 / (1.0 + np.minimum(frame["eta_min"].to_numpy(), 1e3))
+        eta = np.clip(frame["eta_min"].to_numpy(), 0.0, 1e3)  # overdue (paused): nearest
+        score = frame["n_due"].to_numpy() + frame["n_due_paused"].to_numpy() + 1.0 / (1.0 + eta)
         order = np.lexsort((-score, group))
         starts = np.r_[0, np.cumsum(sizes)[:-1]]
         rank = np.arange(len(order)) - starts[group[order]]
@@ -416,15 +418,18 @@ def requests_ahead(events: pd.DataFrame, times: Sequence[float], horizon_s: floa
     return out.groupby(list(KEYS), sort=True).size().rename("label").reset_index()
 
 
-def add_labels(frame: pd.DataFrame, events: pd.DataFrame, cfg: DemandConfig
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def add_labels(frame: pd.DataFrame, events: pd.DataFrame, cfg: DemandConfig,
+               times: Sequence[float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(frame with a ``label`` column, the requests no candidate covered).
 
     The second frame lists ``(t, helper, video, index, label)`` of segments requested in
     ``(t, t + H]`` at a helper that had no candidate row for them: every predictor
-    predicted 0 there, and evaluation counts them.
+    predicted 0 there, and evaluation counts them.  ``times``: the snapshots (default:
+    those in ``frame``; give them, or the requests after a snapshot without a single
+    candidate are lost).
     """
-    times = np.unique(frame["t"].to_numpy()) if len(frame) else np.empty(0)
+    if times is None:
+        times = np.unique(frame["t"].to_numpy()) if len(frame) else np.empty(0)
     lab = requests_ahead(events, times, cfg.horizon_s)
     merged = frame.merge(lab, on=list(KEYS), how="left", indicator=False)
     merged["label"] = merged["label"].fillna(0.0).astype(np.float64)
@@ -691,7 +696,7 @@ def dataset(events: pd.DataFrame, cfg: DemandConfig, n_segments: Mapping[str, in
     """Features and labels at every snapshot of ``events`` (or at ``times``)."""
     ts = snapshot_times(events, cfg) if times is None else np.asarray(times, dtype=np.float64)
     frame = build_frame(events, ts, cfg, n_segments)
-    labelled, missed = add_labels(frame, events, cfg)
+    labelled, missed = add_labels(frame, events, cfg, ts)
     return Dataset(labelled, missed)
 
 
@@ -712,10 +717,10 @@ def online_replay(data: Dataset, cfg: DemandConfig, retrain_s: float, train_wind
 
     At each retrain time r (from ``first_train_s``) the model is fitted on snapshots in
     ``[r - train_window_s, r - H]`` (their labels are known by r) and scores the
-    snapshots in ``[r, r + retrain_s)``.  With ``freeze_after`` the model stops being
-    retrained from then on (the comparison that shows what retraining buys).  Returns one
-    row per ``period_s`` with precision, recall and MAE of the model and the playhead
-    baseline, and the model version in use.
+    snapshots in ``[r, r + retrain_s)``.  Returns one row per ``period_s`` with the
+    precision, recall and MAE of that model (and its version), and of playhead
+    extrapolation.  With ``freeze_after``, the same figures (``*_frozen``) for the model
+    that stopped being retrained then: what retraining buys.
     """
     _positive("retrain_s", retrain_s)
     _positive("train_window_s", train_window_s)
@@ -724,31 +729,40 @@ def online_replay(data: Dataset, cfg: DemandConfig, retrain_s: float, train_wind
         raise DemandError("online replay needs a non-empty dataset")
     end = float(frame["t"].max()) + cfg.step
     preds = np.full(len(frame), np.nan)
+    frozen_preds = np.full(len(frame), np.nan)
     version = np.zeros(len(frame), dtype=np.int64)
     model: DemandModel | None = None
+    frozen: DemandModel | None = None
     r, n = float(first_train_s), 0
     t = frame["t"].to_numpy()
     while r < end:
-        if model is None or freeze_after is None or r <= freeze_after:
-            train = frame[(t >= r - train_window_s) & (t <= r - cfg.horizon_s)]
-            if len(train) and train["label"].sum() > 0:
-                model = DemandModel(cfg, params).fit(train)
-                n += 1
+        train = frame[(t >= r - train_window_s) & (t <= r - cfg.horizon_s)]
+        if len(train) and 0 < (train["label"] > 0).sum() < len(train):
+            model = DemandModel(cfg, params).fit(train)
+            n += 1
+        if freeze_after is not None and r <= freeze_after:
+            frozen = model
         sel = (t >= r) & (t < r + retrain_s)
         if model is not None and sel.any():
             preds[sel] = model.predict(frame[sel])
             version[sel] = n
+            if frozen is not None:
+                frozen_preds[sel] = preds[sel] if frozen is model else frozen.predict(frame[sel])
         r += retrain_s
     base = PlayheadExtrapolation(cfg).predict(frame)
     rows = []
     period = np.floor(t / period_s) * period_s
+    missed_period = np.floor(data.missed["t"].to_numpy() / period_s) * period_s
     for p in np.unique(period[~np.isnan(preds)]):
         sel = period == p
-        sub = Dataset(frame[sel].reset_index(drop=True),
-                      data.missed[np.floor(data.missed["t"] / period_s) * period_s == p])
+        sub = Dataset(frame[sel].reset_index(drop=True), data.missed[missed_period == p])
         m = evaluate("model", sub.frame, preds[sel], sub.missed, cfg)
         b = evaluate("playhead", sub.frame, base[sel], sub.missed, cfg)
-        rows.append({"t": p, "version": int(version[sel].max()), "precision": m.precision,
-                     "recall": m.recall, "mae": m.mae, "playhead_precision": b.precision,
-                     "playhead_recall": b.recall, "playhead_mae": b.mae})
+        row = {"t": p, "version": int(version[sel].max()), "precision": m.precision,
+               "recall": m.recall, "mae": m.mae, "playhead_precision": b.precision,
+               "playhead_recall": b.recall, "playhead_mae": b.mae}
+        if freeze_after is not None and not np.isnan(frozen_preds[sel]).any():
+            f = evaluate("frozen", sub.frame, frozen_preds[sel], sub.missed, cfg)
+            row.update(precision_frozen=f.precision, recall_frozen=f.recall, mae_frozen=f.mae)
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -28,6 +28,12 @@ from testbed.core.telemetry import TelemetryError, check_batch
 from testbed.core.workload import TRACE_COLUMNS
 
 
+def predict_lookback(d: D.DemandConfig) -> float:
+    """Telemetry a prediction looks at: enough for every feature window (features are
+    capped so that older events would not change them; see ``build_frame``)."""
+    return d.long_window_s + d.session_timeout_s
+
+
 class EngineError(ValueError):
     """A bad engine setting or request."""
 
@@ -161,7 +167,7 @@ class DemandEngine:
         rows, errors = check_batch(events, sender, now, max_future_s=self.cfg.max_future_s,
                                    max_age_s=self.cfg.max_age_s)
         for e in errors:
-            self.rejected[_reason(e)] += 1
+            self.rejected[e.reason] += 1
         self.store.add(rows)
         self.accepted += len(rows)
         self.batches += 1
@@ -201,7 +207,7 @@ class DemandEngine:
             raise EngineError(f"top must be an int within 1..1000, got {top!r}")
         d = self.cfg.demand
         ev = self.store.frame(now)
-        recent = ev[ev["at"] >= now - d.long_window_s - d.session_timeout_s]
+        recent = ev[ev["at"] >= now - predict_lookback(d)]
         recent = recent[recent["at"] <= now]
         frame = D.build_frame(recent, [now], d, self.n_segments)
         wanted = None if helpers is None else set(helpers)
@@ -250,20 +256,6 @@ class DemandEngine:
                 "stored": len(self.store), "rejected": dict(self.rejected),
                 "trainings": len(self.history),
                 "last": self.history[-1] if self.history else None}
-
-
-def _reason(error: str) -> str:
-    """A short counter key from an error line ("record 3: record at=... in the future")."""
-    text = error.split(": ", 1)[-1]
-    for key, words in (("future", ("future",)), ("too_old", ("older",)),
-                       ("too_large", ("exceeds",)), ("missing_field", ("lacks",)),
-                       ("not_pseudonym", ("pseudonym",)), ("address", ("address",)),
-                       ("wrong_sender", ("not the sender",)), ("bad_kind", ("kind",)),
-                       ("field_not_allowed", ("not allowed",)),
-                       ("wrong_type", ("must be", "is a", "not an object", "not a list"))):
-        if any(w in text for w in words):
-            return key
-    return "malformed"
 
 
 __all__ = ["DemandEngine", "EngineConfig", "EngineError", "EventStore", "TelemetryError",

@@ -34,7 +34,26 @@ _IDENTIFYING = ("ip", "addr", "viewer", "host", "mac", "user", "port")
 
 
 class TelemetryError(ValueError):
-    """A telemetry record that would break the schema or leak identity."""
+    """A telemetry record that would break the schema or leak identity.
+
+    ``reason``: a short counter key (``wrong_type``, ``address``, ``future``...), fixed by
+    the check that failed, never read from the record.
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Refusal(str):
+    """One refused record's error line, with the reason it was refused as ``.reason``."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> Refusal:
+        obj = super().__new__(cls, text)
+        obj.reason = reason
+        return obj
 
 
 def anonymise(viewer_id: str, salt: bytes) -> str:
@@ -66,16 +85,18 @@ def _check_value(key: str, value: object, viewer_id: str) -> None:
         return
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise TelemetryError(f"telemetry {key}: {value!r} is not a finite number")
+            raise TelemetryError(f"telemetry {key}: {value!r} is not a finite number",
+                                 "wrong_type")
         return
     if not isinstance(value, str):
-        raise TelemetryError(f"telemetry {key}: {type(value).__name__} is not a plain value")
+        raise TelemetryError(f"telemetry {key}: {type(value).__name__} is not a plain value",
+                             "wrong_type")
     if len(value) > 256:
-        raise TelemetryError(f"telemetry {key}: text longer than 256 characters")
+        raise TelemetryError(f"telemetry {key}: text longer than 256 characters", "wrong_type")
     if viewer_id and value == viewer_id:
-        raise TelemetryError(f"telemetry {key}: carries the raw viewer id")
+        raise TelemetryError(f"telemetry {key}: carries the raw viewer id", "not_pseudonym")
     if _is_address(value):
-        raise TelemetryError(f"telemetry {key}: {value!r} is an address")
+        raise TelemetryError(f"telemetry {key}: {value!r} is an address", "address")
 
 
 def telemetry_record(kind: str, viewer_id: str, salt: bytes, video: str, playhead_s: float,
@@ -171,59 +192,64 @@ def check_record(rec: object, sender: str, now: float, max_future_s: float = 5.0
     row: ``at, helper, viewer, video, kind, playhead_s, index`` (-1 unless a request).
     """
     if not isinstance(rec, dict):
-        raise TelemetryError(f"record is a {type(rec).__name__}, not an object")
+        raise TelemetryError(f"record is a {type(rec).__name__}, not an object", "wrong_type")
     missing = [k for k in BASE_KEYS if k not in rec]
     if missing:
-        raise TelemetryError(f"record lacks {', '.join(missing)}")
+        raise TelemetryError(f"record lacks {', '.join(missing)}", "missing_field")
     for key in rec:
         if key not in BASE_KEYS and key not in EXTRA_KEYS:
-            raise TelemetryError(f"record field {str(key)[:40]!r} is not allowed")
+            raise TelemetryError(f"record field {str(key)[:40]!r} is not allowed",
+                                 "field_not_allowed")
     kind, viewer, helper = rec["kind"], rec["viewer"], rec["helper"]
     if kind not in TELEMETRY_KINDS:
-        raise TelemetryError(f"record kind {str(kind)[:40]!r} is not one of {TELEMETRY_KINDS}")
+        raise TelemetryError(f"record kind {str(kind)[:40]!r} is not one of {TELEMETRY_KINDS}",
+                             "bad_kind")
     if not isinstance(viewer, str) or not _PSEUDONYM.match(viewer):
-        raise TelemetryError("record viewer is not a pseudonym (16 hex digits)")
+        raise TelemetryError("record viewer is not a pseudonym (16 hex digits)", "not_pseudonym")
     if helper != sender:
-        raise TelemetryError(f"record helper {str(helper)[:40]!r} is not the sender {sender!r}")
+        raise TelemetryError(f"record helper {str(helper)[:40]!r} is not the sender {sender!r}",
+                             "wrong_sender")
     for key, value in rec.items():
         _check_value(str(key), value, "")
     for key in ("at", "playhead_s"):
         v = rec[key]
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TelemetryError(f"record {key} must be a number, got {type(v).__name__}")
+            raise TelemetryError(f"record {key} must be a number, got {type(v).__name__}",
+                                 "wrong_type")
     at, playhead = float(rec["at"]), float(rec["playhead_s"])
     if at > now + max_future_s:
-        raise TelemetryError(f"record at={at:.3f} is {at - now:.1f} s in the future")
+        raise TelemetryError(f"record at={at:.3f} is {at - now:.1f} s in the future", "future")
     if at < now - max_age_s:
-        raise TelemetryError(f"record at={at:.3f} is older than {max_age_s:.0f} s")
+        raise TelemetryError(f"record at={at:.3f} is older than {max_age_s:.0f} s", "too_old")
     if playhead < 0:
-        raise TelemetryError(f"record playhead_s must be >= 0, got {playhead!r}")
+        raise TelemetryError(f"record playhead_s must be >= 0, got {playhead!r}", "bad_value")
     video = rec["video"]
     if not isinstance(video, str) or not video:
-        raise TelemetryError("record video must be non-empty text")
+        raise TelemetryError("record video must be non-empty text", "wrong_type")
     index = rec.get("index", -1 if kind != "request" else None)
     if kind == "request" and (isinstance(index, bool) or not isinstance(index, int)
                               or index < 0):
-        raise TelemetryError(f"request index must be an int >= 0, got {index!r}")
+        raise TelemetryError(f"request index must be an int >= 0, got {index!r}", "bad_value")
     return {"at": at, "helper": helper, "viewer": viewer, "video": video, "kind": kind,
             "playhead_s": playhead, "index": int(index) if kind == "request" else -1}
 
 
 def check_batch(events: object, sender: str, now: float, **limits: float
-                ) -> tuple[list[dict], list[str]]:
-    """(accepted rows, one error line per refused record) for a batch of records.
+                ) -> tuple[list[dict], list[Refusal]]:
+    """(accepted rows, one :class:`Refusal` line per refused record) for a batch.
 
     A batch that is not a list, or holds more than :data:`MAX_BATCH` records, is refused
     whole (one error, no rows); otherwise each record stands or falls alone.
     """
     if not isinstance(events, list):
-        return [], [f"batch is a {type(events).__name__}, not a list"]
+        return [], [Refusal(f"batch is a {type(events).__name__}, not a list", "wrong_type")]
     if len(events) > MAX_BATCH:
-        return [], [f"batch of {len(events)} records exceeds {MAX_BATCH}"]
+        return [], [Refusal(f"batch of {len(events)} records exceeds {MAX_BATCH}",
+                            "too_large")]
     rows, errors = [], []
     for i, rec in enumerate(events):
         try:
             rows.append(check_record(rec, sender, now, **limits))
         except TelemetryError as exc:
-            errors.append(f"record {i}: {exc}")
+            errors.append(Refusal(f"record {i}: {exc}", exc.reason))
     return rows, errors

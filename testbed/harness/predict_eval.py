@@ -134,11 +134,8 @@ def predict_eval(trace_path: Path, holdout: Path | None = None, train_frac: floa
     rep = None
     if replay:
         say(f"replaying: retraining every {retrain_s:g} s on the last {window_s:g} s")
-        live = D.online_replay(data, cfg, retrain_s, window_s, first_train_s=retrain_s)
-        frozen = D.online_replay(data, cfg, retrain_s, window_s, first_train_s=retrain_s,
-                                 freeze_after=retrain_s)
-        rep = live.merge(frozen[["t", "precision", "recall", "mae"]], on="t",
-                         suffixes=("", "_frozen"))
+        rep = D.online_replay(data, cfg, retrain_s, window_s, first_train_s=retrain_s,
+                              freeze_after=retrain_s)
     shifts = tuple(s.at_s for s in wcfg.shifts) if wcfg is not None else ()
     return Evaluation(tables, rep, notes, cfg, cut, shifts)
 
