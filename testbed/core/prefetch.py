@@ -1,23 +1,47 @@
 """Prefetch policies: what the master pushes to which helper, within a byte budget.
 
-The master calls ``policy.plan(...)`` every prefetch interval with one
-:class:`HelperView` per helper (the playheads of the viewers it serves, what it caches and
-what is already on its way) and a byte budget; the policy returns :class:`Push` decisions,
-which the master routes through the mesh.  Issue 6's predictive planner implements the same
-:class:`PrefetchPolicy` protocol; :class:`NextSegments` is the honest baseline (players
-read ahead, so the segments just after a playhead are the likeliest next requests) and
-:class:`NoPrefetch` switches prefetching off.
+Two kinds of policy, both chosen by spec string through :data:`POLICIES`, e.g.
+``make_policy("next-segments,lookahead=4")`` or ``make_policy("predictive,min_expected=0.2")``.
 
-Policies are chosen by spec string through :data:`POLICIES`, e.g.
-``make_policy("next-segments,lookahead=4")``.
+* Playhead policies (:class:`PrefetchPolicy`): the master calls ``policy.plan(...)`` every
+  prefetch interval with one :class:`HelperView` per helper (the playheads of the viewers it
+  serves, what it caches and what is already on its way) and a byte budget; the policy
+  returns :class:`Push` decisions, which the master routes through the mesh.
+  :class:`NextSegments` is the honest baseline (players read ahead, so the segments just
+  after a playhead are the likeliest next requests) and :class:`NoPrefetch` switches
+  prefetching off.
+* Demand policies (:class:`DemandPolicy`): they have no ``plan``; the master calls
+  ``policy.plan_demand(...)`` instead, with :class:`Demand` rows (expected requests per
+  helper and segment over the coming horizon), the helpers' inventories, their free cache
+  bytes and the mesh routes.  All three run the same planner, :func:`plan_pushes`, and
+  differ in where the master takes the demand from: :class:`DemandPlanner`
+  (``"predictive"``) from the prediction engine, :class:`OraclePlanner` (``"oracle"``) from
+  the known future, :class:`PopularityPlanner` (``"popularity"``) from recent request counts
+  (:meth:`PopularityPlanner.demand`, i.e. :func:`popularity_demand`).
+
+The planner is greedy by expected hits per byte.  A push travels the mesh route
+``[master, ..., dest]``; a helper on the way that expects requests for the segment itself
+(at least ``keep_min``), lacks it and has room keeps a copy, so the push's value is the
+expected requests at the destination plus those at the helpers keeping a copy.  Candidates
+are taken in decreasing value per byte; a value is re-checked when its candidate comes up
+(an earlier push may have filled a keeper or given it the segment) and the candidate goes
+back in line if it fell.  Each push costs its size once against the budget, the master's
+uplink, whatever its route length.
+
+Pure: inputs in, decisions out; ties are broken by route length, then names in natural order
+(``h2`` before ``h10``), so the same input always gives the same plan.
 """
 
 from __future__ import annotations
 
+import heapq
 import inspect
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Optional, Protocol, Union
+
+from testbed.core.spec import natural_key
 
 Key = tuple[str, int]
 
@@ -30,7 +54,10 @@ class PrefetchError(ValueError):
 class Push:
     """Send segment ``(video, index)`` of ``size`` bytes to helper ``dest``.
 
-    ``expected_hits``: how many requests the policy expects it to answer there.
+    ``expected_hits``: how many requests the policy expects it to answer there (and, with
+    ``keep``, at the helpers keeping a copy on the way).  ``route``: the mesh route
+    ``(master, ..., dest)`` the plan assumed (empty: the master chooses).  ``keep``: the
+    helpers on the route that keep a copy, in route order.
     """
 
     video: str
@@ -38,6 +65,8 @@ class Push:
     dest: str
     size: int
     expected_hits: float = 1.0
+    keep: tuple[str, ...] = ()
+    route: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,7 +172,331 @@ class NextSegments:
         return pushes
 
 
-POLICIES: dict[str, type] = {"none": NoPrefetch, "next-segments": NextSegments}
+# --------------------------------------------------------------------------- demand planner
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and not math.isnan(value)
+
+
+def _check_positive(what: str, value: object) -> float:
+    """``value`` as a float; PrefetchError unless it is a number > 0 (``inf`` allowed)."""
+    if not _is_number(value) or value <= 0:
+        raise PrefetchError(f"{what} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Demand:
+    """``expected`` requests for segment ``(video, index)`` at ``helper`` over the coming
+    horizon (a prediction, a popularity estimate or, for the oracle, the known future)."""
+
+    helper: str
+    video: str
+    index: int
+    expected: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.helper, str) or not self.helper:
+            raise PrefetchError(f"demand helper must be a non-empty name, got {self.helper!r}")
+        if not isinstance(self.video, str) or not self.video:
+            raise PrefetchError(f"demand video must be a non-empty name, got {self.video!r}")
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise PrefetchError(f"demand index must be an int >= 0, got {self.index!r}")
+        e = self.expected
+        if not _is_number(e) or not math.isfinite(e) or e < 0:
+            raise PrefetchError(f"demand {self.helper} {self.video}/{self.index}: expected "
+                                f"must be a finite number >= 0, got {e!r}")
+
+
+_NOTHING: frozenset = frozenset()
+
+
+def _route_of(dest: str, routes: Mapping[str, Sequence[str]], master: str) -> tuple[str, ...]:
+    route = routes.get(dest)
+    if route is None:
+        return (master, dest)
+    r = tuple(route)
+    if (len(r) < 2 or r[-1] != dest or not all(isinstance(n, str) for n in r)
+            or len(set(r)) != len(r)):
+        raise PrefetchError(f"route to {dest!r} must be [source, ..., {dest!r}] without "
+                            f"repeats, got {route!r}")
+    return r
+
+
+def _ranks(names: Iterable[str]) -> dict[str, int]:
+    return {n: r for r, n in enumerate(sorted(set(names), key=lambda n: (natural_key(n), n)))}
+
+
+def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
+                budget_bytes: int, master: str,
+                cached: Optional[Mapping[str, Collection[Key]]] = None,
+                in_flight: Optional[Mapping[str, Collection[Key]]] = None,
+                blocked: Collection[Key] = frozenset(),
+                cache_free: Optional[Mapping[str, int]] = None,
+                routes: Optional[Mapping[str, Sequence[str]]] = None,
+                min_expected: float = 0.1, keep_min: float = 0.1) -> list[Push]:
+    """The pushes to make now, greedy by expected hits per byte, in the order chosen.
+
+    ``demand``: :class:`Demand` rows; rows for the same helper and segment add up.
+    ``cached`` / ``in_flight``: helper -> segments it holds / that are on their way to it.
+    ``blocked``: segments never to push (e.g. superseded versions).  ``cache_free``: helper
+    -> bytes it can still take without evicting (missing helper: unlimited); both the
+    destination and every helper keeping a copy need room.  ``budget_bytes``: the master's
+    uplink allowance; each push costs its size once.  ``routes``: helper -> mesh route
+    ``[master, ..., helper]`` (missing helper: ``[master, helper]``).  A destination gets a
+    push only when it expects at least ``min_expected`` requests; a helper on the route keeps
+    a copy when it expects at least ``keep_min`` itself, lacks the segment and has room.
+
+    A push's ``expected_hits`` is the expected requests at its destination plus those at the
+    helpers keeping a copy.  Ties in value per byte go to the shorter route, then helper,
+    video and index in natural order.  The sizes sum to at most ``budget_bytes``; no push
+    goes to, and no copy is kept at, a helper that has the segment, has it in flight or got
+    it earlier in this plan.
+    """
+    _check_budget(budget_bytes)
+    min_expected = _check_positive("min_expected", min_expected)
+    keep_min = _check_positive("keep_min", keep_min)
+    if not isinstance(master, str) or not master:
+        raise PrefetchError(f"master must be a non-empty name, got {master!r}")
+    cached = cached or {}
+    in_flight = in_flight or {}
+    routes = routes or {}
+    free: dict[str, int] = {}
+    for helper, room in (cache_free or {}).items():
+        if isinstance(room, bool) or not isinstance(room, int) or room < 0:
+            raise PrefetchError(f"cache_free of {helper!r} must be an int >= 0, got {room!r}")
+        free[helper] = room
+
+    # segment -> helper -> expected requests; repeated rows are summed with fsum (exact, so
+    # the total does not depend on the order of the rows)
+    by_seg: dict[Key, dict[str, float]] = {}
+    repeats: dict[tuple[Key, str], list[float]] = {}
+    for d in demand:
+        if not isinstance(d, Demand):
+            raise PrefetchError(f"demand rows must be Demand, got {d!r}")
+        seg = (d.video, d.index)
+        at = by_seg.get(seg)
+        if at is None:
+            by_seg[seg] = {d.helper: d.expected}
+        elif d.helper in at:
+            repeats.setdefault((seg, d.helper), [at[d.helper]]).append(d.expected)
+        else:
+            at[d.helper] = d.expected
+    for (seg, helper), values in repeats.items():
+        by_seg[seg][helper] = math.fsum(values)
+
+    def fits(helper: str, size: int) -> bool:
+        room = free.get(helper)
+        return room is None or size <= room
+
+    paths: dict[str, tuple[tuple[str, ...], frozenset[str], dict[str, int]]] = {}
+    helper_rank = _ranks(h for at in by_seg.values() for h in at)
+    video_rank = _ranks(v for v, _ in by_seg)
+    sizes: dict[Key, int] = {}
+    cands = []
+    for seg, at in by_seg.items():
+        if seg in blocked:
+            continue
+        lacking = [(h, e) for h, e in at.items()
+                   if seg not in cached.get(h, _NOTHING) and seg not in in_flight.get(h, _NOTHING)]
+        if not any(e >= min_expected for _, e in lacking):
+            continue
+        video, index = seg
+        size = size_of(video, index)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise PrefetchError(f"size_of({video!r}, {index}) must be an int >= 1, "
+                                f"got {size!r}")
+        if size > budget_bytes:
+            continue
+        sizes[seg] = size
+        room = [(h, e) for h, e in lacking if free.get(h, size) >= size]
+        could_keep = {h for h, e in room if e >= keep_min}
+        for dest, value in room:
+            if value < min_expected:
+                continue
+            path = paths.get(dest)
+            if path is None:
+                route = _route_of(dest, routes, master)
+                path = paths[dest] = (route, frozenset(route[1:-1]),
+                                      {h: i for i, h in enumerate(route)})
+            route, interior, position = path
+            keep: tuple[str, ...] = ()
+            if not interior.isdisjoint(could_keep):
+                keep = tuple(sorted(interior & could_keep, key=position.__getitem__))
+                value = math.fsum([value, *(at[h] for h in keep)])
+            cands.append((-value / size, len(route), helper_rank[dest], video_rank[video],
+                          index, dest, video, value, keep))
+    heapq.heapify(cands)
+
+    # Greedy: the best candidate left comes off the heap.  A value can only fall as the plan
+    # grows (a keeper runs out of room or gets the segment), so a candidate whose value fell
+    # goes back with its new value; one whose value held is the best left.
+    covered: dict[Key, set[str]] = {}
+    smallest = min(sizes.values(), default=0)
+    pushes: list[Push] = []
+    left = budget_bytes
+    while cands and left >= smallest:
+        cand = heapq.heappop(cands)
+        _, hops, d_rank, v_rank, index, dest, video, value, keep = cand
+        seg = (video, index)
+        size = sizes[seg]
+        got = covered.get(seg, _NOTHING)
+        if size > left or dest in got or not fits(dest, size):
+            continue                                    # none of these comes back
+        if keep:
+            still = tuple(h for h in keep if h not in got and fits(h, size))
+            if still != keep:
+                at = by_seg[seg]
+                lower = math.fsum([at[dest], *(at[h] for h in still)])
+                heapq.heappush(cands, (-lower / size, hops, d_rank, v_rank, index, dest,
+                                       video, lower, still))
+                continue
+        pushes.append(Push(video, index, dest, size, value, keep, paths[dest][0]))
+        left -= size
+        covered.setdefault(seg, set()).update((dest, *keep))
+        for helper in (dest, *keep):
+            if helper in free:
+                free[helper] -= size
+    return pushes
+
+
+def _check_span(what: str, value: object) -> float:
+    if not _is_number(value) or not 0 < value < math.inf:
+        raise PrefetchError(f"{what} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_top(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PrefetchError(f"{what} must be an int >= 0, got {value!r}")
+    return value
+
+
+def popularity_demand(requests: Mapping[tuple[str, str, int], float], window_s: float,
+                      horizon_s: float, helpers: Iterable[str], top: int = 20) -> list[Demand]:
+    """Demand from recent request counts: ``requests`` maps ``(helper, video, index)`` to the
+    requests seen over the last ``window_s`` seconds.
+
+    Per helper in ``helpers``, for the segments it requested itself and the global ``top``
+    segments (most requested over all helpers): expected = (its own count + the global count
+    shared equally among ``helpers``) scaled from ``window_s`` to ``horizon_s``.  Rows come
+    in natural helper order, then video and index.
+    """
+    scale = _check_span("popularity horizon_s", horizon_s) / _check_span(
+        "popularity window_s", window_s)
+    top = _check_top("popularity top", top)
+    names = set(helpers)
+    for h in names:
+        if not isinstance(h, str) or not h:
+            raise PrefetchError(f"popularity helpers must be non-empty names, got {h!r}")
+    own: dict[str, dict[Key, float]] = {}
+    counts: dict[Key, list[float]] = {}
+    for k, count in requests.items():
+        if (not isinstance(k, tuple) or len(k) != 3 or not isinstance(k[0], str)
+                or not isinstance(k[1], str) or isinstance(k[2], bool)
+                or not isinstance(k[2], int) or k[2] < 0):
+            raise PrefetchError(f"popularity request key must be (helper, video, index), "
+                                f"got {k!r}")
+        if not _is_number(count) or not math.isfinite(count) or count < 0:
+            raise PrefetchError(f"popularity count for {k!r} must be a finite number >= 0, "
+                                f"got {count!r}")
+        if count > 0:
+            helper, video, index = k
+            own.setdefault(helper, {})[(video, index)] = float(count)
+            counts.setdefault((video, index), []).append(float(count))
+    if not names:
+        return []
+    total = {s: math.fsum(c) for s, c in counts.items()}   # exact: any order, same sum
+
+    def seg_key(s: Key) -> tuple:
+        return (natural_key(s[0]), s[0], s[1])
+
+    hot = sorted(total, key=lambda s: (-total[s], seg_key(s)))[:top]
+    out = []
+    for helper in sorted(names, key=lambda h: (natural_key(h), h)):
+        mine = own.get(helper, {})
+        for video, index in sorted(set(hot) | set(mine), key=seg_key):
+            count = mine.get((video, index), 0.0) + total[(video, index)] / len(names)
+            out.append(Demand(helper, video, index, count * scale))
+    return out
+
+
+class DemandPolicy(Protocol):
+    """A policy planning from :class:`Demand`; the master calls ``plan_demand`` for it."""
+
+    name: str
+
+    def plan_demand(self, now: float, demand: Iterable[Demand],
+                    cached: Mapping[str, Collection[Key]],
+                    in_flight: Mapping[str, Collection[Key]],
+                    size_of: Callable[[str, int], int], budget_bytes: int, *, master: str,
+                    blocked: Collection[Key] = frozenset(),
+                    cache_free: Optional[Mapping[str, int]] = None,
+                    routes: Optional[Mapping[str, Sequence[str]]] = None) -> list[Push]:
+        """Pushes to make now, at most ``budget_bytes`` in total."""
+        ...
+
+
+class DemandPlanner:
+    """Predictive prefetching: :func:`plan_pushes` over the prediction engine's demand.
+
+    It has no ``plan``: the master calls :meth:`plan_demand` for it, with the engine's
+    predictions as :class:`Demand` rows.  ``min_expected`` and ``keep_min`` are the
+    planner's thresholds (see :func:`plan_pushes`).
+    """
+
+    name = "predictive"
+
+    def __init__(self, min_expected: float = 0.1, keep_min: float = 0.1) -> None:
+        self.min_expected = _check_positive(f"{self.name} min_expected", min_expected)
+        self.keep_min = _check_positive(f"{self.name} keep_min", keep_min)
+
+    def plan_demand(self, now: float, demand: Iterable[Demand],
+                    cached: Mapping[str, Collection[Key]],
+                    in_flight: Mapping[str, Collection[Key]],
+                    size_of: Callable[[str, int], int], budget_bytes: int, *, master: str,
+                    blocked: Collection[Key] = frozenset(),
+                    cache_free: Optional[Mapping[str, int]] = None,
+                    routes: Optional[Mapping[str, Sequence[str]]] = None) -> list[Push]:
+        """:func:`plan_pushes` with this policy's thresholds (``now`` is not used)."""
+        return plan_pushes(demand, size_of=size_of, budget_bytes=budget_bytes, master=master,
+                           cached=cached, in_flight=in_flight, blocked=blocked,
+                           cache_free=cache_free, routes=routes,
+                           min_expected=self.min_expected, keep_min=self.keep_min)
+
+
+class OraclePlanner(DemandPlanner):
+    """The same planner fed the known future: the master passes the requests that will
+    actually come as :class:`Demand` (an upper reference for the predictive policy)."""
+
+    name = "oracle"
+
+
+class PopularityPlanner(DemandPlanner):
+    """The same planner fed recent popularity: the master passes the request counts of the
+    last ``window_s`` seconds to :meth:`demand` (:func:`popularity_demand`, scaled to
+    ``horizon_s``, global ``top`` segments) and the result to :meth:`plan_demand`."""
+
+    name = "popularity"
+
+    def __init__(self, min_expected: float = 0.1, keep_min: float = 0.1,
+                 window_s: float = 30.0, horizon_s: float = 5.0, top: int = 20) -> None:
+        super().__init__(min_expected, keep_min)
+        self.window_s = _check_span(f"{self.name} window_s", window_s)
+        self.horizon_s = _check_span(f"{self.name} horizon_s", horizon_s)
+        self.top = _check_top(f"{self.name} top", top)
+
+    def demand(self, requests: Mapping[tuple[str, str, int], float],
+               helpers: Iterable[str]) -> list[Demand]:
+        """:func:`popularity_demand` with this policy's window, horizon and top."""
+        return popularity_demand(requests, self.window_s, self.horizon_s, helpers, self.top)
+
+
+POLICIES: dict[str, type] = {"none": NoPrefetch, "next-segments": NextSegments,
+                             "predictive": DemandPlanner, "oracle": OraclePlanner,
+                             "popularity": PopularityPlanner}
 
 
 def _value(text: str) -> object:
@@ -173,7 +526,7 @@ def parse_policy_spec(spec: str) -> tuple[str, dict[str, object]]:
     return name, params
 
 
-def make_policy(spec: str) -> PrefetchPolicy:
+def make_policy(spec: str) -> Union[PrefetchPolicy, DemandPolicy]:
     """The policy a spec string names, with its parameters (PrefetchError when wrong)."""
     name, params = parse_policy_spec(spec)
     cls = POLICIES.get(name)

@@ -283,6 +283,14 @@ def web_app():
     return web.Application(client_max_size=P.MAX_MESSAGE, middlewares=[size_guard])
 
 
+async def cancel_tasks(tasks) -> None:
+    """Cancel ``tasks`` and wait until every one has finished."""
+    tasks = list(tasks)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def every(interval: float, fn: Callable[[], Awaitable[None]], name: str,
           first_delay: float = 0.0) -> asyncio.Task:
     """Run ``fn`` every ``interval`` s; an exception is logged and the loop goes on."""

@@ -16,8 +16,9 @@ process, on port ``engine.port``:
 
 Every ``retrain_s`` seconds a new model is trained in a separate process on the sliding
 window (:func:`testbed.core.engine.train`) while predictions go on with the current one;
-each model is saved with its scores under ``<run>/engine/models/``, and the telemetry it
-accepted is kept as a trace in ``<run>/engine/telemetry.csv``.  Bytes in and out are
+each model is saved under ``<run>/engine/models/`` (joblib, and JSON with what it was
+trained on and, once replaced, how it did on the telemetry that came after), and the
+telemetry it accepted is kept as a trace in ``<run>/engine/telemetry.csv``.  Bytes in and out are
 counted as ``telemetry`` and ``prediction`` traffic.
 """
 
@@ -95,9 +96,7 @@ class Engine:
         try:
             await stop.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await C.cancel_tasks(tasks)
             await runner.cleanup()
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.events.write("engine_summary", **self.engine.status(),
@@ -178,6 +177,9 @@ class Engine:
                    "events": len(data)}
         if result.model is not None:
             await asyncio.to_thread(self.save, version, result, metrics)
+            scores = metrics.get("scores", {})
+            if "previous" in scores:  # the model just replaced, scored on what it never saw
+                await asyncio.to_thread(self.evaluated, version - 1, scores, now)
         self.events.write("model", version=version, **metrics)
 
     def save(self, version: int, result, metrics: dict) -> None:
@@ -188,6 +190,18 @@ class Engine:
                      "config": self.ecfg.demand.as_dict()}, path)
         (self.models_dir / f"model-v{version:04d}.json").write_text(
             json.dumps(metrics, indent=1, default=str))
+
+
+    def evaluated(self, version: int, scores: dict, now: float) -> None:
+        """Add to model ``version``'s metrics how it did on the telemetry that came after it."""
+        path = self.models_dir / f"model-v{version:04d}.json"
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        metrics["evaluation"] = {"until": now, "model": scores["previous"],
+                                 "playhead": scores.get("playhead")}
+        path.write_text(json.dumps(metrics, indent=1, default=str))
 
 
 def main() -> None:

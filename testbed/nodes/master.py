@@ -149,8 +149,7 @@ class Master:
         try:
             await stop.wait()
         finally:
-            for t in self.tasks:
-                t.cancel()
+            await C.cancel_tasks(self.tasks)
             C.closing_records(self.events, self.traffic)
             self.events.write("rejections", counts=dict(self.secure.rejected))
             await self.http.close()

@@ -253,9 +253,7 @@ class ViewerHost:
         try:
             await stop.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await C.cancel_tasks(tasks)
             C.closing_records(self.events, self.traffic)
             await self.http.close()
             self.events.close()

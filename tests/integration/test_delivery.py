@@ -86,6 +86,8 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     print("engine trainings:", [(m["version"], m.get("wall_s"), m.get("scores")) for m in models])
     assert len(trained) >= 2, models
     assert len(list((run_dir / "engine" / "models").glob("model-v*.joblib"))) == len(trained)
+    first = json.loads((run_dir / "engine" / "models" / "model-v0001.json").read_text())
+    assert first["rows"] > 0 and {"precision", "mae"} <= set(first["evaluation"]["model"])
     forecasts = of(records, "forecast")
     assert len(forecasts) > 60 and max(f["version"] for f in forecasts) >= 2
     assert not of(records, "forecast_failed")
