@@ -7,6 +7,8 @@ The path h1 -5 ms- s1 -10 ms- s2 -20 ms- h2 has a 70 ms round trip; its middle
 link is the bottleneck.  Run in every link mode this kernel offers.
 """
 
+import time
+
 import pytest
 
 from testbed.core import measure as M
@@ -20,6 +22,7 @@ MODES = ["userspace", pytest.param("netem", marks=pytest.mark.skipif(
 
 
 ATTEMPTS = 3  # a shared VM stalls now and then; a link must pass in one of 3 tries
+JITTER_ATTEMPTS = 5
 # The target is p99 within 10 % (testbed calibrate judges that).  On a shared VM, stalls of
 # 5-15 ms hit a few pings in some minutes whatever the testbed does, so the gate here is
 # the median within tolerance and p99 within 25 %; every attempt is printed.
@@ -61,7 +64,11 @@ def test_jitter_and_loss_are_emulated(run_dir, mode):
                       jitter_ms=2.0, loss_pct=5.0)
     failures = []
     with TestbedNetwork(spec, run_dir, mode=mode, apps=("l2",)) as tn:
-        for _ in range(ATTEMPTS):
+        # a spread is the first thing a busy host distorts: more tries, spaced out, so that
+        # one stall of the shared machine cannot spoil them all (the bounds stay the same)
+        for attempt in range(JITTER_ATTEMPTS):
+            if attempt:
+                time.sleep(3.0)
             out = tn.host("h1").cmd(f"ping -n -c 300 -i 0.01 -W 1 {tn.host('h2').IP()}")
             ping = M.parse_ping(out)
             rtts = ping.rtts_ms
@@ -74,4 +81,4 @@ def test_jitter_and_loss_are_emulated(run_dir, mode):
             if all(checks.values()):
                 return
             failures.append((ping.loss, median, spread, checks))
-    pytest.fail(f"jitter/loss not as configured in {ATTEMPTS} tries: {failures}")
+    pytest.fail(f"jitter/loss not as configured in {JITTER_ATTEMPTS} tries: {failures}")
