@@ -83,7 +83,7 @@ EVENT_KEYS = ("at_s", *EVENT_ACTIONS, *LINK_KEYS)
 #: Cache eviction policies (``testbed.core.cache.POLICIES``) and prefetch policy names
 #: (``testbed.core.prefetch``), kept here so parsing needs neither module.
 EVICTION_POLICIES = ("lru", "lfu", "fifo")
-PREFETCH_POLICIES = ("none", "next-segments")
+PREFETCH_POLICIES = ("none", "next-segments", "predictive", "popularity", "oracle")
 #: The port every daemon's HTTP server uses (testbed.nodes.common.HTTP_PORT).
 HTTP_PORT_RESERVED = 8080
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

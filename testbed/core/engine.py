@@ -34,6 +34,10 @@ def predict_lookback(d: D.DemandConfig) -> float:
     return d.long_window_s + d.session_timeout_s
 
 
+#: What :meth:`DemandEngine.predict` can answer with.
+PREDICTORS = ("model", "popularity", "playhead")
+
+
 class EngineError(ValueError):
     """A bad engine setting or request."""
 
@@ -199,12 +203,20 @@ class DemandEngine:
 
     # -- predictions --------------------------------------------------------------------
     def predict(self, now: float, helpers: Sequence[str] | None = None,
-                top: int | None = None) -> dict:
-        """``{"version", "t", "horizon_s", "predictions": {helper: [[video, index, expected]]},
-        "playheads": {helper: [[video, index]]}}``; top ``top`` segments per helper."""
+                top: int | None = None, predictor: str = "model") -> dict:
+        """``{"version", "predictor", "t", "horizon_s", "predictions": {helper: [[video,
+        index, expected]]}, "playheads": {helper: [[video, index]]}}``; top ``top``
+        segments per helper.
+
+        ``predictor``: ``model`` (the current model; playhead extrapolation until one is
+        trained), ``popularity`` (the helper's own recent requests for the segment plus
+        its share of everyone's) or ``playhead``: the baselines, from the same features.
+        """
         top = self.cfg.top if top is None else top
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
             raise EngineError(f"top must be an int within 1..1000, got {top!r}")
+        if predictor not in PREDICTORS:
+            raise EngineError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
         d = self.cfg.demand
         ev = self.store.frame(now)
         recent = ev[ev["at"] >= now - predict_lookback(d)]
@@ -213,7 +225,10 @@ class DemandEngine:
         wanted = None if helpers is None else set(helpers)
         if wanted is not None:
             frame = frame[frame["helper"].isin(wanted)]
-        if self.model is not None:
+        if predictor == "popularity":
+            pred = D.HelperPopularity(d).predict(frame) + D.GlobalPopularity(d).fit(
+                frame).predict(frame)
+        elif predictor == "model" and self.model is not None:
             pred = self.model.predict(frame) if len(frame) else np.empty(0)
         else:
             pred = D.PlayheadExtrapolation(d).predict(frame)
@@ -228,8 +243,10 @@ class DemandEngine:
                 out[h] = [[v, int(i), round(float(p), 4)]
                           for v, i, p in g.head(top)[["video", "index", "p"]].itertuples(
                               index=False)]
-        return {"version": self.version, "t": now, "horizon_s": d.horizon_s,
-                "predictions": out, "playheads": self.playheads(recent, now, wanted)}
+        version = self.version if predictor == "model" else 0
+        return {"version": version, "predictor": predictor, "t": now,
+                "horizon_s": d.horizon_s, "predictions": out,
+                "playheads": self.playheads(recent, now, wanted)}
 
     def playheads(self, recent: pd.DataFrame, now: float,
                   helpers: set[str] | None = None) -> dict[str, list]:

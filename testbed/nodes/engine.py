@@ -9,9 +9,10 @@ process, on port ``engine.port``:
   future, names another helper or carries anything but a pseudonym is refused and counted
   by reason; the rest are kept.  The answer says how many of each.
 - ``POST /predict``: the master's signed ``predict`` message ``{"helpers": [...], "top":
-  N}``; the answer (JSON) lists, per helper, the ``N`` segments expected to be requested
-  most in the next ``horizon_s`` seconds, with the expected count, and the segments each
-  helper's viewers last asked for.
+  N, "predictor": "model"}``; the answer (JSON) lists, per helper, the ``N`` segments
+  expected to be requested most in the next ``horizon_s`` seconds, with the expected
+  count, and the segments each helper's viewers last asked for.  ``predictor``
+  ``popularity`` or ``playhead`` answers with that baseline instead of the model.
 - ``GET /status``: model version, telemetry accepted and refused, the last training.
 
 Every ``retrain_s`` seconds a new model is trained in a separate process on the sliding
@@ -147,7 +148,8 @@ class Engine:
         if msg.type != "predict" or not all(isinstance(h, str) for h in helpers):
             return web.Response(status=400, text="predict: helpers must be a list of names\n")
         try:
-            answer = self.engine.predict(self.clock.now(), helpers or None, msg.body["top"])
+            answer = self.engine.predict(self.clock.now(), helpers or None, msg.body["top"],
+                                         str(msg.body.get("predictor", "model")))
         except EngineError as exc:
             return web.Response(status=400, text=f"predict: {exc}\n")
         body = json.dumps(answer, separators=(",", ":")).encode()

@@ -22,12 +22,14 @@ down the tree, the origin for misses, prefetch pushes through the mesh, republis
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
 import os
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -40,9 +42,9 @@ from testbed.core.content import (
     build_manifest,
     segment_bytes,
 )
-from testbed.core.mesh import PeerMetric, mesh_graph, push_route
+from testbed.core.mesh import PeerMetric, mesh_graph, push_route, push_routes
 from testbed.core.multicast import relay_group
-from testbed.core.prefetch import HelperView, make_policy
+from testbed.core.prefetch import Demand, HelperView, make_policy
 from testbed.core.timing import Pingback, tiers_as_lists
 from testbed.nodes import common as C
 from testbed.nodes.manifests import sign_manifest
@@ -82,6 +84,8 @@ class Master:
         self.forecast: dict = {}  # the engine's last answer
         self.forecast_at = -1e9
         self.forecast_version: int | None = None
+        self.horizon_s = float(cfg.extra["engine"]["horizon_s"])
+        self.planned: tuple[list[float], list[tuple[str, str, int]]] | None = None
         self.in_flight: dict[tuple[str, str, int], float] = {}
         self.sync_path = cfg.run_dir / "controller-sync.json"
         self.tasks: list[asyncio.Task] = []
@@ -117,6 +121,7 @@ class Master:
     # -- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         self.issue_credentials()
+        self.load_planned()
         self.started_at = self.clock.now()
         self.secure = C.Secure(self.identity, self.authority.public_key, self.clock,
                                self.events, self.directory)
@@ -344,8 +349,9 @@ class Master:
     async def ask_engine(self) -> None:
         """The engine's predictions and playheads for every helper (kept in ``forecast``)."""
         e = self.cfg.extra["engine"]
+        predictor = "popularity" if self.policy.name == "popularity" else "model"
         msg = self.secure.encode("predict", {"helpers": sorted(self.cfg.helpers),
-                                             "top": int(e["top"])})
+                                             "top": int(e["top"]), "predictor": predictor})
         self.traffic.sent("prediction", len(msg))
         try:
             async with self.http.post(f"http://{e['ip']}:{e['port']}/predict", data=msg,
@@ -372,9 +378,6 @@ class Master:
         if now - self.forecast_at <= ACTIVE_S:
             for helper, heads in self.forecast.get("playheads", {}).items():
                 playheads[helper] = [(str(v), int(i)) for v, i in heads]
-        for k, t in list(self.in_flight.items()):
-            if now - t > 10.0:
-                del self.in_flight[k]
         views = []
         for helper in sorted(self.cfg.helpers):
             flying = frozenset((v, i) for (h, v, i) in self.in_flight if h == helper)
@@ -384,48 +387,104 @@ class Master:
                                     in_flight=flying))
         return views
 
+    def catalogue_size(self, video: str, index: int) -> int:
+        return self.catalogue[video].segment_size(index)
+
     def _n_segments(self, video: str) -> int:
         v = self.catalogue[video]
         if v.kind == "live":
             return self.live_edge(video) + 1
         return v.n_segments
 
-    async def prefetch_round(self) -> None:
-        now = self.clock.now()
-        d = self.cfg.delivery
-        budget = int(float(d["push_budget_kbps"]) * 1000 / 8 * float(d["prefetch_interval_s"]))
-        views = self.helper_views(now)
-        if views:  # a different helper first each round, so a small budget is shared
-            turn = self.rounds % len(views)
-            views = views[turn:] + views[:turn]
-        self.rounds += 1
-        pushes = self.policy.plan(now, views,
-                                  lambda v, i: self.catalogue[v].segment_size(i),
-                                  self._n_segments, budget)
-        if not pushes:
-            return
+    def mesh(self):
+        """The mesh as the master knows it: helpers' reported links, and its own to tier 1."""
         master_links = {}
         for helper, table in self.pingback.tables.items():
             if table.parent == self.cfg.name and helper != self.cfg.name:
                 lat = self.pingback.index.latency(helper) or 50.0
                 master_links[helper] = PeerMetric(latency_ms=lat, bw_mbit=50.0)
-        graph = mesh_graph(self.reports, self.cfg.name, master_links)
+        return mesh_graph(self.reports, self.cfg.name, master_links)
+
+    def demand(self, now: float) -> list[Demand]:
+        """Expected requests per helper and segment over the horizon, for a demand policy:
+        the engine's forecast (``predictive``, ``popularity``) or the planned sessions'
+        own requests (``oracle``: the future as the workload planned it)."""
+        if self.policy.name == "oracle":
+            return self.oracle_demand(now)
+        if now - self.forecast_at > ACTIVE_S:
+            return []
+        return [Demand(h, str(v), int(i), float(x))
+                for h, rows in self.forecast.get("predictions", {}).items()
+                if h in self.cfg.helpers for v, i, x in rows if v in self.catalogue]
+
+    def oracle_demand(self, now: float) -> list[Demand]:
+        if self.planned is None:
+            return []
+        at, keys = self.planned
+        lo, hi = bisect.bisect_right(at, now), bisect.bisect_right(at, now + self.horizon_s)
+        counts = Counter(keys[lo:hi])
+        return [Demand(h, v, i, float(n)) for (h, v, i), n in sorted(counts.items())]
+
+    def load_planned(self) -> None:
+        """The planned sessions' requests (``workload/planned.csv``), in run time."""
+        path = self.cfg.run_dir / "workload" / "planned.csv"
+        self.planned = None
+        if not path.exists():
+            if self.policy.name == "oracle":
+                self.events.write("oracle_blind", reason="no workload/planned.csv")
+            return
+        from testbed.core.workload import read_trace
+
+        trace = read_trace(path)
+        req = trace[trace["kind"] == "request"]
+        start = float(self.cfg.extra.get("viewers_start_s", 0.0))
+        at = (req["at"].to_numpy() + start).tolist()
+        keys = list(zip(req["helper"].tolist(), req["video"].tolist(),
+                        req["index"].astype(int).tolist()))
+        self.planned = (at, keys)
+
+    async def prefetch_round(self) -> None:
+        now = self.clock.now()
+        d = self.cfg.delivery
+        budget = int(float(d["push_budget_kbps"]) * 1000 / 8 * float(d["prefetch_interval_s"]))
+        size_of = self.catalogue_size
+        graph = self.mesh()
+        for k, t in list(self.in_flight.items()):
+            if now - t > 10.0:
+                del self.in_flight[k]
+        if hasattr(self.policy, "plan_demand"):
+            helpers = sorted(self.cfg.helpers)
+            routes = push_routes(graph, [self.cfg.name], helpers, 1_000_000) \
+                if self.cfg.name in graph else {}
+            cached = {h: frozenset(self.inventory.get(h, set())) for h in helpers}
+            flying = {h: frozenset((v, i) for (hh, v, i) in self.in_flight if hh == h)
+                      for h in helpers}
+            pushes = self.policy.plan_demand(now, self.demand(now), cached, flying, size_of,
+                                             budget, master=self.cfg.name, routes=routes)
+        else:
+            views = self.helper_views(now)
+            if views:  # a different helper first each round, so a small budget is shared
+                turn = self.rounds % len(views)
+                views = views[turn:] + views[:turn]
+            pushes = self.policy.plan(now, views, size_of, self._n_segments, budget)
+        self.rounds += 1
         for push in pushes:
-            route = None
-            if push.dest in graph and self.cfg.name in graph:
+            route = list(push.route) or None
+            if route is None and push.dest in graph and self.cfg.name in graph:
                 route = push_route(graph, [self.cfg.name], push.dest, push.size)
             if not route:
                 route = [self.cfg.name, push.dest]
-            self.in_flight[(push.dest, push.video, push.index)] = now
+            for holder in (*push.keep, push.dest):
+                self.in_flight[(holder, push.video, push.index)] = now
             push_id = uuid.uuid4().hex[:12]
             body = {"video": push.video, "index": push.index,
                     "version": self.versions[push.video], "route": route, "hop": 1,
-                    "push_id": push_id, "keep": []}
+                    "push_id": push_id, "keep": list(push.keep)}
             data = await asyncio.to_thread(self.segment, push.video, push.index)
             msg = self.secure.encode("mesh_data", body, data)
             self.events.write("push", push_id=push_id, video=push.video, index=push.index,
-                              dest=push.dest, route=route, bytes=len(data),
-                              expected_hits=push.expected_hits)
+                              dest=push.dest, route=route, keep=list(push.keep),
+                              bytes=len(data), expected_hits=push.expected_hits)
             asyncio.get_running_loop().create_task(self.send(route[1], "/mesh", msg, "prefetch"))
 
     # -- republishing -----------------------------------------------------------------

@@ -98,6 +98,32 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     assert {"telemetry", "prediction"} <= sent
 
 
+def test_predictive_prefetch_pushes_what_the_engine_forecasts(run_dir):
+    sc = load_scenario(REPO / "experiments" / "default.yaml").with_overrides(
+        {"duration_s": 100, "delivery.prefetch": "predictive"})
+    result = run_scenario(sc, run_dir, say=print)
+    s = result.summary
+    print(json.dumps(s, indent=1, default=str))
+    records = results.read_logs(run_dir)
+    assert not result.failures, result.failures
+    qoe = of(records, "qoe")
+    assert sum(r["answered"] for r in qoe) == sum(r["requests"] for r in qoe) > 300
+    assert sum(r["digest_failures"] for r in qoe) == 0
+    # the master planned from the engine's forecasts: every push expected to be used,
+    # routed through the mesh from the master, within the push budget per round
+    pushes = of(records, "push")
+    assert len(pushes) > 20, len(pushes)
+    assert all(p["expected_hits"] >= 0.1 and p["route"][0] == "m1" for p in pushes)
+    assert of(records, "forecast") and not of(records, "forecast_failed")
+    budget = sc.delivery.push_budget_bytes
+    per_round = pd.DataFrame(pushes).assign(r=lambda d: (d["at"] // 1.0)).groupby("r")["bytes"]
+    assert per_round.sum().max() <= 2 * budget  # a round's pushes are logged within ~1 s
+    sources = pd.read_csv(run_dir / "tables" / "requests.csv")["source"].value_counts()
+    print(sources)
+    assert sources.get("cache_prefetch", 0) > 0
+    assert s["cache_over_capacity"] == 0
+
+
 def star(delays: dict[str, float], viewers: dict[str, str]) -> nx.Graph:
     """m1 on the core switch s1; helper hN alone on switch s(N+1), whose link to the core
     has the one-way delay given; viewers on their helper's switch."""

@@ -409,3 +409,27 @@ def test_engine_keeps_training_window_plus_feature_windows():
     e.ingest([rq("alice", "v", 0.0, "h1", 0)], "h1", now=0.0)
     assert len(e.training_input(cfg.keep_s - 1.0)) == 1
     assert len(e.training_input(cfg.keep_s + 1.0)) == 0
+
+
+def test_predict_answers_with_a_baseline_when_asked():
+    e = DemandEngine(EngineConfig())
+    recs = []
+    for k, viewer in enumerate(("alice", "bob", "carol")):
+        for i in range(4):
+            recs.append(rq(viewer, "v", 90.0 + 2 * i + 0.1 * k, "h1", i))
+    rows, errors = e.ingest(recs, "h1", now=100.0)
+    assert errors == [] and len(rows) == 12
+    play = e.predict(100.0, ["h1"], 5, predictor="playhead")
+    pop = e.predict(100.0, ["h1"], 5, predictor="popularity")
+    model = e.predict(100.0, ["h1"], 5)
+    assert play["predictor"] == "playhead" and pop["predictor"] == "popularity"
+    assert model["predictions"] == play["predictions"]  # no model yet: playhead stands in
+    # the three viewers all asked for v/0..3 within the window: popularity ranks those;
+    # playhead extrapolation the segments after them
+    assert {i for _, i, _ in pop["predictions"]["h1"]} <= {0, 1, 2, 3}
+    assert {i for _, i, _ in play["predictions"]["h1"]} <= {4, 5, 6, 7, 8}
+    window, horizon = e.cfg.demand.window_s, e.cfg.demand.horizon_s
+    # own count 3 plus the single helper's whole share of the global 3, scaled to H
+    assert pop["predictions"]["h1"][0][2] == pytest.approx(6 * horizon / window, rel=1e-3)
+    with pytest.raises(EngineError, match="predictor must be one of"):
+        e.predict(100.0, ["h1"], 5, predictor="crystal-ball")

@@ -458,9 +458,9 @@ def test_default_scenario_delivery_settings() -> None:
         ("delivery: {eviction: mru}\n", "delivery.eviction: 'mru' (must be one of lru, lfu, fifo)"),
         ("delivery: {mesh_degree: -1}\n", "delivery.mesh_degree: -1 (must be >= 0)"),
         ("delivery: {mesh_pull: 1}\n", "delivery.mesh_pull: 1 (must be true or false)"),
-        ("delivery: {prefetch: oracle}\n",
-         "delivery.prefetch: 'oracle' (unknown policy 'oracle', expected one of none, "
-         "next-segments)"),
+        ("delivery: {prefetch: psychic}\n",
+         "delivery.prefetch: 'psychic' (unknown policy 'psychic', expected one of none, "
+         "next-segments, predictive, popularity, oracle)"),
         ("delivery: {prefetch: 'next,lookahead=2'}\n",
          "delivery.prefetch: 'next,lookahead=2' (unknown policy 'next'"),
         ("delivery: {prefetch: false}\n", "delivery.prefetch: False (must be text)"),
