@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -639,12 +639,9 @@ class Scores:
     calibration: float
     calibration_error: float
     rows: int
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d.update(d.pop("extra"))
-        return d
+        return asdict(self)
 
 
 def evaluate(name: str, frame: pd.DataFrame, pred: np.ndarray, missed: pd.DataFrame,

@@ -34,9 +34,11 @@ Pure: inputs in, decisions out; ties are broken by route length, then names in n
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import inspect
 import math
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional, Protocol, Union
@@ -497,6 +499,27 @@ class PopularityPlanner(DemandPlanner):
 POLICIES: dict[str, type] = {"none": NoPrefetch, "next-segments": NextSegments,
                              "predictive": DemandPlanner, "oracle": OraclePlanner,
                              "popularity": PopularityPlanner}
+
+
+class FutureDemand:
+    """The oracle's demand: requests known in advance, ``(at, helper, video, index)``.
+
+    :meth:`between` counts those in ``(now, now + horizon_s]`` per helper and segment.
+    """
+
+    def __init__(self, requests: Iterable[tuple[float, str, str, int]]) -> None:
+        rows = sorted(requests, key=lambda r: r[0])
+        self._at = [float(r[0]) for r in rows]
+        self._keys = [(str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def between(self, now: float, horizon_s: float) -> list[Demand]:
+        lo = bisect.bisect_right(self._at, now)
+        hi = bisect.bisect_right(self._at, now + horizon_s)
+        counts = Counter(self._keys[lo:hi])
+        return [Demand(h, v, i, float(n)) for (h, v, i), n in sorted(counts.items())]
 
 
 def _value(text: str) -> object:

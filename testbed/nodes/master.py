@@ -22,14 +22,12 @@ down the tree, the origin for misses, prefetch pushes through the mesh, republis
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -44,7 +42,7 @@ from testbed.core.content import (
 )
 from testbed.core.mesh import PeerMetric, mesh_graph, push_route, push_routes
 from testbed.core.multicast import relay_group
-from testbed.core.prefetch import Demand, HelperView, make_policy
+from testbed.core.prefetch import Demand, FutureDemand, HelperView, make_policy
 from testbed.core.timing import Pingback, tiers_as_lists
 from testbed.nodes import common as C
 from testbed.nodes.manifests import sign_manifest
@@ -85,7 +83,7 @@ class Master:
         self.forecast_at = -1e9
         self.forecast_version: int | None = None
         self.horizon_s = float(cfg.extra["engine"]["horizon_s"])
-        self.planned: tuple[list[float], list[tuple[str, str, int]]] | None = None
+        self.planned: FutureDemand | None = None
         self.in_flight: dict[tuple[str, str, int], float] = {}
         self.sync_path = cfg.run_dir / "controller-sync.json"
         self.tasks: list[asyncio.Task] = []
@@ -410,38 +408,26 @@ class Master:
         the engine's forecast (``predictive``, ``popularity``) or the planned sessions'
         own requests (``oracle``: the future as the workload planned it)."""
         if self.policy.name == "oracle":
-            return self.oracle_demand(now)
+            return self.planned.between(now, self.horizon_s) if self.planned else []
         if now - self.forecast_at > ACTIVE_S:
             return []
         return [Demand(h, str(v), int(i), float(x))
                 for h, rows in self.forecast.get("predictions", {}).items()
                 if h in self.cfg.helpers for v, i, x in rows if v in self.catalogue]
 
-    def oracle_demand(self, now: float) -> list[Demand]:
-        if self.planned is None:
-            return []
-        at, keys = self.planned
-        lo, hi = bisect.bisect_right(at, now), bisect.bisect_right(at, now + self.horizon_s)
-        counts = Counter(keys[lo:hi])
-        return [Demand(h, v, i, float(n)) for (h, v, i), n in sorted(counts.items())]
-
     def load_planned(self) -> None:
         """The planned sessions' requests (``workload/planned.csv``), in run time."""
         path = self.cfg.run_dir / "workload" / "planned.csv"
-        self.planned = None
         if not path.exists():
             if self.policy.name == "oracle":
                 self.events.write("oracle_blind", reason="no workload/planned.csv")
             return
         from testbed.core.workload import read_trace
 
-        trace = read_trace(path)
-        req = trace[trace["kind"] == "request"]
+        req = read_trace(path).query("kind == 'request'")
         start = float(self.cfg.extra.get("viewers_start_s", 0.0))
-        at = (req["at"].to_numpy() + start).tolist()
-        keys = list(zip(req["helper"].tolist(), req["video"].tolist(),
-                        req["index"].astype(int).tolist()))
-        self.planned = (at, keys)
+        self.planned = FutureDemand(zip((req["at"] + start).tolist(), req["helper"].tolist(),
+                                        req["video"].tolist(), req["index"].tolist()))
 
     async def prefetch_round(self) -> None:
         now = self.clock.now()

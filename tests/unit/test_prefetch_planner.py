@@ -475,3 +475,15 @@ def test_demand_rows_must_be_demand():
 def test_bad_demand_rows(args, match):
     with pytest.raises(PrefetchError, match=match):
         Demand(*args)
+
+
+def test_future_demand_counts_the_requests_in_the_horizon():
+    from testbed.core.prefetch import FutureDemand
+
+    fut = FutureDemand([(12.0, "h1", "v", 3), (10.5, "h1", "v", 2), (11.0, "h2", "v", 2),
+                        (11.5, "h1", "v", 2), (16.0, "h1", "v", 4), (10.0, "h1", "v", 1)])
+    assert len(fut) == 6
+    got = fut.between(10.0, 5.0)  # (10, 15]: the request at exactly 10 and the one at 16 out
+    assert [(d.helper, d.video, d.index, d.expected) for d in got] == [
+        ("h1", "v", 2, 2.0), ("h1", "v", 3, 1.0), ("h2", "v", 2, 1.0)]
+    assert fut.between(20.0, 5.0) == []
