@@ -173,8 +173,9 @@ def test_injected_latencies_make_tiers_and_live_flows_through_parents(run_dir):
     assert tiers["tiers"] == [["h1", "h2"], ["h3", "h4"]], tiers
     index = tiers["index_ms"]
     assert index["h1"] < index["h2"] < index["h3"] < index["h4"]
-    # one-way 2, 5, 20, 40 ms: RTT 4, 10, 40, 80 ms plus switch and processing time
-    assert 3.5 < index["h1"] < 9 and 38 < index["h3"] < 50 and 78 < index["h4"] < 92
+    # one-way 2, 5, 20, 40 ms: RTT 4, 10, 40, 80 ms plus switch and processing time (up to
+    # 10-12 ms of it on a busy machine whose switches run in userspace)
+    assert 3.5 < index["h1"] < 14 and 38 < index["h3"] < 50 and 78 < index["h4"] < 92
 
     # routing tables: centre to edge, children nearest first
     tables = {r["node"]: r for r in of(records, "routing")}

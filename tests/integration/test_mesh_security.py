@@ -144,7 +144,8 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
             assert text in answer["errors"][0] and "\n" not in answer["errors"][0], answer
         assert got["good"]["status"] == 200 and got["good"]["answer"]["accepted"] == 5
         status = rogue(dep, "status", "--port", port, ip=engine["ip"])
-        assert status["accepted"] == ahead["accepted"] + 5, status
+        # the real helpers keep sending their own telemetry meanwhile, hence at least
+        assert status["accepted"] >= ahead["accepted"] + 5, status
         assert status["rejected"] == {
             "malformed": 1, "bad_certificate": 1, "missing_field": 1, "wrong_type": 2,
             "future": 1, "not_pseudonym": 1, "address": 1, "wrong_sender": 1,
