@@ -62,8 +62,8 @@ LINK_KEYS: Mapping[str, str] = MappingProxyType(
      "queue": "queue_pkts"}
 )
 _SHORT = {v: k for k, v in LINK_KEYS.items()}
-TOP_KEYS = ("name", "description", "seed", "topology", "links", "calibration", "duration_s",
-            "content", "delivery", "viewers", "engine", "events")
+TOP_KEYS = ("name", "description", "seed", "policy", "topology", "links", "calibration",
+            "duration_s", "content", "delivery", "viewers", "engine", "events")
 TOPOLOGY_KEYS = ("generator", "params")
 LINKS_KEYS = ("mode", "defaults", "overrides")
 CALIBRATION_KEYS = ("probes", "interval_s", "iperf_seconds", "sample", "paths")
@@ -77,13 +77,24 @@ VIEWERS_KEYS = ("model", "per_host", "startup_buffer_s", "max_buffer_s", "zipf_s
                 "regional_skew", "trace")
 VIEWER_MODELS = ("players", "workload")
 ENGINE_KEYS = ("host", "port", "horizon_s", "retrain_s", "train_window_s", "min_train_s",
-               "top")
+               "top", "prefix_segments", "arrivals_horizon_s")
 EVENT_ACTIONS = ("republish", "link")
 EVENT_KEYS = ("at_s", *EVENT_ACTIONS, *LINK_KEYS)
 #: Cache eviction policies (``testbed.core.cache.POLICIES``) and prefetch policy names
 #: (``testbed.core.prefetch``), kept here so parsing needs neither module.
 EVICTION_POLICIES = ("lru", "lfu", "fifo")
 PREFETCH_POLICIES = ("none", "next-segments", "predictive", "popularity", "oracle")
+#: What each policy a run can be set to (``policy:``, ``--policy``) fixes in ``delivery``.
+#: ``tree``: the multicast tree alone; ``mesh-pull``: a miss asks mesh neighbours first;
+#: the three prefetch policies add the master's pushes to mesh-pull, planned from recent
+#: popularity, from the prediction engine, or from the future itself (the upper bound).
+POLICIES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "tree": MappingProxyType({"mesh_degree": 0, "mesh_pull": False, "prefetch": "none"}),
+    "mesh-pull": MappingProxyType({"mesh_pull": True, "prefetch": "none"}),
+    "popularity": MappingProxyType({"mesh_pull": True, "prefetch": "popularity"}),
+    "predictive": MappingProxyType({"mesh_pull": True, "prefetch": "predictive"}),
+    "oracle": MappingProxyType({"mesh_pull": True, "prefetch": "oracle"}),
+})
 #: The port every daemon's HTTP server uses (testbed.nodes.common.HTTP_PORT).
 HTTP_PORT_RESERVED = 8080
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -311,7 +322,9 @@ class EngineSection:
     ``host``: a host of the topology (None: the master's host); the engine is its own
     daemon there, listening on ``port``.  It predicts requests ``horizon_s`` ahead and
     retrains every ``retrain_s`` on the last ``train_window_s`` of telemetry, once it has
-    ``min_train_s`` of it; a prediction lists the ``top`` segments per helper.
+    ``min_train_s`` of it; a prediction lists the ``top`` segments per helper, and the
+    first ``prefix_segments`` of the videos that sessions still to come are likely to start
+    (the start-up burst), as expected over ``arrivals_horizon_s`` (0 segments: none).
     """
 
     host: str | None = None
@@ -321,6 +334,8 @@ class EngineSection:
     train_window_s: float = 900.0
     min_train_s: float = 40.0
     top: int = 20
+    prefix_segments: int = 0
+    arrivals_horizon_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -362,6 +377,9 @@ class Scenario:
     engine: EngineSection = field(default_factory=EngineSection)
     events: tuple[EventConfig, ...] = ()
     source: str = "<scenario>"
+    policy: str | None = None  # a name of POLICIES; ``delivery`` already has it applied
+    #: ``delivery`` as the file gave it, before the policy (what :meth:`to_dict` writes)
+    given_delivery: DeliveryConfig | None = field(default=None, compare=False, repr=False)
 
     def topology_params(self) -> dict[str, Any]:
         """Generator parameters, with the scenario seed when the generator takes one."""
@@ -414,6 +432,10 @@ class Scenario:
         label = ", ".join(f"{k}={v!r}" for k, v in changes.items())
         return parse_scenario(data, f"{self.source} [{label}]")
 
+    def delivery_dict(self) -> dict[str, Any]:
+        """The delivery settings in effect (the policy applied), as plain data."""
+        return {k: _plain(v) for k, v in dataclasses.asdict(self.delivery).items()}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the file format (numbers in ms, Mbit/s, %); parses back equal."""
         return {
@@ -433,7 +455,9 @@ class Scenario:
             "calibration": dataclasses.asdict(self.calibration),
             "duration_s": self.duration_s,
             "content": dataclasses.asdict(self.content),
-            "delivery": {k: _plain(v) for k, v in dataclasses.asdict(self.delivery).items()},
+            "policy": self.policy,
+            "delivery": {k: _plain(v) for k, v in
+                         dataclasses.asdict(self.given_delivery or self.delivery).items()},
             "viewers": dataclasses.asdict(self.viewers),
             "engine": dataclasses.asdict(self.engine),
             "events": [_event_dict(e) for e in self.events],
@@ -770,6 +794,8 @@ def _parse_engine(c: _Checker, data: Any) -> EngineSection:
         train_window_s=positive("train_window_s"),
         min_train_s=positive("min_train_s"),
         top=c.integer(get("top"), "engine.top", 1),
+        prefix_segments=c.integer(get("prefix_segments"), "engine.prefix_segments", 0),
+        arrivals_horizon_s=positive("arrivals_horizon_s"),
     )
 
 
@@ -836,12 +862,26 @@ def parse_scenario(data: Any, source: str) -> Scenario:
         duration_s=c.number(body.get("duration_s", Scenario.duration_s), "duration_s", 0,
                             strict=True),
         content=_parse_content(c, body.get("content")),
-        delivery=_parse_delivery(c, body.get("delivery")),
+        **_policy_and_delivery(c, body),
         viewers=_parse_viewers(c, body.get("viewers")),
         engine=_parse_engine(c, body.get("engine")),
         events=_parse_events(c, body.get("events")),
         source=source,
     )
+
+
+def _policy_and_delivery(c: _Checker, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``delivery`` with the ``policy`` preset applied, and what the file gave."""
+    given = _parse_delivery(c, body.get("delivery"))
+    policy = body.get("policy")
+    if policy is None:
+        return {"delivery": given, "policy": None, "given_delivery": None}
+    policy = c.choice(policy, "policy", tuple(POLICIES))
+    preset = POLICIES[policy]
+    if "mesh_degree" not in preset and given.mesh_degree == 0:
+        raise c.fail("policy", policy, "needs a mesh, but delivery.mesh_degree is 0")
+    return {"delivery": dataclasses.replace(given, **preset), "policy": policy,
+            "given_delivery": given}
 
 
 # ------------------------------------------------------------------ loading

@@ -24,12 +24,12 @@ import pandas as pd
 
 REQUEST_SOURCES = ("cache_prefetch", "cache_tree", "cache_mesh", "cache_live", "tree", "mesh",
                    "origin")
-TRAFFIC_CLASSES = ("tree", "mesh", "prefetch", "telemetry", "control", "live", "viewer",
-                   "origin")
+TRAFFIC_CLASSES = ("tree", "mesh", "prefetch", "telemetry", "prediction", "control", "live",
+                   "viewer", "origin")
 #: Sources that count as offload from the origin: any helper cache, or a mesh neighbour.
 OFFLOAD_SOURCES = ("mesh",)
 
-REQUEST_COLUMNS = ["helper", "viewer", "video", "index", "version", "bytes", "source",
+REQUEST_COLUMNS = ["helper", "viewer", "video", "index", "version", "bytes", "source", "root",
                    "latency_ms", "at"]
 VIEWER_COLUMNS = ["node", "viewer", "video", "joined_at", "startup_s", "stalls", "stall_s",
                   "played_s", "rebuffer_ratio", "seek_wait_s", "abandoned", "completed",
@@ -58,6 +58,17 @@ def is_cache_source(source: object) -> bool:
 def is_offload_source(source: object) -> bool:
     """A request answered without the tree or the origin: a helper cache or the mesh."""
     return is_cache_source(source) or source in OFFLOAD_SOURCES
+
+
+def offloaded(requests: pd.DataFrame) -> pd.Series:
+    """Per request: were its bytes spared the origin?  Yes when a helper cache or the mesh
+    answered, or a tree fetch that an ancestor helper answered from its cache (``root``
+    "cache"); no when the master sent them for this request."""
+    if not len(requests):
+        return pd.Series([], dtype=bool)
+    src = requests["source"]
+    via_tree = (src == "tree") & (requests["root"] == "cache")
+    return (src.map(is_offload_source).astype(bool) | via_tree.fillna(False)).astype(bool)
 
 
 def _of(records: Iterable[object], kind: str) -> list[dict]:
@@ -164,8 +175,7 @@ def overall(requests: pd.DataFrame, viewers: pd.DataFrame) -> pd.DataFrame:
     serves = len(requests)
     src = requests["source"]
     cache_hits = int(src.map(is_cache_source).sum()) if serves else 0
-    offload_bytes = float(requests.loc[src.map(is_offload_source).astype(bool), "bytes"].sum()) \
-        if serves else 0.0
+    offload_bytes = float(requests.loc[offloaded(requests), "bytes"].sum()) if serves else 0.0
     total_bytes = _sum(requests, "bytes")
     asked = int(_sum(viewers, "requests")) if viewers["requests"].notna().any() else serves
     answered = int(_sum(viewers, "answered")) if viewers["answered"].notna().any() else serves
@@ -202,7 +212,8 @@ def summary(records: Iterable[dict]) -> dict[str, pd.DataFrame]:
     In ``overall``: ``requests`` are the viewers' segment requests (the helpers' serves if
     more, e.g. when some viewer logs are missing); ``hit_ratio`` = requests answered from
     any helper cache / requests; ``prefetch_hits`` = answers from prefetched segments;
-    ``offload`` = bytes to viewers from helper caches or the mesh / all bytes to viewers;
+    ``offload`` = bytes to viewers that the origin did not send for the request (from a
+    helper cache, the mesh, or an ancestor helper's cache; :func:`offloaded`) / all bytes;
     startup percentiles over sessions that started (``never_started`` counts the rest);
     ``rebuffer_ratio`` = total stall time / (total played + total stall time).  Ratios with
     nothing to divide by are NaN.
@@ -213,3 +224,100 @@ def summary(records: Iterable[dict]) -> dict[str, pd.DataFrame]:
     traffic = traffic_table(records)
     return {"per_viewer": viewers, "overall": overall(requests, viewers),
             "by_source": by_source(requests), "by_class": by_class(traffic)}
+
+
+# ----------------------------------------------------------- prefetch and time
+
+COPY_COLUMNS = ["push_id", "helper", "video", "index", "at", "bytes", "dest", "used",
+                "first_use_at"]
+INTERVAL_COLUMNS = ["t", "requests", "hits", "hit_ratio", "bytes", "offload_bytes", "offload",
+                    "pushes", "push_bytes", "copies", "copies_used", "push_precision"]
+
+
+def prefetch_copies(records: Iterable[dict]) -> pd.DataFrame:
+    """One row per pushed copy a helper kept (``mesh_rx`` with ``kept``), and whether a viewer
+    was served from it: a ``cache_prefetch`` serve of that segment at that helper after the
+    copy arrived and before the next copy of it did (``first_use_at`` the first such)."""
+    records = list(records)
+    copies = sorted(((r.get("node"), r.get("video"), r.get("index"), float(r.get("at", 0.0)),
+                      r) for r in _of(records, "mesh_rx") if r.get("kept")),
+                    key=lambda c: (str(c[0]), str(c[1]), c[2] if isinstance(c[2], int) else -1,
+                                   c[3]))
+    uses: dict[tuple, list[float]] = {}
+    for r in _of(records, "serve"):
+        if r.get("source") == "cache_prefetch":
+            key = (r.get("node"), r.get("video"), r.get("index"))
+            uses.setdefault(key, []).append(float(r.get("at", 0.0)))
+    for times in uses.values():
+        times.sort()
+    rows = []
+    for i, (helper, video, index, at, r) in enumerate(copies):
+        nxt = copies[i + 1] if i + 1 < len(copies) else None
+        until = nxt[3] if nxt and nxt[:3] == (helper, video, index) else math.inf
+        first = next((t for t in uses.get((helper, video, index), ()) if at <= t < until),
+                     None)
+        rows.append({"push_id": r.get("push_id"), "helper": helper, "video": video,
+                     "index": index, "at": at, "bytes": r.get("bytes"),
+                     "dest": bool(r.get("dest")), "used": first is not None,
+                     "first_use_at": math.nan if first is None else first})
+    df = pd.DataFrame(rows, columns=COPY_COLUMNS)
+    _numeric(df, ["index", "bytes"], integer=True)
+    _numeric(df, ["at", "first_use_at"], integer=False)
+    return df
+
+
+def prefetch_outcome(copies: pd.DataFrame, end_at: float, settle_s: float) -> dict:
+    """Precision and waste of the pushed copies that arrived at least ``settle_s`` before
+    ``end_at`` (later ones had no fair chance to be asked for):
+
+    ``prefetch_precision`` = copies served at least once / copies;
+    ``prefetch_waste`` = bytes of copies never served / bytes of copies.
+    """
+    judged = copies[copies["at"] <= end_at - settle_s] if len(copies) else copies
+    n = len(judged)
+    total = float(judged["bytes"].sum()) if n else 0.0
+    unused = float(judged.loc[~judged["used"].astype(bool), "bytes"].sum()) if n else 0.0
+    return {"prefetch_copies": int(len(copies)), "prefetch_copies_judged": n,
+            "prefetch_copies_used": int(judged["used"].astype(bool).sum()) if n else 0,
+            "prefetch_precision": float(judged["used"].astype(bool).mean()) if n else math.nan,
+            "prefetch_waste": unused / total if total > 0 else math.nan}
+
+
+def intervals_table(records: Iterable[dict], step_s: float, end_at: float) -> pd.DataFrame:
+    """The run in ``step_s`` buckets from second 0 to ``end_at``: requests and cache hits,
+    bytes and offload, the master's pushes, and the copies kept and later used."""
+    if not step_s > 0:
+        raise ValueError(f"step_s must be > 0, got {step_s!r}")
+    records = list(records)
+    requests = requests_table(records)
+    copies = prefetch_copies(records)
+    pushes = pd.DataFrame([{"at": float(r.get("at", 0.0)), "bytes": r.get("bytes", 0)}
+                           for r in _of(records, "push")], columns=["at", "bytes"])
+    n = max(1, math.ceil(end_at / step_s))
+
+    def bucket(at: pd.Series) -> pd.Series:
+        return (pd.to_numeric(at, errors="coerce") // step_s).clip(0, n - 1)
+
+    out = pd.DataFrame({"t": [i * step_s for i in range(n)]})
+    if len(requests):
+        req = requests.assign(b=bucket(requests["at"]),
+                              hit=requests["source"].map(is_cache_source).astype(bool),
+                              off=offloaded(requests))
+        req["offb"] = req["bytes"].where(req["off"], 0)
+        g = req.groupby("b")
+        out["requests"] = g.size().reindex(range(n), fill_value=0).to_numpy()
+        out["hits"] = g["hit"].sum().reindex(range(n), fill_value=0).to_numpy()
+        out["bytes"] = g["bytes"].sum().reindex(range(n), fill_value=0).to_numpy()
+        out["offload_bytes"] = g["offb"].sum().reindex(range(n), fill_value=0).to_numpy()
+    else:
+        out["requests"] = out["hits"] = out["bytes"] = out["offload_bytes"] = 0
+    pg = pushes.assign(b=bucket(pushes["at"])).groupby("b")
+    out["pushes"] = pg.size().reindex(range(n), fill_value=0).to_numpy()
+    out["push_bytes"] = pg["bytes"].sum().reindex(range(n), fill_value=0).to_numpy()
+    cg = copies.assign(b=bucket(copies["at"]), u=copies["used"].astype(bool)).groupby("b")
+    out["copies"] = cg.size().reindex(range(n), fill_value=0).to_numpy()
+    out["copies_used"] = cg["u"].sum().reindex(range(n), fill_value=0).to_numpy()
+    out["hit_ratio"] = out["hits"] / out["requests"].where(out["requests"] > 0)
+    out["offload"] = out["offload_bytes"] / out["bytes"].where(out["bytes"] > 0)
+    out["push_precision"] = out["copies_used"] / out["copies"].where(out["copies"] > 0)
+    return out[INTERVAL_COLUMNS]

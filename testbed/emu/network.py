@@ -298,6 +298,30 @@ class TestbedNetwork:
                 })
         return {"switches": switches, "hosts": hosts, "links": links}
 
+    def link_ports(self) -> dict[tuple[str, str], str]:
+        """Per link (a, b) of the spec: an interface of ``a`` in the switches' namespace
+        (a switch's port), whose counters measure that link's traffic."""
+        out = {}
+        for link in self.net.links:
+            i1, i2 = link.intf1, link.intf2
+            if i1.node in self.net.switches:
+                out[(i1.node.name, i2.node.name)] = i1.name
+            elif i2.node in self.net.switches:
+                out[(i2.node.name, i1.node.name)] = i2.name
+        return out
+
+    def port_bytes(self) -> dict[str, tuple[int, int]]:
+        """(tx, rx) bytes so far of every interface :meth:`link_ports` names."""
+        out = {}
+        for name in self.link_ports().values():
+            stats = Path("/sys/class/net") / name / "statistics"
+            try:
+                out[name] = (int((stats / "tx_bytes").read_text()),
+                             int((stats / "rx_bytes").read_text()))
+            except (OSError, ValueError):
+                continue
+        return out
+
     def hosts_view(self) -> dict:
         g = self.spec
         out = {}

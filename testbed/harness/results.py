@@ -8,9 +8,11 @@ propagation, live reception, rejected messages, cache high-water marks) and writ
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
+import networkx as nx
 import pandas as pd
 
 from testbed.core import metrics
@@ -101,24 +103,116 @@ def extras(records: list[dict]) -> dict:
     return out
 
 
-def write_results(out: Path, more: dict | None = None) -> dict:
+PREDICTION_COLUMNS = ["version", "trained_at", "scored_from", "scored_to", "precision",
+                      "recall", "mae", "playhead_precision", "playhead_mae"]
+LINK_COLUMNS = ["a", "b", "delay_ms", "bw_mbit", "bytes_ab", "bytes_ba", "utilisation"]
+
+
+def predictions_table(out: Path) -> pd.DataFrame:
+    """One row per engine model that was scored: on the telemetry that came after it was
+    trained, until the next model replaced it (``engine/models/model-v*.json``)."""
+    rows = []
+    for path in sorted((Path(out) / "engine" / "models").glob("model-v*.json")):
+        try:
+            m = json.loads(path.read_text())
+            version = int(path.stem.rsplit("v", 1)[1])
+        except (OSError, ValueError):
+            continue
+        ev = m.get("evaluation") or {}
+        if not ev:
+            continue
+        model, play = ev.get("model") or {}, ev.get("playhead") or {}
+        rows.append({"version": version, "trained_at": m.get("trained_at"),
+                     "scored_from": m.get("trained_at"), "scored_to": ev.get("until"),
+                     "precision": model.get("precision"), "recall": model.get("recall"),
+                     "mae": model.get("mae"), "playhead_precision": play.get("precision"),
+                     "playhead_mae": play.get("mae")})
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+
+
+def links_table(spec: nx.Graph, port_bytes: dict[str, tuple[int, int]],
+                ports: dict[tuple[str, str], str], seconds: float) -> pd.DataFrame:
+    """Bytes each way over every link of ``spec`` during ``seconds`` of run.
+
+    ``ports`` names, per link (a, b), an interface at ``a`` in the switches' namespace;
+    ``port_bytes`` gives each interface's (tx, rx) bytes over the run.  ``utilisation`` is
+    the busier direction's mean rate over the link's bandwidth (NaN when unlimited).
+    """
+    rows = []
+    for a, b, data in spec.edges(data=True):
+        a, b = (a, b) if (a, b) in ports else (b, a)
+        got = port_bytes.get(ports.get((a, b), ""))
+        tx, rx = got if got else (None, None)
+        bw = data.get("bw_mbit")
+        util = (max(tx, rx) * 8 / seconds / (bw * 1e6)
+                if got and bw and seconds > 0 else math.nan)
+        rows.append({"a": a, "b": b, "delay_ms": data.get("delay_ms"), "bw_mbit": bw,
+                     "bytes_ab": tx, "bytes_ba": rx, "utilisation": util})
+    return pd.DataFrame(rows, columns=LINK_COLUMNS)
+
+
+def topology_view(spec: nx.Graph, records: list[dict]) -> dict:
+    """The network for a drawing: nodes with role and tier, links, the last tree (parent ->
+    child) the master set up and the mesh the helpers last chose."""
+    tiers: dict[str, int] = {}
+    for i, names in enumerate((_of(records, "tiers") or [{"tiers": []}])[-1]["tiers"]):
+        tiers.update({h: i + 1 for h in names})
+    parent: dict[str, str] = {}
+    mesh: dict[str, list[str]] = {}
+    for r in records:
+        if r.get("kind") == "routing" and r.get("parent"):
+            parent[r["node"]] = r["parent"]
+        elif r.get("kind") == "neighbours":
+            mesh[r["node"]] = list(r.get("neighbours") or [])
+    pairs = sorted({tuple(sorted((h, n))) for h, ns in mesh.items() for n in ns})
+    return {
+        "nodes": [{"name": n, "role": d.get("role", "switch"), "tier": tiers.get(n)}
+                  for n, d in spec.nodes(data=True)],
+        "links": [{"a": a, "b": b, "delay_ms": d.get("delay_ms"), "bw_mbit": d.get("bw_mbit")}
+                  for a, b, d in spec.edges(data=True)],
+        "tree": sorted([p, c] for c, p in parent.items()),
+        "mesh": [list(p) for p in pairs],
+    }
+
+
+def write_results(out: Path, more: dict | None = None, *, end_at: float | None = None,
+                  settle_s: float = 6.0, interval_s: float = 5.0,
+                  spec: nx.Graph | None = None, links: pd.DataFrame | None = None) -> dict:
     """Write ``tables/*.csv`` and ``summary.csv`` (with ``more`` appended, e.g. the CPU
-    verdict); return the summary row as a dict."""
+    verdict); return the summary row as a dict.
+
+    ``end_at`` (run seconds; default: the last record) bounds the per-interval table and
+    the prefetch judgement, which leaves out copies that arrived in the last ``settle_s``.
+    With ``spec`` also ``topology.json``; with ``links`` also ``tables/links.csv``.
+    """
     out = Path(out)
     records = read_logs(out)
+    if end_at is None:
+        end_at = max((float(r.get("at", 0.0)) for r in records), default=0.0)
     tables = metrics.summary(records)
     tdir = out / "tables"
     tdir.mkdir(exist_ok=True)
     for name, df in tables.items():
         df.to_csv(tdir / f"{name}.csv", index=False)
+    tables["per_viewer"].to_csv(tdir / "viewers.csv", index=False)
     metrics.requests_table(records).to_csv(tdir / "requests.csv", index=False)
     invalidation_table(records).to_csv(tdir / "invalidations.csv", index=False)
+    copies = metrics.prefetch_copies(records)
+    copies.to_csv(tdir / "prefetch.csv", index=False)
+    metrics.intervals_table(records, interval_s, end_at).to_csv(tdir / "intervals.csv",
+                                                                index=False)
+    predictions_table(out).to_csv(tdir / "predictions.csv", index=False)
+    if links is not None:
+        links.to_csv(tdir / "links.csv", index=False)
+    if spec is not None:
+        (out / "topology.json").write_text(json.dumps(topology_view(spec, records), indent=1))
     row = {}
     overall = tables.get("overall")
     if overall is not None and len(overall):
         row.update({k: (v.item() if hasattr(v, "item") else v)
                     for k, v in overall.iloc[0].to_dict().items()})
     row.update(extras(records))
+    row.update(metrics.prefetch_outcome(copies, end_at, settle_s))
     row.update(more or {})
     pd.DataFrame([row]).to_csv(out / "summary.csv", index=False)
     return row

@@ -42,13 +42,17 @@ from testbed.core.measure import judge_cpu
 from testbed.emu.calibrate import CpuSampler
 from testbed.emu.network import TestbedNetwork, address_plan
 from testbed.emu.proc import ManagedProcess
-from testbed.harness import results
+from testbed.harness import manifest, results
 from testbed.scenario import Scenario
 
 LIVE_T0_S = 4.0          # live channels start producing this long after t0
 VIEWERS_START_S = 6.0    # players start after the first pingback round set the tree up
 ENGINE_NAME = "engine"   # the prediction engine daemon's name (its log, credential, config)
 MULTICAST_ROUTE = "224.0.0.0/4"
+
+
+class RunDirError(ValueError):
+    """The run directory already holds a run (results are never mixed)."""
 
 
 @dataclass
@@ -161,7 +165,8 @@ def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
         "run_dir": str(out), "seed": scenario.seed, "t0": t0,
         "duration_s": scenario.duration_s,
         "master": {"name": master, "ip": plan[master]["ip"]},
-        "helpers": helpers, "catalogue": d["content"], "delivery": d["delivery"],
+        "helpers": helpers, "catalogue": d["content"],
+        "delivery": scenario.delivery_dict(),
         "viewers": d["viewers"],
         "events": [{"at_s": e.at_s, "action": e.action, "target": e.target}
                    for e in scenario.events if e.action == "republish"],
@@ -169,8 +174,10 @@ def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
     }
     eng = d["engine"]
     engine_host = eng["host"] or master
+    # a policy that prefetches nothing needs no predictions: no engine, no telemetry to it
     engine = {**{k: v for k, v in eng.items() if k != "host"}, "name": ENGINE_NAME,
-              "host": engine_host, "ip": plan[engine_host]["ip"]}
+              "host": engine_host, "ip": plan[engine_host]["ip"],
+              "enabled": scenario.delivery.prefetch_policy != "none"}
     extra = {"live_t0": LIVE_T0_S, "telemetry_salt": salt.hex(),
              "viewers_start_s": VIEWERS_START_S, "engine": engine}
     configs = {master: {**base, "name": master, "role": "master", "ip": plan[master]["ip"],
@@ -318,7 +325,8 @@ class Deployment:
             W.write_trace(planned, out / "workload" / "planned.csv")
         (out / "nodes").mkdir(exist_ok=True)
         roles = _roles(spec)
-        for group in (roles[S.MASTER], [ENGINE_NAME], roles[S.HELPER], roles[S.VIEWER]):
+        engine = [ENGINE_NAME] if self.configs[ENGINE_NAME]["extra"]["engine"]["enabled"] else []
+        for group in (roles[S.MASTER], engine, roles[S.HELPER], roles[S.VIEWER]):
             for name in group:
                 cfg = self.configs[name]
                 path = out / "nodes" / f"{name}.json"
@@ -333,6 +341,16 @@ class Deployment:
                                    roles[S.HELPER], self.say).__enter__()
 
     def stop(self) -> None:
+        """Stop the daemons, then the network."""
+        self.stop_daemons()
+        if self.tn is not None:
+            t = time.monotonic()
+            self.tn.stop()
+            self.tn = None
+            self.timings["network_down_s"] = round(time.monotonic() - t, 3)
+
+    def stop_daemons(self) -> None:
+        """Stop every daemon (viewers first, the engine last); the network stays up."""
         if self.sync is not None:
             self.sync.__exit__()
             self.sync = None
@@ -347,9 +365,6 @@ class Deployment:
                 if code not in (0, None, -15):
                     self.failures.append(f"{p.name} exited with status {code}")
         self.procs.clear()
-        if self.tn is not None:
-            self.tn.stop()
-            self.tn = None
 
     def host(self, name: str):
         return self.tn.host(name)
@@ -360,20 +375,56 @@ class Deployment:
 
 
 def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
-                 mode: str | None = None) -> RunResult:
-    """Play ``scenario`` on a fresh emulated network; results land in ``out``."""
+                 mode: str | None = None, fidelity: dict | None = None) -> RunResult:
+    """Play ``scenario`` on a fresh emulated network; results land in ``out``.
+
+    ``fidelity`` is the summary of the fidelity check of this network (from
+    ``testbed calibrate``), recorded in the manifest; None: not checked.
+    """
+    if (Path(out) / "logs").exists() or (Path(out) / "manifest.json").exists():
+        raise RunDirError(f"{out} already holds a run; give another directory")
+    started = manifest.now_iso()
     t_start = time.monotonic()
+    manifest.write(out, status="running", started_at=started, **_identity(scenario))
     with Deployment(scenario, out, say, mode) as dep, CpuSampler() as cpu:
+        t_play = time.monotonic()
+        before = dep.tn.port_bytes()
+        ports = dep.tn.link_ports()
         _play(scenario, dep.tn, dep.t0, say)
-    timings = {**dep.timings, "total_s": time.monotonic() - t_start}
+        played_s = time.monotonic() - t_play
+        t_down = time.monotonic()
+        dep.stop_daemons()
+        after = dep.tn.port_bytes()
+    teardown_s = time.monotonic() - t_down
+    timings = {**dep.timings, "play_s": round(played_s, 3), "teardown_s": round(teardown_s, 3),
+               "total_s": round(time.monotonic() - t_start, 3)}
     verdict = judge_cpu(cpu.samples)
-    summary = results.write_results(dep.out, {
-        "cpu_idle_min": round(verdict.min_idle, 3), "cpu_idle_mean": round(verdict.mean_idle, 3),
-        "cpu_trusted": verdict.trusted, "link_mode": dep.link_mode})
+    moved = {n: (after[n][0] - before[n][0], after[n][1] - before[n][1])
+             for n in after if n in before}
+    links = results.links_table(dep.spec, moved, ports, played_s)
+    cpu_fields = {"cpu_idle_min": round(verdict.min_idle, 3),
+                  "cpu_idle_mean": round(verdict.mean_idle, 3), "cpu_trusted": verdict.trusted}
+    summary = results.write_results(
+        dep.out, {"policy": scenario.policy or scenario.delivery.prefetch_policy,
+                  "seed": scenario.seed, **cpu_fields, "link_mode": dep.link_mode},
+        end_at=scenario.duration_s, spec=dep.spec, links=links,
+        settle_s=scenario.engine.horizon_s + scenario.delivery.prefetch_interval_s)
     if not verdict.trusted:
         say(f"warning: CPU idle fell to {verdict.min_idle:.0%} (< 35 %): the host was "
             f"saturated, so latencies in this run are not trustworthy")
+    manifest.write(out, status=manifest.COMPLETE, started_at=started,
+                   finished_at=manifest.now_iso(), **_identity(scenario),
+                   link_mode=dep.link_mode, fidelity=fidelity,
+                   cpu={"idle_min": cpu_fields["cpu_idle_min"],
+                        "idle_mean": cpu_fields["cpu_idle_mean"], "trusted": verdict.trusted},
+                   timings=timings, failures=dep.failures,
+                   workload_sha256=manifest.file_digest(dep.out / "workload" / "planned.csv"))
     return RunResult(out=dep.out, summary=summary, timings=timings, failures=dep.failures)
+
+
+def _identity(scenario: Scenario) -> dict:
+    return {"scenario": scenario.to_dict(), "policy": scenario.policy,
+            "seed": scenario.seed, "source": scenario.source}
 
 
 def _play(scenario: Scenario, tn: TestbedNetwork, t0: float, say: Callable) -> None:

@@ -45,7 +45,9 @@ from testbed.nodes import common as C
 from testbed.nodes.manifests import ManifestBook
 
 log = logging.getLogger("meshcast.helper")
-SEG_HEADERS = ("X-Meshcast-Version", "X-Meshcast-Source")
+#: version, source, and root: "origin" when the bytes left the master for this request,
+#: "cache" when some helper's cache (this one's, a neighbour's or an ancestor's) had them
+SEG_HEADERS = ("X-Meshcast-Version", "X-Meshcast-Source", "X-Meshcast-Root")
 PROBE_MAX = 256 * 1024
 BW_PROBE_BYTES = 12 * 1024  # within TCP's first flight (10 segments), so one train
 BW_PROBE_EVERY_S = 120.0  # an active bandwidth probe per peer at most this often
@@ -82,6 +84,8 @@ class Helper:
         self.live_wanted_until: dict[str, float] = {}  # video -> run time viewers last asked
         self.seen_invalidations: set[str] = set()
         self.telemetry = TelemetryBuffer()
+        self.tree_roots: dict[tuple[str, int], str] = {}  # per segment: its last tree fetch's
+        self.last_root: dict[tuple[str, int], str] = {}   # root (see root_of), and in flight
         self.tasks: list[asyncio.Task] = []
 
     # -- set-up -----------------------------------------------------------------------
@@ -246,8 +250,9 @@ class Helper:
                                 key[1] * self.catalogue[key[0]].segment_s, self.now(),
                                 self.cfg.name)
         self.telemetry.add({**anon, "index": key[1]})
+        root = self.root_of(key, source)
         self.events.write("serve", viewer=anon["viewer"], video=key[0], index=key[1],
-                          version=version, bytes=len(data), source=source,
+                          version=version, bytes=len(data), source=source, root=root,
                           latency_ms=round(latency_ms, 3))
         if self.catalogue[key[0]].kind == "live":
             self.live_wanted_until[key[0]] = self.now() + 30.0
@@ -276,6 +281,11 @@ class Helper:
         return web.json_response({"ok": len(events)})
 
     # -- obtaining segments -----------------------------------------------------------
+    def root_of(self, key: tuple[str, int], source: str) -> str:
+        """Where the bytes of an answer came from: "origin" only for a tree fetch that the
+        master itself answered (directly or through ancestors); any cache is "cache"."""
+        return self.tree_roots.get(key, "origin") if source == "tree" else "cache"
+
     async def obtain(self, key: tuple[str, int]) -> tuple[bytes, int, str]:
         """(bytes, version, source): from the cache, else one shared fetch per segment."""
         video, index = key
@@ -314,6 +324,7 @@ class Helper:
             if got is not None:
                 data, ver = got
                 self.cache.put(key, ver, data, "tree", self.now())
+                self.tree_roots[key] = self.last_root.pop(key, "origin")
                 return data, ver, "tree"
         raise FetchFailed(f"{video}/{index}: no ancestor answered")
 
@@ -335,6 +346,8 @@ class Helper:
             ver = 0
         if ver < version:
             return None
+        root = headers.get(SEG_HEADERS[2], "origin")
+        self.last_root[key] = "cache" if root == "cache" else "origin"
         m = self.book.get(key[0], ver) or await self.manifest(key[0], ver)
         if m.version != ver or not m.digest_ok(key[1], body):
             self.secure.rejected.note(self.events, "bad_digest", name, cls)
@@ -371,7 +384,8 @@ class Helper:
         self.events.write("upstream_serve", to=msg.sender, video=key[0], index=key[1],
                           version=version, source=source, bytes=len(data), cls=cls)
         return web.Response(body=data, headers={SEG_HEADERS[0]: str(version),
-                                                SEG_HEADERS[1]: source})
+                                                SEG_HEADERS[1]: source,
+                                                SEG_HEADERS[2]: self.root_of(key, source)})
 
     async def h_fetch(self, request: web.Request) -> web.Response:
         return await self._answer_fetch(request, "tree", cache_only=False)
@@ -611,8 +625,8 @@ class Helper:
     # -- telemetry --------------------------------------------------------------------
     async def send_telemetry(self) -> None:
         batch = self.telemetry.drain(200)
-        if not batch:
-            return
+        if not batch or not self.cfg.extra["engine"].get("enabled", True):
+            return  # nothing to send, or no engine in this run (a policy without prediction)
         msg = self.secure.encode("telemetry", {"events": batch})
         engine = self.cfg.extra["engine"]
         try:

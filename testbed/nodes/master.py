@@ -139,8 +139,9 @@ class Master:
         self.tasks = [
             C.every(float(d["pingback_interval_s"]), self.pingback_round, "pingback",
                     first_delay=1.0),
-            C.every(max(float(d["prefetch_interval_s"]), FORECAST_EVERY_S), self.ask_engine,
-                    "forecast", first_delay=2.5),
+            *([C.every(max(float(d["prefetch_interval_s"]), FORECAST_EVERY_S),
+                       self.ask_engine, "forecast", first_delay=2.5)]
+              if self.cfg.extra["engine"].get("enabled", True) else []),
             C.every(float(d["prefetch_interval_s"]), self.prefetch_round, "prefetch",
                     first_delay=3.0),
             *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
@@ -195,7 +196,8 @@ class Master:
         self.events.write("origin_serve", to=msg.sender, video=video, index=index,
                           version=version, bytes=len(data))
         return web.Response(body=data, headers={"X-Meshcast-Version": str(version),
-                                                "X-Meshcast-Source": "origin"})
+                                                "X-Meshcast-Source": "origin",
+                                                "X-Meshcast-Root": "origin"})
 
     async def h_control(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -411,9 +413,13 @@ class Master:
             return self.planned.between(now, self.horizon_s) if self.planned else []
         if now - self.forecast_at > ACTIVE_S:
             return []
-        return [Demand(h, str(v), int(i), float(x))
-                for h, rows in self.forecast.get("predictions", {}).items()
-                if h in self.cfg.helpers for v, i, x in rows if v in self.catalogue]
+        # the running sessions' next requests, and the start-up bursts of sessions to come
+        # (on-demand videos only: a live session starts at the live edge)
+        rows = [(h, v, i, x, key == "arrivals") for key in ("predictions", "arrivals")
+                for h, got in self.forecast.get(key, {}).items() for v, i, x in got]
+        return [Demand(h, str(v), int(i), float(x)) for h, v, i, x, to_come in rows
+                if h in self.cfg.helpers and v in self.catalogue
+                and not (to_come and self.catalogue[v].kind == "live")]
 
     def load_planned(self) -> None:
         """The planned sessions' requests (``workload/planned.csv``), in run time."""

@@ -1,7 +1,8 @@
 """The delivery system on real Mininet, OVS, controller and daemons.
 
-- the default scenario for >= 2 minutes (viewers from the calibrated workload): every
-  request answered, every digest right, QoE per viewer, prefetch hits, caches within
+- the default scenario for >= 2 minutes (viewers from the calibrated workload, predictive
+  prefetch): every request answered, every digest right, QoE per viewer, pushes planned
+  from the engine's forecasts within the budget, prefetch hits, caches within
   capacity, a republish with no stale serves after the invalidation arrived, anonymised
   telemetry at the prediction engine, which trains models while the master uses its
   forecasts;
@@ -18,6 +19,7 @@ import networkx as nx
 import pandas as pd
 from conftest import REPO
 
+from testbed.core.prefetch import MIN_EXPECTED
 from testbed.core.spec import HELPER, MASTER, SWITCH, VIEWER
 from testbed.core.workload import read_trace
 from testbed.harness import results
@@ -59,11 +61,25 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     tiers = json.loads(s["tiers"])
     assert len(tiers) == 2 and sorted(tiers[0]) == ["h1", "h2", "h3", "h4"], tiers
 
-    # prefetch works: some requests served from prefetched copies; caches within capacity
+    # predictive prefetch (the scenario's policy) works: the master planned from the
+    # engine's forecasts, every push expected to be used, routed through the mesh from the
+    # master, within the push budget per round; requests served from the copies; caches
+    # within capacity; the copies judged
+    assert sc.policy == "predictive" and sc.delivery.mesh_pull
+    pushes = of(records, "push")
+    assert len(pushes) > 20, len(pushes)
+    assert all(p["expected_hits"] >= MIN_EXPECTED and p["route"][0] == "m1" for p in pushes)
+    budget = sc.delivery.push_budget_bytes
+    per_round = pd.DataFrame(pushes).assign(r=lambda d: (d["at"] // 1.0)).groupby("r")["bytes"]
+    assert per_round.sum().max() <= 2 * budget  # a round's pushes are logged within ~1 s
     sources = pd.read_csv(run_dir / "tables" / "requests.csv")["source"].value_counts()
     print(sources)
     assert sources.get("cache_prefetch", 0) > 0
     assert s["cache_over_capacity"] == 0 and s["cache_max_fill"] <= 1.0
+    assert s["prefetch_copies_judged"] > 20 and 0 < s["prefetch_precision"] <= 1
+    copies = pd.read_csv(run_dir / "tables" / "prefetch.csv")
+    assert len(copies) == s["prefetch_copies"] and copies["used"].sum() >= s[
+        "prefetch_copies_used"]
 
     # the republish at 60 s reached every helper; nothing stale served after it arrived
     inv = of(records, "invalidated")
@@ -96,32 +112,6 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     assert not of(records, "telemetry_refused") and not of(records, "telemetry_lost")
     sent = {r["cls"] for r in of(records, "traffic", direction="tx")}
     assert {"telemetry", "prediction"} <= sent
-
-
-def test_predictive_prefetch_pushes_what_the_engine_forecasts(run_dir):
-    sc = load_scenario(REPO / "experiments" / "default.yaml").with_overrides(
-        {"duration_s": 100, "delivery.prefetch": "predictive"})
-    result = run_scenario(sc, run_dir, say=print)
-    s = result.summary
-    print(json.dumps(s, indent=1, default=str))
-    records = results.read_logs(run_dir)
-    assert not result.failures, result.failures
-    qoe = of(records, "qoe")
-    assert sum(r["answered"] for r in qoe) == sum(r["requests"] for r in qoe) > 300
-    assert sum(r["digest_failures"] for r in qoe) == 0
-    # the master planned from the engine's forecasts: every push expected to be used,
-    # routed through the mesh from the master, within the push budget per round
-    pushes = of(records, "push")
-    assert len(pushes) > 20, len(pushes)
-    assert all(p["expected_hits"] >= 0.1 and p["route"][0] == "m1" for p in pushes)
-    assert of(records, "forecast") and not of(records, "forecast_failed")
-    budget = sc.delivery.push_budget_bytes
-    per_round = pd.DataFrame(pushes).assign(r=lambda d: (d["at"] // 1.0)).groupby("r")["bytes"]
-    assert per_round.sum().max() <= 2 * budget  # a round's pushes are logged within ~1 s
-    sources = pd.read_csv(run_dir / "tables" / "requests.csv")["source"].value_counts()
-    print(sources)
-    assert sources.get("cache_prefetch", 0) > 0
-    assert s["cache_over_capacity"] == 0
 
 
 def star(delays: dict[str, float], viewers: dict[str, str]) -> nx.Graph:

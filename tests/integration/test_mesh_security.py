@@ -24,7 +24,9 @@ seed: 5
 duration_s: 600
 topology: {generator: tiered}
 content: {videos: 3, live_channels: 0, duration_s: 20, bitrate_kbps: 200, segment_s: 2}
-delivery: {cache_mb: 2, prefetch: none, tiers: 1, mesh_degree: 1}
+# the engine runs (a prefetch policy is set), but with no push budget nothing is pushed,
+# so the caches change only by what the rogue's messages do
+delivery: {cache_mb: 2, prefetch: next-segments, push_budget_kbps: 0, tiers: 1, mesh_degree: 1}
 viewers: {per_host: 1}
 """
 

@@ -27,7 +27,8 @@ from testbed.scenario import (
 )
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-SCENARIO_FILES = sorted(EXPERIMENTS.rglob("*.yaml"))
+SCENARIO_FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if "sweeps" not in p.parts)
+SWEEP_FILES = sorted((EXPERIMENTS / "sweeps").glob("*.yaml"))
 SRC = "experiments/x.yaml"
 
 MINIMAL = """
@@ -168,8 +169,8 @@ def test_override_naming_two_unlinked_nodes() -> None:
     ("text", "path", "expected"),
     [
         ("topology: tiered\nparamz: 1\n", "paramz",
-         "unknown key (expected one of name, description, seed, topology, links, calibration, "
-         "duration_s, content, delivery, viewers, engine, events)"),
+         "unknown key (expected one of name, description, seed, policy, topology, links, "
+         "calibration, duration_s, content, delivery, viewers, engine, events)"),
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
@@ -431,9 +432,11 @@ def test_delivery_sections_default_when_absent_or_empty() -> None:
 
 def test_default_scenario_delivery_settings() -> None:
     s = load_scenario(EXPERIMENTS / "default.yaml")
-    assert s.duration_s == 150.0
+    assert s.duration_s == 120.0 and s.policy == "predictive"
     assert s.content == ContentConfig()
-    assert s.delivery == DeliveryConfig()
+    assert s.given_delivery == DeliveryConfig(cache_mb=64, push_budget_kbps=6000)
+    assert s.delivery == DeliveryConfig(cache_mb=64, push_budget_kbps=6000, mesh_pull=True,
+                                        prefetch="predictive")
     assert s.viewers == ViewersConfig(model="workload", arrival_rate=0.08, per_host=6)
     assert len(hosts(s.build_spec(), [VIEWER])) * s.viewers.per_host == 24
     assert s.engine == EngineSection()
