@@ -138,48 +138,34 @@ def clean() -> None:
 
 
 def _calibrate(scenario: Path, out: Optional[Path], sample: Optional[int],
-               mode: Optional[str], throughput: bool, what: str):
-    sc, spec = _load(scenario)
+               mode: Optional[str], throughput: bool, what: str, sc=None):
+    if sc is None:
+        sc, _ = _load(scenario)
     _require_root(f"testbed {what}")
     from rich.progress import Progress
 
     from testbed.emu import calibrate as C
-    from testbed.emu.network import TestbedNetwork, add_probes
+    from testbed.harness.fidelity import check_network
 
     if out is not None and out.suffix == ".json":  # the run's files go beside the JSON
-        run_dir = out.parent / f"{out.stem}-run"
+        path = out
     else:
-        run_dir = _run_dir(out, sc.name, what)
-    cal = sc.calibration
-    plan = C.CalibrationPlan(
-        probes=cal.probes, interval_s=cal.interval_s, iperf_seconds=cal.iperf_seconds,
-        sample=sample if sample is not None else cal.sample, paths=cal.paths,
-        throughput=throughput, seed=sc.seed,
-    )
-    probed = add_probes(spec)
-    with TestbedNetwork(probed, run_dir, mode=mode or sc.links.mode, seed=sc.seed) as tn:
-        console.print(f"network up in {tn.timings['start_s']:.1f} s: {len(tn.net.hosts)} hosts "
-                      f"(with probes), {len(tn.net.switches)} switches, link mode {tn.mode}")
-        targets = C.plan_targets(probed, plan)
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("measuring", total=len(targets))
+        path = _run_dir(out, sc.name, what) / "fidelity.json"
 
-            def step(name: str) -> None:
-                progress.update(task, advance=1, description=f"measuring {name}")
+    def started(tn) -> None:
+        console.print(f"network up in {tn.timings['start_s']:.1f} s: {len(tn.net.hosts)} "
+                      f"hosts (with probes), {len(tn.net.switches)} switches, link mode "
+                      f"{tn.mode}")
 
-            results = C.calibrate(tn.net, probed, plan, progress=step)
-        mode_used = tn.mode
-    stats = tn.linkemu_stats()
-    report = {
-        "scenario": str(scenario), "seed": sc.seed, "link_mode": mode_used,
-        "plan": plan.__dict__, "summary": C.summary(results),
-        "rows": [m.as_row() for m in results], "linkemu": stats,
-        "timings": tn.timings,
-    }
-    path = out if out and out.suffix == ".json" else run_dir / "fidelity.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
-    console.print(C.results_table(results))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=None)
+
+        def step(name: str) -> None:
+            progress.update(task, advance=1, description=f"measuring {name}")
+
+        report = check_network(sc, path, mode, sample, throughput, progress=step,
+                               started=started)
+    console.print(C.results_table(report["results"]))
     s = report["summary"]
     console.print(f"fidelity: {s['passed']}/{s['measurements']} within tolerance"
                   + (f"; failed: {', '.join(s['failed'])}" if s["failed"] else "")
@@ -201,40 +187,39 @@ def calibrate(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario Y
         raise typer.Exit(1)
 
 
-@app.command()
-def demo(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
-         out: Optional[Path] = typer.Option(None, help="Run directory."),
-         mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
-    """The default job: the fidelity check, then the delivery system playing the scenario."""
-    sc = _load_with(scenario, None, None)
-    base = _run_dir(out, sc.name, "demo")
-    report = _calibrate(scenario, base / "fidelity.json", None, mode, True, "demo")
-    if report["summary"]["failed"]:
-        err.print("[yellow]warning:[/] some links measured outside tolerance (see above)")
-    _play_run(sc, base / "run", mode)
-
-
-def _load_with(path: Path, sets: Optional[list[str]], duration: Optional[float]):
-    """The scenario with ``--set key=value`` overrides applied, or one line and exit 2."""
-    import yaml
-
+def _load_with(path: Path, sets: Optional[list[str]], duration: Optional[float],
+               policy: Optional[str] = None, seed: Optional[int] = None):
+    """The scenario with ``--set key=value`` overrides (and ``--duration``, ``--policy``,
+    ``--seed``) applied, or one line and exit 2."""
     from testbed.scenario import ScenarioError
 
     sc, _ = _load(path)
-    changes = {}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            _fail(f"--set {item!r}: expected KEY=VALUE, e.g. delivery.mesh_degree=3")
-        changes[key.strip()] = yaml.safe_load(value)
-    if duration is not None:
-        changes["duration_s"] = duration
+    changes = _changes(sets)
+    for key, value in (("duration_s", duration), ("policy", policy), ("seed", seed)):
+        if value is not None:
+            changes[key] = value
     try:
         sc = sc.with_overrides(changes) if changes else sc
         sc.build_spec()
     except ScenarioError as exc:
         _fail(str(exc))
     return sc
+
+
+def _changes(sets: Optional[list[str]]) -> dict:
+    """``--set KEY=VALUE`` items as scenario overrides (values parsed as YAML)."""
+    import yaml
+
+    changes = {}
+    for item in sets or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--set {item!r}: expected KEY=VALUE, e.g. delivery.mesh_degree=3")
+        try:
+            changes[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            _fail(f"--set {item!r}: the value is not valid YAML")
+    return changes
 
 
 def _summary_table(summary: dict) -> None:
@@ -248,32 +233,216 @@ def _summary_table(summary: dict) -> None:
     console.print(table)
 
 
+POLICY_HELP = "Policy: tree, mesh-pull, popularity, predictive or oracle."
+CHECK_HELP = "Run the fidelity check of the network first (once per distinct network)."
+
+
 @app.command()
 def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
         out: Optional[Path] = typer.Option(None, help="Run directory (default runs/run-...)."),
+        policy: Optional[str] = typer.Option(None, help=POLICY_HELP),
+        seed: Optional[int] = typer.Option(None, help="Override the scenario's seed."),
         duration: Optional[float] = typer.Option(None, help="Override duration_s."),
         sets: Optional[list[str]] = typer.Option(None, "--set",
                                                  help="Override a scenario key: KEY=VALUE."),
+        check: bool = typer.Option(False, help=CHECK_HELP),
         mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
     """Play a scenario: master, helpers and viewers on the emulated network; tables out."""
-    sc = _load_with(scenario, sets, duration)
+    sc = _load_with(scenario, sets, duration, policy, seed)
     _require_root("testbed run")
-    _play_run(sc, _run_dir(out, sc.name, "run"), mode)
+    run_dir = _run_dir(out, sc.name, "run")
+    fidelity = None
+    if check:
+        fidelity = _calibrate(scenario, run_dir / "fidelity" / "network.json", None, mode,
+                              True, "run", sc=sc)["summary"]
+    _play_run(sc, run_dir, mode, fidelity)
 
 
-def _play_run(sc, out_dir: Path, mode: Optional[str]) -> None:
-    from testbed.harness.run import run_scenario
+def _play_run(sc, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] = None) -> None:
+    from testbed.harness.run import RunDirError, run_scenario
 
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
         result = run_scenario(sc, out_dir, say=lambda m: console.print(m, highlight=False),
-                              mode=mode)
+                              mode=mode, fidelity=fidelity)
+    except RunDirError as exc:
+        _fail(str(exc))
     except _Stop:
         _fail("stopped by SIGTERM; the network was torn down", 1)
     _summary_table(result.summary)
-    console.print(f"results in {result.out} (summary.csv, tables/, logs/)")
+    console.print(f"results in {result.out} (summary.csv, tables/, logs/, manifest.json)")
     for f in result.failures:
         err.print(f"[yellow]warning:[/] {f}")
+
+
+def _run_collection(collection, out: Path, mode: Optional[str], check: bool) -> None:
+    """Run (or resume) a comparison or a sweep with a progress bar; then its report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from testbed.harness import experiment as E
+    from testbed.harness.fidelity import check_network
+    from testbed.harness.report import write_report
+    from testbed.harness.run import run_scenario
+
+    def say(m: str) -> None:
+        console.print(m, highlight=False)
+
+    def one(sc, run_dir: Path, fidelity) -> None:
+        result = run_scenario(sc, run_dir, say=lambda m: None, mode=mode, fidelity=fidelity)
+        s, nan = result.summary, float("nan")
+        say(f"  hit ratio {s.get('hit_ratio', nan):.3f}, offload {s.get('offload', nan):.3f}"
+            f", startup p95 {s.get('startup_p95_s', nan):.2f} s "
+            f"({result.timings['total_s']:.0f} s)")
+
+    def fidelity(sc, path: Path) -> dict:
+        say(f"fidelity check of the network ({path.name})")
+        s = check_network(sc, path, mode)["summary"]
+        say(f"  {s['passed']}/{s['measurements']} within tolerance"
+            + (f"; failed: {', '.join(s['failed'])}" if s["failed"] else ""))
+        return s
+
+    signal.signal(signal.SIGTERM, _raise_stop)
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task(f"{collection.kind} {collection.sweep.name}",
+                            total=len(collection.points))
+
+        def progress(point, state: str) -> None:
+            if state in ("kept", "done", "failed"):
+                bar.update(task, advance=1)
+            if state == "kept":
+                say(f"{point.id}: kept (complete from before): {point.label()}")
+
+        try:
+            outcome = E.run_collection(collection, out, one, fidelity if check else None,
+                                       say=say, progress=progress)
+        except E.CollectionError as exc:
+            _fail(str(exc))
+        except _Stop:
+            _fail(f"stopped by SIGTERM; finished points are kept in {out} (run the same "
+                  f"command again to resume)", 1)
+    _comparison_table(E.comparison_rows(outcome.table, collection.sweep.axes),
+                      list(collection.sweep.axes), f"{collection.kind}: {collection.sweep.name}")
+    paths = write_report(out)
+    console.print(f"ran {len(outcome.ran)}, kept {len(outcome.kept)}, failed "
+                  f"{len(outcome.failed)} in {outcome.seconds:.0f} s; results in {out} "
+                  f"(points.csv, points/)")
+    console.print(f"report: {paths.html}")
+    if outcome.failed:
+        for pid, why in outcome.failed.items():
+            err.print(f"[yellow]warning:[/] {pid} failed: {why}")
+        raise typer.Exit(1)
+
+
+#: The comparison table's columns after the axes, with their short headings.
+COMPARISON = {"hit_ratio": "hit ratio", "offload": "offload", "startup_p95_s": "startup p95 s",
+              "rebuffer_ratio": "rebuffer", "prefetch_precision": "push precision",
+              "prefetch_waste": "push waste", "overhead_ratio": "overhead",
+              "pushes": "pushes", "abandoned": "abandoned", "cpu_idle_mean": "CPU idle"}
+
+
+def _comparison_table(rows, axes, title: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=title)
+    cols = ["point", *(a for a in axes if a in rows), *(c for c in COMPARISON if c in rows)]
+    for c in cols:
+        t.add_column(COMPARISON.get(c, c), justify="right")
+    for _, r in rows.iterrows():
+        t.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    console.print(t)
+
+
+@app.command()
+def compare(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
+            policies: str = typer.Option("tree,mesh-pull,popularity,predictive,oracle",
+                                         help="Comma-separated policies to run side by side."),
+            out: Optional[Path] = typer.Option(None, help="Directory (default runs/compare-...)."),
+            seed: Optional[int] = typer.Option(None, help="Override the scenario's seed."),
+            duration: Optional[float] = typer.Option(None, help="Override duration_s."),
+            sets: Optional[list[str]] = typer.Option(None, "--set",
+                                                     help="Override a scenario key: KEY=VALUE."),
+            check: bool = typer.Option(True, help=CHECK_HELP),
+            mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+    """Run policies on the same scenario, seed, network and viewers; table and report out.
+
+    Run it again with the same --out to resume: finished runs are kept."""
+    from testbed.harness import experiment as E
+
+    sc, _ = _load(scenario)
+    fixed = _changes(sets)
+    fixed.update({k: v for k, v in (("duration_s", duration), ("seed", seed)) if v is not None})
+    try:
+        collection = E.comparison(sc, [p.strip() for p in policies.split(",") if p.strip()],
+                                  scenario, fixed)
+        for p in collection.points:
+            sc.with_overrides(p.overrides(fixed)).build_spec()
+    except ValueError as exc:  # CollectionError, ScenarioError
+        _fail(str(exc))
+    _require_root("testbed compare")
+    _run_collection(collection, out or _run_dir(None, sc.name, "compare"), mode, check)
+
+
+@app.command()
+def sweep(sweep_file: Path = typer.Argument(..., help="Sweep YAML file (scenario, axes)."),
+          out: Optional[Path] = typer.Option(None, help="Directory (default runs/sweep-NAME)."),
+          check: bool = typer.Option(True, help=CHECK_HELP),
+          mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+    """Run a grid (or zip) over scenario keys, one run directory per point; resumable: run
+    it again and only the points not yet complete run."""
+    import yaml
+
+    from testbed.core.sweep import SweepError, parse_sweep
+    from testbed.harness import experiment as E
+
+    try:
+        data = yaml.safe_load(sweep_file.read_text(encoding="utf-8"))
+        sw = parse_sweep(data, str(sweep_file), base=sweep_file.parent)
+    except OSError as exc:
+        _fail(f"{sweep_file}: cannot read ({exc.strerror or exc})")
+    except yaml.YAMLError as exc:
+        _fail(f"{sweep_file}: YAML error: {str(exc).splitlines()[0]}")
+    except SweepError as exc:
+        _fail(str(exc))
+    sc, _ = _load(sw.scenario)
+    collection = E.of_sweep(sw, sc)
+    try:  # every point's scenario must parse before anything runs
+        for p in collection.points:
+            sc.with_overrides(p.overrides(sw.fixed)).build_spec()
+    except ValueError as exc:
+        _fail(str(exc))
+    _require_root("testbed sweep")
+    _run_collection(collection, out or Path("runs") / f"sweep-{sw.name}", mode, check)
+
+
+@app.command()
+def report(directory: Path = typer.Argument(..., help="A run, comparison or sweep directory.")
+           ) -> None:
+    """Write report.html and report.md (with figures) for a run, comparison or sweep."""
+    from testbed.harness.report import ReportError, write_report
+
+    try:
+        paths = write_report(directory)
+    except ReportError as exc:
+        _fail(str(exc))
+    console.print(f"report: {paths.html} and {paths.markdown} ({len(paths.figures)} figures)")
+
+
+@app.command()
+def demo(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
+         out: Optional[Path] = typer.Option(None, help="Directory (default runs/demo-...)."),
+         duration: Optional[float] = typer.Option(None, help="Override duration_s."),
+         mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+    """The main job: the fidelity check, then all five policies on the scenario side by
+    side: the comparison table and the report."""
+    from testbed.harness import experiment as E
+
+    sc = _load_with(scenario, None, duration)
+    fixed = {"duration_s": duration} if duration is not None else {}
+    collection = E.comparison(sc, E.ALL_POLICIES, scenario, fixed)
+    _require_root("testbed demo")
+    _run_collection(collection, out or _run_dir(None, sc.name, "demo"), mode, True)
 
 
 @app.command()
