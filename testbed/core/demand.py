@@ -763,3 +763,55 @@ def online_replay(data: Dataset, cfg: DemandConfig, retrain_s: float, train_wind
             row.update(precision_frozen=f.precision, recall_frozen=f.recall, mae_frozen=f.mae)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ sessions to come
+
+ARRIVAL_COLUMNS = ["helper", "video", "index", "expected"]
+
+
+def arrival_demand(events: pd.DataFrame, now: float, *, window_s: float, horizon_s: float,
+                   prefix: int, helpers: Sequence[str] | None = None, mix: float = 0.5,
+                   videos: Sequence[str] | None = None, top_videos: int = 10) -> pd.DataFrame:
+    """Expected requests over the next ``horizon_s`` from sessions not started yet.
+
+    A new session asks for its video's first ``prefix`` segments at once (the start-up
+    burst), which no forecast of running sessions can see coming.  Per helper, sessions
+    arrive at the rate of the ``start`` events of the last ``window_s`` seconds (half its
+    own, half the mean over helpers, so a quiet helper still expects some; over the time
+    the telemetry covers when that is shorter than the window), and pick a
+    video with the probability of a ``mix`` of the global and the helper's own recent
+    choices.  Expected requests for segment ``i < prefix`` of video ``v`` at helper ``h``:
+    ``rate_h * horizon_s * p_h(v)``, for its ``top_videos`` likeliest videos (only those in
+    ``videos`` when given, e.g. the on-demand catalogue).
+    """
+    for name, v in (("window_s", window_s), ("horizon_s", horizon_s)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise DemandError(f"arrival_demand: {name} must be > 0, got {v!r}")
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or prefix < 1:
+        raise DemandError(f"arrival_demand: prefix must be an int >= 1, got {prefix!r}")
+    if not 0.0 <= mix <= 1.0:
+        raise DemandError(f"arrival_demand: mix must be within 0..1, got {mix!r}")
+    at = events["at"]
+    starts = events[(events["kind"] == "start") & (at > now - window_s) & (at <= now)]
+    if videos is not None:
+        starts = starts[starts["video"].isin(set(videos))]
+    names = sorted(set(helpers) if helpers is not None else set(starts["helper"]))
+    if starts.empty or not names:
+        return pd.DataFrame(columns=ARRIVAL_COLUMNS)
+    # the rate over the time telemetry has covered, when that is shorter than the window
+    span = max(min(window_s, now - float(at.min())), min(window_s, 10.0))
+    own = starts.groupby("helper").size()
+    mean = len(starts) / max(len(names), starts["helper"].nunique())
+    glob = starts["video"].value_counts(normalize=True)
+    local = starts.groupby("helper")["video"].value_counts(normalize=True)
+    rows = []
+    for h in names:
+        rate = 0.5 * (float(own.get(h, 0)) + mean) / span
+        # a helper with no starts of its own follows everyone's choices
+        p = (glob * mix).add(local.loc[h] * (1 - mix), fill_value=0.0) if h in own.index \
+            else glob
+        for video, share in p.sort_values(ascending=False).head(top_videos).items():
+            expected = rate * horizon_s * float(share)
+            rows.extend((h, str(video), i, expected) for i in range(prefix))
+    return pd.DataFrame(rows, columns=ARRIVAL_COLUMNS)

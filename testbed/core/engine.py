@@ -54,15 +54,23 @@ class EngineConfig:
     max_future_s: float = 5.0
     max_age_s: float = 600.0
     params: D.ModelParams = field(default_factory=D.ModelParams)
+    #: sessions to come (:func:`D.arrival_demand`): their start-up bursts of ``prefix``
+    #: segments expected over ``arrivals_horizon_s``, from the starts of the last
+    #: ``arrivals_window_s``; ``prefix`` 0: none
+    prefix: int = 0
+    arrivals_horizon_s: float = 60.0
+    arrivals_window_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("retrain_s", "train_window_s", "min_train_s", "max_future_s",
-                     "max_age_s"):
+                     "max_age_s", "arrivals_horizon_s", "arrivals_window_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise EngineError(f"engine {name} must be a number > 0, got {v!r}")
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
             raise EngineError(f"engine top must be an int >= 1, got {self.top!r}")
+        if isinstance(self.prefix, bool) or not isinstance(self.prefix, int) or self.prefix < 0:
+            raise EngineError(f"engine prefix must be an int >= 0, got {self.prefix!r}")
 
     @property
     def keep_s(self) -> float:
@@ -210,7 +218,10 @@ class DemandEngine:
 
         ``predictor``: ``model`` (the current model; playhead extrapolation until one is
         trained), ``popularity`` (the helper's own recent requests for the segment plus
-        its share of everyone's) or ``playhead``: the baselines, from the same features.
+        its share of everyone's, continued over ``arrivals_horizon_s``, a cache's view) or
+        ``playhead``: the baselines, from the same features.  For ``model`` and
+        ``popularity`` the answer also has ``arrivals``: the start-up bursts expected from
+        sessions to come (:meth:`arrivals`).
         """
         top = self.cfg.top if top is None else top
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
@@ -225,9 +236,9 @@ class DemandEngine:
         wanted = None if helpers is None else set(helpers)
         if wanted is not None:
             frame = frame[frame["helper"].isin(wanted)]
-        if predictor == "popularity":
-            pred = D.HelperPopularity(d).predict(frame) + D.GlobalPopularity(d).fit(
-                frame).predict(frame)
+        if predictor == "popularity":  # recent rates continued over a cache's lifetime
+            pred = (D.HelperPopularity(d).predict(frame) + D.GlobalPopularity(d).fit(
+                frame).predict(frame)) * (self.cfg.arrivals_horizon_s / d.horizon_s)
         elif predictor == "model" and self.model is not None:
             pred = self.model.predict(frame) if len(frame) else np.empty(0)
         else:
@@ -244,9 +255,28 @@ class DemandEngine:
                           for v, i, p in g.head(top)[["video", "index", "p"]].itertuples(
                               index=False)]
         version = self.version if predictor == "model" else 0
-        return {"version": version, "predictor": predictor, "t": now,
-                "horizon_s": d.horizon_s, "predictions": out,
-                "playheads": self.playheads(recent, now, wanted)}
+        answer = {"version": version, "predictor": predictor, "t": now,
+                  "horizon_s": d.horizon_s, "predictions": out,
+                  "playheads": self.playheads(recent, now, wanted)}
+        if predictor in ("model", "popularity") and self.cfg.prefix > 0:
+            answer["arrivals"] = self.arrivals(ev, now, helpers)
+            answer["arrivals_horizon_s"] = self.cfg.arrivals_horizon_s
+        return answer
+
+    def arrivals(self, ev: pd.DataFrame, now: float,
+                 helpers: Sequence[str] | None = None) -> dict[str, list]:
+        """Per helper, ``[video, index, expected]`` of the start-up bursts of sessions to
+        come over ``arrivals_horizon_s`` (:func:`D.arrival_demand`)."""
+        c = self.cfg
+        rows = D.arrival_demand(ev, now, window_s=c.arrivals_window_s,
+                                horizon_s=c.arrivals_horizon_s, prefix=c.prefix,
+                                helpers=helpers)
+        out: dict[str, list] = {h: [] for h in (helpers or [])}
+        for h, g in rows.groupby("helper", sort=True):
+            out[str(h)] = [[v, int(i), round(float(x), 4)]
+                           for v, i, x in g[["video", "index", "expected"]].itertuples(
+                               index=False)]
+        return out
 
     def playheads(self, recent: pd.DataFrame, now: float,
                   helpers: set[str] | None = None) -> dict[str, list]:

@@ -51,7 +51,9 @@ def engine_config(cfg: C.NodeConfig) -> EngineConfig:
     return EngineConfig(
         demand=D.DemandConfig(horizon_s=float(e["horizon_s"]), segment_s=seg),
         retrain_s=float(e["retrain_s"]), train_window_s=float(e["train_window_s"]),
-        min_train_s=float(e["min_train_s"]), top=int(e["top"]))
+        min_train_s=float(e["min_train_s"]), top=int(e["top"]),
+        prefix=int(e.get("prefix_segments", 0)),
+        arrivals_horizon_s=float(e.get("arrivals_horizon_s", 60.0)))
 
 
 def _init_worker() -> None:

@@ -572,3 +572,52 @@ def test_config_from_mapping_round_trips_and_refuses_unknown_keys():
     with pytest.raises(D.DemandError, match="unknown key 'horizon'") as info:
         D.DemandConfig.from_mapping({"horizon": 5.0})
     assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------- sessions to come
+
+
+def starts(*rows):
+    """``(at, helper, video)`` starts, and one request long before to set the time span."""
+    return events([req(0.0, "h1", "x", "v", 5)]
+                  + [ev(at, h, f"s{k}", vid, "start") for k, (at, h, vid) in enumerate(rows)])
+
+
+def test_arrival_demand_expects_start_up_bursts_of_likely_videos():
+    # h1: 3 starts of v and 1 of w in 100 s; h2: 2 starts of w; span 100 s (< window)
+    trace = starts((10, "h1", "v"), (20, "h1", "v"), (30, "h1", "v"), (40, "h1", "w"),
+                   (50, "h2", "w"), (60, "h2", "w"))
+    got = D.arrival_demand(trace, 100.0, window_s=300, horizon_s=60, prefix=3,
+                           helpers=["h1", "h2", "h3"], mix=0.5)
+    assert list(got.columns) == D.ARRIVAL_COLUMNS
+    x = {(h, v, i): e for h, v, i, e in got.itertuples(index=False)}
+    # the first 3 segments of each video, the same expectation for each
+    assert {i for _, _, i in x} == {0, 1, 2} and x[("h1", "v", 0)] == x[("h1", "v", 2)]
+    # h1's rate: half its own 4 starts, half the mean (6 starts / 3 helpers) per 100 s;
+    # its choice of v: half global (3/6), half its own (3/4)
+    rate = 0.5 * (4 + 2) / 100
+    assert x[("h1", "v", 0)] == pytest.approx(rate * 60 * (0.5 * 0.5 + 0.5 * 0.75))
+    # h3 started nothing: half the mean rate, and everyone's choices
+    assert x[("h3", "w", 0)] == pytest.approx(0.5 * 2 / 100 * 60 * 0.5)
+    # h2 likes w: it expects more of w than of v
+    assert x[("h2", "w", 0)] > x[("h2", "v", 0)]
+
+
+def test_arrival_demand_looks_only_at_the_window_and_the_given_videos():
+    trace = starts((10, "h1", "old"), (250, "h1", "v"), (260, "h1", "live-00"))
+    got = D.arrival_demand(trace, 300.0, window_s=100, horizon_s=60, prefix=2,
+                           helpers=["h1"], videos=["v", "old"], top_videos=5)
+    assert set(got["video"]) == {"v"} and len(got) == 2
+    assert D.arrival_demand(trace, 5.0, window_s=100, horizon_s=60, prefix=2).empty
+    one = D.arrival_demand(starts(*[(k, "h1", f"v{k}") for k in range(1, 30)]), 40.0,
+                           window_s=100, horizon_s=60, prefix=1, top_videos=4)
+    assert len(one) == 4
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"window_s": 0}, "window_s"), ({"horizon_s": -1}, "horizon_s"),
+    ({"prefix": 0}, "prefix"), ({"prefix": 1.5}, "prefix"), ({"mix": 2}, "mix")])
+def test_arrival_demand_refuses_bad_settings(bad, match):
+    kw = {"window_s": 100, "horizon_s": 60, "prefix": 2, **bad}
+    with pytest.raises(D.DemandError, match=match):
+        D.arrival_demand(starts((1, "h1", "v")), 10.0, **kw)

@@ -428,8 +428,26 @@ def test_predict_answers_with_a_baseline_when_asked():
     # playhead extrapolation the segments after them
     assert {i for _, i, _ in pop["predictions"]["h1"]} <= {0, 1, 2, 3}
     assert {i for _, i, _ in play["predictions"]["h1"]} <= {4, 5, 6, 7, 8}
-    window, horizon = e.cfg.demand.window_s, e.cfg.demand.horizon_s
-    # own count 3 plus the single helper's whole share of the global 3, scaled to H
-    assert pop["predictions"]["h1"][0][2] == pytest.approx(6 * horizon / window, rel=1e-3)
+    window, lifetime = e.cfg.demand.window_s, e.cfg.arrivals_horizon_s
+    # own count 3 plus the single helper's whole share of the global 3, continued over a
+    # cache's lifetime (arrivals_horizon_s)
+    assert pop["predictions"]["h1"][0][2] == pytest.approx(6 * lifetime / window, rel=1e-3)
+    # no start-up bursts unless asked for (EngineConfig.prefix)
+    assert "arrivals" not in model and "arrivals" not in pop and "arrivals" not in play
     with pytest.raises(EngineError, match="predictor must be one of"):
         e.predict(100.0, ["h1"], 5, predictor="crystal-ball")
+
+
+def test_predict_adds_the_start_up_bursts_of_sessions_to_come():
+    e = DemandEngine(EngineConfig(prefix=3, arrivals_horizon_s=60.0))
+    recs = [rec("start", f"s{k}", "v", 80.0 + 5 * k, "h1") for k in range(4)]
+    recs += [rq(f"s{k}", "v", 80.5 + 5 * k, "h1", 0) for k in range(4)]
+    rows, errors = e.ingest(recs, "h1", now=100.0)
+    assert errors == [] and len(rows) == 8
+    got = e.predict(100.0, ["h1", "h2"], 5)
+    assert got["arrivals_horizon_s"] == 60.0
+    burst = got["arrivals"]["h1"]
+    assert [i for _, i, _ in burst] == [0, 1, 2] and {v for v, _, _ in burst} == {"v"}
+    assert all(x > 0.3 for _, _, x in burst)  # 4 starts in 15 s, continued over a minute
+    assert got["arrivals"]["h2"] and got["arrivals"]["h2"][0][2] < burst[0][2]
+    assert "arrivals" not in DemandEngine(EngineConfig(prefix=0)).predict(100.0, ["h1"], 5)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from testbed.core.prefetch import (
+    MIN_EXPECTED,
     POLICIES,
     Demand,
     DemandPlanner,
@@ -404,7 +405,7 @@ def test_make_policy_builds_the_demand_policies():
     assert {"none", "next-segments", "predictive", "oracle", "popularity"} == set(POLICIES)
     p = make_policy("predictive")
     assert type(p) is DemandPlanner and p.name == "predictive"
-    assert (p.min_expected, p.keep_min) == (0.1, 0.1)
+    assert (p.min_expected, p.keep_min) == (MIN_EXPECTED, 0.1)
     p = make_policy("predictive,min_expected=0.2,keep_min=1")
     assert (p.min_expected, p.keep_min) == (0.2, 1.0)
     o = make_policy("oracle,keep_min=0.5")
@@ -416,9 +417,8 @@ def test_make_policy_builds_the_demand_policies():
 
 def test_a_policy_plans_with_its_own_thresholds():
     demand = [D("h1", "v", 0, 0.15), D("h1", "v", 1, 0.3)]
-    assert keys(make_policy("predictive").plan_demand(0.0, demand, {}, {}, flat(), 1000,
-                                                      master=M)) == [
-        ("h1", "v", 1), ("h1", "v", 0)]
+    assert keys(make_policy("predictive,min_expected=0.1").plan_demand(
+        0.0, demand, {}, {}, flat(), 1000, master=M)) == [("h1", "v", 1), ("h1", "v", 0)]
     assert keys(make_policy("predictive,min_expected=0.2").plan_demand(
         0.0, demand, {}, {}, flat(), 1000, master=M)) == [("h1", "v", 1)]
 
