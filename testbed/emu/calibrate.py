@@ -157,7 +157,9 @@ def measure_pair(net, g: nx.Graph, kind: str, name: str, src: str, dst: str,
                 m.error = f"{ping.transmitted - ping.received} of {ping.transmitted} pings lost"
         except M.ParseError as exc:
             m.error = str(exc)
-        if plan.throughput and (prof.bottleneck_mbit or kind == "link"):
+        # iperf_seconds 0 skips the test (iperf3 -t 0 would run until killed)
+        if plan.throughput and plan.iperf_seconds > 0 and (prof.bottleneck_mbit
+                                                           or kind == "link"):
             m.throughput, err = iperf_pair(hs, hd, plan.iperf_seconds, prof.bottleneck_mbit)
             if err:
                 m.error = "; ".join(x for x in (m.error, err) if x)

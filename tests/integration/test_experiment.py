@@ -42,7 +42,7 @@ axes:
 """
 
 
-def testbed(*args, **kw):
+def run_cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "testbed", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -57,7 +57,7 @@ def test_a_sweep_stopped_after_its_first_point_resumes_without_redoing_it(tmp_pa
     sweep.write_text(SWEEP)
     out = tmp_path / "sweep"
 
-    first = testbed("sweep", str(sweep), "--out", str(out))
+    first = run_cli("sweep", str(sweep), "--out", str(out))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and first.poll() is None:
         try:
@@ -79,7 +79,7 @@ def test_a_sweep_stopped_after_its_first_point_resumes_without_redoing_it(tmp_pa
     assert list(table["status"])[0] == "complete"
     assert "complete" not in list(table["status"])[1:], table[["point", "status"]]
 
-    second = testbed("sweep", str(sweep), "--out", str(out))
+    second = run_cli("sweep", str(sweep), "--out", str(out))
     text = second.communicate(timeout=600)[0]
     print(text[-4000:])
     assert second.returncode == 0, text[-3000:]
