@@ -8,7 +8,8 @@ engine's answer as Demand rows) and, per planner, the demand plus ``plan_demand`
 
 * ``predictive``: the engine's top 20 per helper (5 segments past each of 4 playheads on a
   200-video Zipf catalogue, Zipf-ish expected values);
-* ``popularity``: ``popularity_demand`` over each helper's 16 requests of the last 30 s;
+* ``popularity``: the engine's popularity baseline as the master gets it: each helper's 16
+  requests of the last 30 s, continued over 60 s, as Demand rows;
 * ``oracle``: ``FutureDemand.between`` over each viewer's coming requests (one per 2 s).
 
 Each helper caches 50 segments (5 of its 20 predicted) and has 2 in flight; a segment is
@@ -39,6 +40,7 @@ from testbed.core.mesh import PeerMetric, mesh_graph, push_routes  # noqa: E402
 SIZES = (8, 64, 1000)
 VIDEOS, SEGMENTS, SIZE = 200, 60, 75_000   # 120 s videos of 2 s segments at 300 kbit/s
 INTERVAL_S, NOW, MASTER = 1.0, 100.0, "master"
+LIFETIME_S = 60.0  # the popularity baseline continues recent rates this long
 TARGET_SHARE = 0.25
 POP = 1.0 / np.arange(1, VIDEOS + 1) ** 0.8
 POP /= POP.sum()
@@ -101,7 +103,8 @@ def run(n: int, repeats: int) -> dict:
 
     runs = {
         "predictive": lambda b: plan(predictive, demand, b),
-        "popularity": lambda b: plan(popularity, popularity.demand(s["recent"], helpers), b),
+        "popularity": lambda b: plan(popularity, [P.Demand(h, v, i, x * LIFETIME_S / 30.0)
+                                                  for (h, v, i), x in s["recent"].items()], b),
         "oracle": lambda b: plan(oracle, future.between(NOW, 5.0), b),
     }
     row = {"helpers": n, "links": graph.number_of_edges(), "repeats": repeats,

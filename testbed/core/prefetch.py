@@ -16,8 +16,8 @@ Two kinds of policy, both chosen by spec string through :data:`POLICIES`, e.g.
   bytes and the mesh routes.  All three run the same planner, :func:`plan_pushes`, and
   differ in where the master takes the demand from: :class:`DemandPlanner`
   (``"predictive"``) from the prediction engine, :class:`OraclePlanner` (``"oracle"``) from
-  the known future, :class:`PopularityPlanner` (``"popularity"``) from recent request counts
-  (:meth:`PopularityPlanner.demand`, i.e. :func:`popularity_demand`).
+  the known future, :class:`PopularityPlanner` (``"popularity"``) from the engine's
+  popularity baseline (recent request rates).
 
 The planner is greedy by expected hits per byte.  A push travels the mesh route
 ``[master, ..., dest]``; a helper on the way that expects requests for the segment itself
@@ -368,67 +368,6 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
     return pushes
 
 
-def _check_span(what: str, value: object) -> float:
-    if not _is_number(value) or not 0 < value < math.inf:
-        raise PrefetchError(f"{what} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_top(what: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PrefetchError(f"{what} must be an int >= 0, got {value!r}")
-    return value
-
-
-def popularity_demand(requests: Mapping[tuple[str, str, int], float], window_s: float,
-                      horizon_s: float, helpers: Iterable[str], top: int = 20) -> list[Demand]:
-    """Demand from recent request counts: ``requests`` maps ``(helper, video, index)`` to the
-    requests seen over the last ``window_s`` seconds.
-
-    Per helper in ``helpers``, for the segments it requested itself and the global ``top``
-    segments (most requested over all helpers): expected = (its own count + the global count
-    shared equally among ``helpers``) scaled from ``window_s`` to ``horizon_s``.  Rows come
-    in natural helper order, then video and index.
-    """
-    scale = _check_span("popularity horizon_s", horizon_s) / _check_span(
-        "popularity window_s", window_s)
-    top = _check_top("popularity top", top)
-    names = set(helpers)
-    for h in names:
-        if not isinstance(h, str) or not h:
-            raise PrefetchError(f"popularity helpers must be non-empty names, got {h!r}")
-    own: dict[str, dict[Key, float]] = {}
-    counts: dict[Key, list[float]] = {}
-    for k, count in requests.items():
-        if (not isinstance(k, tuple) or len(k) != 3 or not isinstance(k[0], str)
-                or not isinstance(k[1], str) or isinstance(k[2], bool)
-                or not isinstance(k[2], int) or k[2] < 0):
-            raise PrefetchError(f"popularity request key must be (helper, video, index), "
-                                f"got {k!r}")
-        if not _is_number(count) or not math.isfinite(count) or count < 0:
-            raise PrefetchError(f"popularity count for {k!r} must be a finite number >= 0, "
-                                f"got {count!r}")
-        if count > 0:
-            helper, video, index = k
-            own.setdefault(helper, {})[(video, index)] = float(count)
-            counts.setdefault((video, index), []).append(float(count))
-    if not names:
-        return []
-    total = {s: math.fsum(c) for s, c in counts.items()}   # exact: any order, same sum
-
-    def seg_key(s: Key) -> tuple:
-        return (natural_key(s[0]), s[0], s[1])
-
-    hot = sorted(total, key=lambda s: (-total[s], seg_key(s)))[:top]
-    out = []
-    for helper in sorted(names, key=lambda h: (natural_key(h), h)):
-        mine = own.get(helper, {})
-        for video, index in sorted(set(hot) | set(mine), key=seg_key):
-            count = mine.get((video, index), 0.0) + total[(video, index)] / len(names)
-            out.append(Demand(helper, video, index, count * scale))
-    return out
-
-
 class DemandPolicy(Protocol):
     """A policy planning from :class:`Demand`; the master calls ``plan_demand`` for it."""
 
@@ -481,23 +420,11 @@ class OraclePlanner(DemandPlanner):
 
 
 class PopularityPlanner(DemandPlanner):
-    """The same planner fed recent popularity: the master passes the request counts of the
-    last ``window_s`` seconds to :meth:`demand` (:func:`popularity_demand`, scaled to
-    ``horizon_s``, global ``top`` segments) and the result to :meth:`plan_demand`."""
+    """The same planner fed recent popularity: the master passes the prediction engine's
+    popularity baseline (each segment's recent request rate at the helper plus its share of
+    everyone's, continued over a cache's lifetime) as :class:`Demand`."""
 
     name = "popularity"
-
-    def __init__(self, min_expected: float = MIN_EXPECTED, keep_min: float = 0.1,
-                 window_s: float = 30.0, horizon_s: float = 5.0, top: int = 20) -> None:
-        super().__init__(min_expected, keep_min)
-        self.window_s = _check_span(f"{self.name} window_s", window_s)
-        self.horizon_s = _check_span(f"{self.name} horizon_s", horizon_s)
-        self.top = _check_top(f"{self.name} top", top)
-
-    def demand(self, requests: Mapping[tuple[str, str, int], float],
-               helpers: Iterable[str]) -> list[Demand]:
-        """:func:`popularity_demand` with this policy's window, horizon and top."""
-        return popularity_demand(requests, self.window_s, self.horizon_s, helpers, self.top)
 
 
 POLICIES: dict[str, type] = {"none": NoPrefetch, "next-segments": NextSegments,

@@ -24,7 +24,6 @@ from testbed.core.prefetch import (
     Push,
     make_policy,
     plan_pushes,
-    popularity_demand,
 )
 
 M = "m1"
@@ -358,44 +357,18 @@ def test_a_thousand_helpers_with_a_hundred_rows_each_plan_quickly():
 # --------------------------------------------------------------------------- popularity
 
 
-def test_popularity_demand_scales_own_and_shared_counts():
-    requests = {("h1", "v", 0): 4, ("h2", "v", 0): 2, ("h1", "v", 1): 2, ("h2", "w", 0): 1,
-                ("h1", "w", 5): 0}
-    rows = popularity_demand(requests, window_s=10.0, horizon_s=5.0,
-                             helpers=["h2", "h10", "h1"], top=1)
-    # v/0 is the global top segment (6 requests, 2 per helper); the scale is 5/10
-    assert [(d.helper, d.video, d.index) for d in rows] == [
-        ("h1", "v", 0), ("h1", "v", 1), ("h2", "v", 0), ("h2", "w", 0), ("h10", "v", 0)]
-    assert [d.expected for d in rows] == pytest.approx([3.0, 4 / 3, 2.0, 2 / 3, 1.0])
-    assert popularity_demand(requests, 10.0, 5.0, [], top=1) == []
-    assert popularity_demand({}, 10.0, 5.0, ["h1"]) == []
-
-
-def test_the_popularity_policy_plans_from_recent_counts():
-    policy = make_policy("popularity,window_s=10,horizon_s=10,top=2,min_expected=1")
-    assert isinstance(policy, PopularityPlanner)
-    assert (policy.window_s, policy.horizon_s, policy.top) == (10.0, 10.0, 2)
-    requests = {("h1", "v", 0): 3, ("h2", "v", 0): 3, ("h2", "v", 1): 1}
-    demand = policy.demand(requests, ["h1", "h2"])
+def test_the_popularity_policy_plans_from_the_demand_it_is_given():
+    policy = make_policy("popularity,min_expected=1")
+    assert isinstance(policy, PopularityPlanner) and policy.name == "popularity"
+    demand = [D("h1", "v", 0, 6.0), D("h2", "v", 0, 6.0), D("h2", "v", 1, 1.5),
+              D("h1", "v", 1, 0.5)]
     got = policy.plan_demand(0.0, demand, {"h2": frozenset({("v", 0)})}, {}, flat(), 1000,
                              master=M)
-    # h1 lacks v/0 (3 + 6/2 = 6); h2 has v/0; v/1 at h2 is 1 + 1/2, at h1 only 0.5 < 1
+    # h2 has v/0; v/1 at h1 expects 0.5 < 1
     assert [(p.dest, p.video, p.index, p.expected_hits) for p in got] == [
         ("h1", "v", 0, 6.0), ("h2", "v", 1, 1.5)]
-
-
-@pytest.mark.parametrize("args, match", [
-    (({}, 0, 5.0, ["h1"]), "window_s"),
-    (({}, 10.0, math.inf, ["h1"]), "horizon_s"),
-    (({}, 10.0, 5.0, ["h1"], -1), "top"),
-    (({("h1", "v"): 1}, 10.0, 5.0, ["h1"]), "request key"),
-    (({("h1", "v", -1): 1}, 10.0, 5.0, ["h1"]), "request key"),
-    (({("h1", "v", 0): -1}, 10.0, 5.0, ["h1"]), "count"),
-    (({("h1", "v", 0): 1}, 10.0, 5.0, [""]), "helpers"),
-])
-def test_bad_popularity_input(args, match):
-    with pytest.raises(PrefetchError, match=match):
-        popularity_demand(*args)
+    with pytest.raises(PrefetchError, match="window_s"):
+        make_policy("popularity,window_s=10")
 
 
 # --------------------------------------------------------------------------- policies, errors
