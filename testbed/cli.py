@@ -275,14 +275,22 @@ def _play_run(sc, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] =
         err.print(f"[yellow]warning:[/] {f}")
 
 
-def _run_collection(collection, out: Path, mode: Optional[str], check: bool) -> None:
-    """Run (or resume) a comparison or a sweep with a progress bar; then its report."""
+def _run_collection(what: str, collection, out: Path, mode: Optional[str],
+                    check: bool) -> None:
+    """Check every point's scenario (no root needed), then run (or resume) the comparison
+    or sweep with a progress bar; then its report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from testbed.harness import experiment as E
     from testbed.harness.fidelity import check_network
     from testbed.harness.report import write_report
     from testbed.harness.run import run_scenario
+
+    try:
+        E.scenarios(collection)
+    except E.CollectionError as exc:
+        _fail(str(exc))
+    _require_root(f"testbed {what}")
 
     def say(m: str) -> None:
         console.print(m, highlight=False)
@@ -376,12 +384,10 @@ def compare(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAM
     try:
         collection = E.comparison(sc, [p.strip() for p in policies.split(",") if p.strip()],
                                   scenario, fixed)
-        for p in collection.points:
-            sc.with_overrides(p.overrides(fixed)).build_spec()
-    except ValueError as exc:  # CollectionError, ScenarioError
+    except E.CollectionError as exc:
         _fail(str(exc))
-    _require_root("testbed compare")
-    _run_collection(collection, out or _run_dir(None, sc.name, "compare"), mode, check)
+    _run_collection("compare", collection, out or _run_dir(None, sc.name, "compare"), mode,
+                    check)
 
 
 @app.command()
@@ -406,14 +412,8 @@ def sweep(sweep_file: Path = typer.Argument(..., help="Sweep YAML file (scenario
     except SweepError as exc:
         _fail(str(exc))
     sc, _ = _load(sw.scenario)
-    collection = E.of_sweep(sw, sc)
-    try:  # every point's scenario must parse before anything runs
-        for p in collection.points:
-            sc.with_overrides(p.overrides(sw.fixed)).build_spec()
-    except ValueError as exc:
-        _fail(str(exc))
-    _require_root("testbed sweep")
-    _run_collection(collection, out or Path("runs") / f"sweep-{sw.name}", mode, check)
+    _run_collection("sweep", E.of_sweep(sw, sc), out or Path("runs") / f"sweep-{sw.name}",
+                    mode, check)
 
 
 @app.command()
@@ -438,11 +438,10 @@ def demo(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML f
     side: the comparison table and the report."""
     from testbed.harness import experiment as E
 
-    sc = _load_with(scenario, None, duration)
+    sc, _ = _load(scenario)
     fixed = {"duration_s": duration} if duration is not None else {}
     collection = E.comparison(sc, E.ALL_POLICIES, scenario, fixed)
-    _require_root("testbed demo")
-    _run_collection(collection, out or _run_dir(None, sc.name, "demo"), mode, True)
+    _run_collection("demo", collection, out or _run_dir(None, sc.name, "demo"), mode, True)
 
 
 @app.command()

@@ -415,7 +415,10 @@ class Scenario:
         return g
 
     def replace(self, **changes: Any) -> Scenario:
-        """A copy with some top-level fields replaced (``dataclasses.replace``)."""
+        """A copy with some top-level fields replaced (``dataclasses.replace``); a new
+        ``delivery`` is taken as given (the policy's preset is not applied to it)."""
+        if "delivery" in changes:
+            changes.setdefault("given_delivery", None)
         return dataclasses.replace(self, **changes)
 
     def with_overrides(self, changes: Mapping[str, Any]) -> Scenario:

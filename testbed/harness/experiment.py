@@ -44,7 +44,10 @@ class Collection:
     kind: str
     sweep: Sweep
     base: Scenario
-    points: list[Point] = field(default_factory=list)
+
+    @property
+    def points(self) -> list[Point]:
+        return self.sweep.points()
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.sweep.describe()}
@@ -62,11 +65,11 @@ def comparison(base: Scenario, policies: Iterable[str], scenario_path: Path,
         raise CollectionError(f"policies must be distinct and at least one, got {names}")
     sweep = Sweep(name=f"compare-{base.name}", scenario=scenario_path,
                   axes={"policy": tuple(names)}, fixed=dict(fixed or {}))
-    return Collection("compare", sweep, base, sweep.points())
+    return Collection("compare", sweep, base)
 
 
 def of_sweep(sweep: Sweep, base: Scenario) -> Collection:
-    return Collection("sweep", sweep, base, sweep.points())
+    return Collection("sweep", sweep, base)
 
 
 def network_key(sc: Scenario) -> str:
@@ -77,11 +80,18 @@ def network_key(sc: Scenario) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
-def _scenario_of(c: Collection, point: Point) -> Scenario:
-    try:
-        return c.base.with_overrides(point.overrides(c.sweep.fixed))
-    except ValueError as exc:  # ScenarioError: names the point's overrides
-        raise CollectionError(str(exc)) from None
+def scenarios(c: Collection) -> dict[str, Scenario]:
+    """Every point's scenario, each checked down to its topology, before anything runs;
+    CollectionError names the first point that is wrong."""
+    out = {}
+    for point in c.points:
+        try:
+            sc = c.base.with_overrides(point.overrides(c.sweep.fixed))
+            sc.build_spec()
+        except ValueError as exc:  # ScenarioError: names the point's overrides
+            raise CollectionError(str(exc)) from None
+        out[point.id] = sc
+    return out
 
 
 def check_directory(out: Path, c: Collection) -> None:
@@ -164,7 +174,7 @@ def run_collection(c: Collection, out: Path, run: Runner, check: Checker | None 
     """
     t0 = time.monotonic()
     out = Path(out)
-    scenarios = {p.id: _scenario_of(c, p) for p in c.points}  # every point checked first
+    planned = scenarios(c)
     check_directory(out, c)
     result = Outcome(out=out)
     fidelity: dict[str, dict | None] = {}
@@ -176,7 +186,7 @@ def run_collection(c: Collection, out: Path, run: Runner, check: Checker | None 
                 if progress:
                     progress(p, "kept")
                 continue
-            sc = scenarios[p.id]
+            sc = planned[p.id]
             if run_dir.exists():  # interrupted or failed before: start it afresh
                 shutil.rmtree(run_dir)
             if progress:
@@ -234,4 +244,4 @@ def comparison_rows(table: pd.DataFrame, axes: Iterable[str]) -> pd.DataFrame:
 
 __all__ = ["ALL_POLICIES", "Collection", "CollectionError", "KEY_METRICS", "Outcome",
            "comparison", "comparison_rows", "network_key", "of_sweep", "points_table",
-           "run_collection", "write_points"]
+           "run_collection", "scenarios", "write_points"]

@@ -4,11 +4,14 @@ The scenario as run, its policy and seed, the code's commit, the versions of the
 that shape the results, the host, the link mode, the fidelity check of the network it ran
 on, the CPU verdict, the phases' timings and a digest of the viewers' planned trace (runs
 with equal digests played the same sessions).  ``status`` is "complete" only once the run's
-tables are written: a sweep or a comparison trusts nothing else when it resumes.
+tables are written: a sweep or a comparison trusts nothing else when it resumes.  The
+commit, packages and host are read once per process (the code that runs is the code that
+was loaded).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +40,7 @@ def _run(argv: list[str]) -> str:
         return ""
 
 
+@functools.cache
 def commit() -> dict:
     """The checkout's commit and whether it had uncommitted changes (None outside git)."""
     head = _run(["git", "rev-parse", "HEAD"]) or None
@@ -44,6 +48,7 @@ def commit() -> dict:
     return {"commit": head, "dirty": dirty}
 
 
+@functools.cache
 def packages() -> dict[str, str | None]:
     """Versions of the Python packages (and Mininet, Open vSwitch) the results depend on."""
     out: dict[str, str | None] = {}
@@ -63,6 +68,7 @@ def packages() -> dict[str, str | None]:
     return out
 
 
+@functools.cache
 def host() -> dict:
     return {"hostname": platform.node(), "kernel": platform.release(),
             "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -79,7 +85,7 @@ def file_digest(path: Path) -> str | None:
 
 def write(out: Path, **fields: object) -> dict:
     """Write ``out/manifest.json`` from ``fields`` plus commit, packages and host."""
-    data = {**fields, **commit(), "packages": packages(), "host": host()}
+    data = {**fields, **commit(), "packages": dict(packages()), "host": dict(host())}
     Path(out).mkdir(parents=True, exist_ok=True)
     tmp = Path(out) / "manifest.json.tmp"
     tmp.write_text(json.dumps(data, indent=1, default=str))

@@ -84,8 +84,6 @@ class Helper:
         self.live_wanted_until: dict[str, float] = {}  # video -> run time viewers last asked
         self.seen_invalidations: set[str] = set()
         self.telemetry = TelemetryBuffer()
-        self.tree_roots: dict[tuple[str, int], str] = {}  # per segment: its last tree fetch's
-        self.last_root: dict[tuple[str, int], str] = {}   # root (see root_of), and in flight
         self.tasks: list[asyncio.Task] = []
 
     # -- set-up -----------------------------------------------------------------------
@@ -241,7 +239,7 @@ class Helper:
             return web.Response(text="no such segment\n", status=404)
         viewer = request.headers.get("X-Viewer", "")[:64]
         try:
-            data, version, source = await self.obtain(key)
+            data, version, source, root = await self.obtain(key)
         except (FetchFailed, ClientError, asyncio.TimeoutError) as exc:
             self.events.write("serve_failed", video=key[0], index=key[1], error=str(exc)[:200])
             return web.Response(text=f"unavailable: {exc}\n", status=504)
@@ -250,7 +248,6 @@ class Helper:
                                 key[1] * self.catalogue[key[0]].segment_s, self.now(),
                                 self.cfg.name)
         self.telemetry.add({**anon, "index": key[1]})
-        root = self.root_of(key, source)
         self.events.write("serve", viewer=anon["viewer"], video=key[0], index=key[1],
                           version=version, bytes=len(data), source=source, root=root,
                           latency_ms=round(latency_ms, 3))
@@ -281,18 +278,16 @@ class Helper:
         return web.json_response({"ok": len(events)})
 
     # -- obtaining segments -----------------------------------------------------------
-    def root_of(self, key: tuple[str, int], source: str) -> str:
-        """Where the bytes of an answer came from: "origin" only for a tree fetch that the
-        master itself answered (directly or through ancestors); any cache is "cache"."""
-        return self.tree_roots.get(key, "origin") if source == "tree" else "cache"
+    async def obtain(self, key: tuple[str, int]) -> tuple[bytes, int, str, str]:
+        """(bytes, version, source, root): from the cache, else one shared fetch per segment.
 
-    async def obtain(self, key: tuple[str, int]) -> tuple[bytes, int, str]:
-        """(bytes, version, source): from the cache, else one shared fetch per segment."""
+        ``root`` says where the bytes came from: "origin" only for a tree fetch that the
+        master itself answered (directly or through ancestors); any cache is "cache"."""
         video, index = key
         m = await self.manifest(video)
         entry = self.cache.get(key, self.now(), min_version=m.version)
         if entry is not None:
-            return entry.data, entry.version, f"cache_{entry.origin}"
+            return entry.data, entry.version, f"cache_{entry.origin}", "cache"
         fut = self.pending.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
@@ -309,29 +304,28 @@ class Helper:
             return result
         return await asyncio.shield(fut)
 
-    async def _fetch(self, key: tuple[str, int], version: int) -> tuple[bytes, int, str]:
+    async def _fetch(self, key: tuple[str, int], version: int) -> tuple[bytes, int, str, str]:
         video, index = key
         if self.mesh_pull:
             for peer in self.selector.neighbours:
                 got = await self._ask(peer, self.cfg.helpers[peer], "/peer-fetch", key, version,
                                       "mesh", timeout=2.0)
                 if got is not None:
-                    data, ver = got
+                    data, ver, _ = got  # a neighbour answers from its cache only
                     self.cache.put(key, ver, data, "mesh", self.now())
-                    return data, ver, "mesh"
+                    return data, ver, "mesh", "cache"
         for name, ip in self.ancestors():
             got = await self._ask(name, ip, "/fetch", key, version, "tree")
             if got is not None:
-                data, ver = got
+                data, ver, root = got
                 self.cache.put(key, ver, data, "tree", self.now())
-                self.tree_roots[key] = self.last_root.pop(key, "origin")
-                return data, ver, "tree"
+                return data, ver, "tree", root
         raise FetchFailed(f"{video}/{index}: no ancestor answered")
 
     async def _ask(self, name: str, ip: str, path: str, key: tuple[str, int], version: int,
-                   cls: str, timeout: float = 8.0) -> tuple[bytes, int] | None:
-        """One signed request for a segment; the answer counts only if its digest matches
-        the signed manifest of the version it claims (>= ``version``)."""
+                   cls: str, timeout: float = 8.0) -> tuple[bytes, int, str] | None:
+        """One signed request for a segment: (bytes, version, root).  The answer counts only
+        if its digest matches the signed manifest of the version it claims (>= ``version``)."""
         msg = self.secure.encode("fetch", {"video": key[0], "index": key[1],
                                            "min_version": version})
         try:
@@ -346,13 +340,11 @@ class Helper:
             ver = 0
         if ver < version:
             return None
-        root = headers.get(SEG_HEADERS[2], "origin")
-        self.last_root[key] = "cache" if root == "cache" else "origin"
         m = self.book.get(key[0], ver) or await self.manifest(key[0], ver)
         if m.version != ver or not m.digest_ok(key[1], body):
             self.secure.rejected.note(self.events, "bad_digest", name, cls)
             return None
-        return body, ver
+        return body, ver, "cache" if headers.get(SEG_HEADERS[2]) == "cache" else "origin"
 
     async def _answer_fetch(self, request: web.Request, cls: str,
                             cache_only: bool) -> web.Response:
@@ -372,10 +364,11 @@ class Helper:
                                                                     self.cache.floor(key[0])))
             if entry is None:
                 return web.Response(status=404, text="not cached\n")
-            data, version, source = entry.data, entry.version, f"cache_{entry.origin}"
+            data, version, source, root = (entry.data, entry.version, f"cache_{entry.origin}",
+                                           "cache")
         else:
             try:
-                data, version, source = await self.obtain(key)
+                data, version, source, root = await self.obtain(key)
             except (FetchFailed, ClientError, asyncio.TimeoutError) as exc:
                 return web.Response(status=504, text=f"{exc}\n")
         if version < min_version:
@@ -385,7 +378,7 @@ class Helper:
                           version=version, source=source, bytes=len(data), cls=cls)
         return web.Response(body=data, headers={SEG_HEADERS[0]: str(version),
                                                 SEG_HEADERS[1]: source,
-                                                SEG_HEADERS[2]: self.root_of(key, source)})
+                                                SEG_HEADERS[2]: root})
 
     async def h_fetch(self, request: web.Request) -> web.Response:
         return await self._answer_fetch(request, "tree", cache_only=False)

@@ -119,7 +119,8 @@ class Master:
     # -- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         self.issue_credentials()
-        self.load_planned()
+        if self.policy.name == "oracle":
+            self.load_planned()
         self.started_at = self.clock.now()
         self.secure = C.Secure(self.identity, self.authority.public_key, self.clock,
                                self.events, self.directory)
@@ -142,8 +143,8 @@ class Master:
             *([C.every(max(float(d["prefetch_interval_s"]), FORECAST_EVERY_S),
                        self.ask_engine, "forecast", first_delay=2.5)]
               if self.cfg.extra["engine"].get("enabled", True) else []),
-            C.every(float(d["prefetch_interval_s"]), self.prefetch_round, "prefetch",
-                    first_delay=3.0),
+            *([C.every(float(d["prefetch_interval_s"]), self.prefetch_round, "prefetch",
+                       first_delay=3.0)] if self.policy.name != "none" else []),
             *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
             *(loop.create_task(self.scheduled(e), name="event") for e in self.cfg.events
               if e.get("action") == "republish"),
@@ -425,8 +426,7 @@ class Master:
         """The planned sessions' requests (``workload/planned.csv``), in run time."""
         path = self.cfg.run_dir / "workload" / "planned.csv"
         if not path.exists():
-            if self.policy.name == "oracle":
-                self.events.write("oracle_blind", reason="no workload/planned.csv")
+            self.events.write("oracle_blind", reason="no workload/planned.csv")
             return
         from testbed.core.workload import read_trace
 
