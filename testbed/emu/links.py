@@ -1,8 +1,9 @@
 """Mininet link and interface classes for the testbed's one link type.
 
-A link is shaped the same way in both modes (htb rate on each end's egress,
-offloads off); delay, jitter and loss come from netem on the same interfaces,
-or, in userspace mode, from the link emulator sitting between two veth pairs:
+A link is shaped the same way in both modes (htb rate on each end's egress, with a
+lower-priority class for prefetch pushes; offloads off); delay, jitter and loss come from
+netem on the same interfaces, or, in userspace mode, from the link emulator sitting
+between two veth pairs:
 
     node1:intf1 <-veth-> relay_a (root ns)  [linkemu]  relay_b (root ns) <-veth-> node2:intf2
 """
@@ -42,11 +43,21 @@ class EmuIntf(Intf):
         for cmd in tc.tc_commands(self.name, self.link_params, self.mode):
             _check(self.cmd(cmd), cmd, f"{self.node.name}:{self.name}")
 
+    def shaping_problems(self) -> list[str]:
+        """What of the link's plan (qdiscs, htb classes, push filter) this interface lacks."""
+        plan = tc.shaping_plan(self.link_params, self.mode)
+        if not plan.qdiscs:
+            return []
+        classes = self._tc_show("class") if plan.classes else ""
+        filters = self._tc_show("filter") if plan.filters else ""
+        return tc.shaping_problems(plan, self._tc_show("qdisc"), classes, filters)
+
+    def _tc_show(self, part: str) -> str:
+        return self.cmd(f"tc {part} show dev {self.name}")
+
     def shaping_in_place(self) -> bool:
-        """True when the qdiscs the link needs are installed on this interface."""
-        want = tc.expected_qdiscs(self.link_params, self.mode)
-        shown = self.cmd(f"tc qdisc show dev {self.name}")
-        return all(f"qdisc {kind} " in shown for kind in want)
+        """True when everything the link needs is installed on this interface."""
+        return not self.shaping_problems()
 
 
 class EmuLink(Link):
