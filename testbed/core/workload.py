@@ -22,6 +22,16 @@ Model:
   p_local_r``, ``p_local_r`` being the same law over a seeded permutation of the videos
   particular to the region.  A :class:`PopularityShift` sends a share of the arrivals
   from ``at_s`` on to one video (a new hot video); the others follow the normal law.
+* **Flash crowds** (:class:`FlashCrowd`: a video everyone suddenly watches, a live event)
+  come on top of those arrivals: from ``at_s`` for ``duration_s`` seconds, each region in
+  the crowd's ``regions`` (every helper by default) gets a Poisson process of ``rate``
+  more sessions per second, rising linearly from 0 over the first ``ramp_s`` seconds
+  (thinning), every one watching the crowd's ``video``: an on-demand video from its start
+  with the usual watch fraction, pauses, seeks and patience, a live channel from the live
+  edge like any live session.  Each (crowd, region) pair draws from its own generator
+  seeded from ``(seed, crowd index, region index)``, so adding a crowd leaves the steady
+  sessions and the other crowds' as they were; its session ids hold an ``f`` and the
+  crowd's index (``s0003f01...``), so they never clash with the steady ones.
 * **Live channels** (``live``, chosen with ``live_share``, uniformly among channels) run
   from the trace's start: segment ``i`` is out at ``(i + 1) * segment_s``.  A viewer joins
   at the live edge ``floor(t / segment_s) - 1`` (at least 0), watches for an exponential
@@ -77,6 +87,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -96,6 +107,7 @@ _RATE_BOUND = 500.0
 #: Mixed into the generators' seeds so that no two uses share a stream.
 _REGION_TAG = 0x3C0A
 _CATALOGUE_TAG = 0xCA7A
+_FLASH_TAG = 0xF1A5
 
 
 class WorkloadError(ValueError):
@@ -186,6 +198,93 @@ class PopularityShift:
         raise WorkloadError(f"workload shift must be (at_s, video, share), got {value!r}")
 
 
+#: The fields of a :class:`FlashCrowd`, as a mapping gives them.
+FLASH_CROWD_KEYS = ("at_s", "duration_s", "rate", "video", "regions", "ramp_s")
+
+
+@dataclass(frozen=True)
+class FlashCrowd:
+    """Extra arrivals that all watch ``video``: a Poisson process of ``rate`` per second
+    in each of ``regions`` (None: every helper's) over ``[at_s, at_s + duration_s)``,
+    the rate rising linearly from 0 over the first ``ramp_s`` seconds."""
+
+    at_s: float
+    duration_s: float
+    rate: float
+    video: str
+    regions: tuple[str, ...] | None = None
+    ramp_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _number("flash crowd at_s", self.at_s, 0.0)
+        length = _number("flash crowd duration_s", self.duration_s, 0.0, low_open=True)
+        _number("flash crowd rate", self.rate, 0.0)
+        _text("flash crowd video", self.video)
+        if _number("flash crowd ramp_s", self.ramp_s, 0.0) > length:
+            raise WorkloadError(f"workload flash crowd ramp_s must be <= duration_s {length!r}, "
+                                f"got {self.ramp_s!r}")
+        if self.regions is not None:
+            object.__setattr__(self, "regions", _regions(self.regions))
+
+    @classmethod
+    def from_value(cls, value: object) -> FlashCrowd:
+        """A crowd from a :class:`FlashCrowd` or a mapping of :data:`FLASH_CROWD_KEYS`."""
+        if isinstance(value, FlashCrowd):
+            return value
+        if not isinstance(value, Mapping):
+            raise WorkloadError(f"workload flash crowd must be a mapping, got {value!r}")
+        for key in value:
+            if key not in FLASH_CROWD_KEYS:
+                raise WorkloadError(f"workload flash crowd: unknown key {key!r}")
+        for key in FLASH_CROWD_KEYS[:4]:
+            if key not in value:
+                raise WorkloadError(f"workload flash crowd: missing key {key!r}")
+        return cls(**value)
+
+    def rebased(self, origin_s: float) -> FlashCrowd | None:
+        """The crowd with time measured from ``origin_s`` (e.g. run seconds to trace
+        seconds); a part before the new 0 is cut off, None when nothing is left.
+
+        A cut ramp keeps the moment the crowd reaches its full rate (it starts from 0
+        again at the new 0), so only the ramp's shape is approximate.
+        """
+        at = float(self.at_s) - _number("origin_s", origin_s)
+        cut = max(0.0, -at)
+        if cut >= self.duration_s:
+            return None
+        return FlashCrowd(max(0.0, at), float(self.duration_s) - cut, self.rate, self.video,
+                          self.regions, max(0.0, float(self.ramp_s) - cut))
+
+
+def _regions(value: object) -> tuple[str, ...]:
+    """A crowd's regions: a non-empty list of distinct helper names."""
+    regions = _items("flash crowd regions", value)
+    if not regions:
+        raise WorkloadError("workload flash crowd regions must not be empty (None: all), got ()")
+    for r in regions:
+        _text("flash crowd region", r)
+    if len(set(regions)) != len(regions):
+        dup = next(r for r in regions if regions.count(r) > 1)
+        raise WorkloadError(f"workload flash crowd regions: {dup!r} appears twice")
+    return regions
+
+
+def _check_crowds(value: object, helpers: tuple[str, ...], ids: set[str]
+                  ) -> tuple[FlashCrowd, ...]:
+    """``value`` as flash crowds whose video is in ``ids`` and regions in ``helpers``."""
+    crowds = _items("flash_crowds", value)
+    for i, crowd in enumerate(crowds):
+        if not isinstance(crowd, FlashCrowd):
+            raise WorkloadError(f"workload flash_crowds[{i}] must be a FlashCrowd, got {crowd!r}")
+        if crowd.video not in ids:
+            raise WorkloadError(f"workload flash_crowds[{i}] video {crowd.video!r} is not in "
+                                f"videos or live")
+        for r in crowd.regions or ():
+            if r not in helpers:
+                raise WorkloadError(f"workload flash_crowds[{i}] region {r!r} is not in helpers")
+    return crowds
+
+
 @dataclass(frozen=True)
 class WorkloadConfig:
     """What :func:`generate` draws; the module docstring describes the model.
@@ -222,6 +321,7 @@ class WorkloadConfig:
     live: tuple[tuple[str, float], ...] = ()
     live_share: float = 0.0
     mean_live_watch_s: float = 60.0
+    flash_crowds: tuple[FlashCrowd, ...] = ()
 
     def __post_init__(self) -> None:
         helpers = _items("helpers", self.helpers)
@@ -271,12 +371,15 @@ class WorkloadConfig:
         if total > 1 + _EPS:
             raise WorkloadError(f"workload shifts: shares add up to {total!r}, more than 1")
         object.__setattr__(self, "shifts", shifts)
+        object.__setattr__(self, "flash_crowds", _check_crowds(
+            self.flash_crowds, helpers, ids | {v for v, _ in live}))
         _watch_rate(float(self.early_stop_share), float(self.early_stop_fraction),
                     float(self.complete_share))
 
     @classmethod
     def from_mapping(cls, d: Mapping) -> WorkloadConfig:
-        """A config from plain values (lists for tuples, mappings for shifts)."""
+        """A config from plain values (lists for tuples, mappings for shifts and
+        flash crowds)."""
         if not isinstance(d, Mapping):
             raise WorkloadError(f"workload config must be a mapping, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
@@ -290,6 +393,9 @@ class WorkloadConfig:
         if "shifts" in kw:
             kw["shifts"] = tuple(PopularityShift.from_value(s) for s in _items("shifts",
                                                                                 kw["shifts"]))
+        if "flash_crowds" in kw:
+            kw["flash_crowds"] = tuple(FlashCrowd.from_value(c) for c in
+                                       _items("flash_crowds", kw["flash_crowds"]))
         return cls(**kw)
 
 
@@ -481,10 +587,53 @@ def _watched(plan: SessionPlan, duration: float, segment_s: float) -> float:
     return played / duration
 
 
+class _Traits(NamedTuple):
+    """Per-session draws, one entry per arrival: what the viewer brings, not what it watches."""
+
+    startup: np.ndarray
+    patience: np.ndarray
+    completes: np.ndarray
+    fractions: np.ndarray
+    live_watch: np.ndarray
+
+
+def _traits(rng: np.random.Generator, cfg: WorkloadConfig, m: int, rate: float) -> _Traits:
+    """Start-up delays, patience, whole views, watch fractions and live watch times of
+    ``m`` arrivals (``rate``: the watch fraction law's)."""
+    startup = np.round(cfg.startup_median_s * np.exp(cfg.startup_sigma
+                                                     * rng.standard_normal(m)), 6)
+    patience = np.round(cfg.patience_grace_s + rng.random(m) / cfg.patience_slope, 6)
+    completes = rng.random(m) < cfg.complete_share
+    fractions = _fractions(rng.random(m), rate)
+    live_watch = rng.exponential(cfg.mean_live_watch_s, m)
+    return _Traits(startup, patience, completes, fractions, live_watch)
+
+
+def _session(rng: np.random.Generator, cfg: WorkloadConfig, sid: str, helper: str, at: float,
+             watch: tuple[str, float, bool], traits: _Traits, k: int) -> Session:
+    """Session ``sid`` arriving at ``at`` to watch ``(video, duration, live)`` with the
+    ``k``-th ``traits``; its pauses and seeks are drawn from ``rng`` here."""
+    video, dur, live = watch
+    seg = float(cfg.segment_s)
+    pause_rate = cfg.pause_rate_per_min / 60.0
+    if live:
+        start = min(max(0, math.floor(at / seg) - 1), _n_segments(dur, seg) - 1)
+        actions = _actions(rng, dur - start * seg, round(float(traits.live_watch[k]), 3),
+                           pause_rate, 0.0, cfg.mean_pause_s, 0.0, seg)
+    else:
+        start = 0
+        budget = math.inf if traits.completes[k] else float(traits.fractions[k]) * dur
+        actions = _actions(rng, dur, budget, pause_rate, cfg.seek_rate_per_min / 60.0,
+                           cfg.mean_pause_s, cfg.seek_back_share, seg)
+    plan = SessionPlan(video, at, start, tuple(actions))
+    s_up, pat = float(traits.startup[k]), float(traits.patience[k])
+    return Session(sid, helper, video, at, s_up, pat, _watched(plan, dur, seg), s_up > pat,
+                   plan, live)
+
+
 def _region_sessions(cfg: WorkloadConfig, region: int, rate: float) -> list[Session]:
     rng = np.random.default_rng([_REGION_TAG, int(cfg.seed), region])
     helper = cfg.helpers[region]
-    seg = float(cfg.segment_s)
     n_videos = len(cfg.videos)
     p_global = _zipf(n_videos, cfg.zipf_s)
     p_local = np.empty(n_videos)
@@ -500,12 +649,7 @@ def _region_sessions(cfg: WorkloadConfig, region: int, rate: float) -> list[Sess
 
     u_shift, u_live, u_video = rng.random(m), rng.random(m), rng.random(m)
     channel = rng.integers(max(1, len(cfg.live)), size=m)
-    startup = np.round(cfg.startup_median_s * np.exp(cfg.startup_sigma
-                                                     * rng.standard_normal(m)), 6)
-    patience = np.round(cfg.patience_grace_s + rng.random(m) / cfg.patience_slope, 6)
-    completes = rng.random(m) < cfg.complete_share
-    fractions = _fractions(rng.random(m), rate)
-    live_watch = rng.exponential(cfg.mean_live_watch_s, m)
+    traits = _traits(rng, cfg, m, rate)
 
     hot = np.full(m, -1)
     acc = np.zeros(m)
@@ -517,40 +661,69 @@ def _region_sessions(cfg: WorkloadConfig, region: int, rate: float) -> list[Sess
     picks = np.minimum(np.searchsorted(cum, u_video * cum[-1], side="right"), n_videos - 1)
 
     durations = dict(cfg.videos)
-    pause_rate = cfg.pause_rate_per_min / 60.0
-    seek_rate = cfg.seek_rate_per_min / 60.0
     out = []
     for k in range(m):
-        at = float(times[k])
         if is_live[k]:
             video, dur = cfg.live[int(channel[k])]
-            start = min(max(0, math.floor(at / seg) - 1), _n_segments(dur, seg) - 1)
-            actions = _actions(rng, dur - start * seg, round(float(live_watch[k]), 3),
-                               pause_rate, 0.0, cfg.mean_pause_s, 0.0, seg)
+        elif hot[k] >= 0:
+            video = cfg.shifts[hot[k]].video
+            dur = durations[video]
         else:
-            if hot[k] >= 0:
-                video = cfg.shifts[hot[k]].video
-                dur = durations[video]
-            else:
-                video, dur = cfg.videos[picks[k]]
-            start = 0
-            budget = math.inf if completes[k] else float(fractions[k]) * dur
-            actions = _actions(rng, dur, budget, pause_rate, seek_rate, cfg.mean_pause_s,
-                               cfg.seek_back_share, seg)
-        plan = SessionPlan(video, at, start, tuple(actions))
-        s_up, pat = float(startup[k]), float(patience[k])
-        out.append(Session(_session_id(region, k), helper, video, at, s_up, pat,
-                           _watched(plan, dur, seg), s_up > pat, plan, bool(is_live[k])))
+            video, dur = cfg.videos[picks[k]]
+        out.append(_session(rng, cfg, _session_id(region, k), helper, float(times[k]),
+                            (video, dur, bool(is_live[k])), traits, k))
     return out
 
 
+def _crowd_id(crowd: int, region: int, k: int) -> str:
+    """A flash crowd session's id: never one of :func:`_session_id`'s (it holds an 'f')."""
+    if crowd < 100 and region < 10_000 and k < 100_000:
+        return f"s{region:04d}f{crowd:02d}{k:05d}"
+    return f"s{region}-f{crowd}-{k}"
+
+
+def _crowd_times(rng: np.random.Generator, crowd: FlashCrowd, end: float) -> np.ndarray:
+    """Sorted arrival times of one crowd in one region, before ``end``: ``rate`` over its
+    window, thinned to ``rate * t / ramp_s`` at ``t`` seconds into the ramp."""
+    at, length = float(crowd.at_s), float(crowd.duration_s)
+    n = int(rng.poisson(crowd.rate * length))
+    offsets = np.sort(rng.random(n) * length)
+    if crowd.ramp_s > 0:
+        offsets = offsets[rng.random(n) * crowd.ramp_s < offsets]
+    times = np.round(at + offsets, 6)
+    return times[(times >= at) & (times < min(end, at + length))]
+
+
+def _crowd_sessions(cfg: WorkloadConfig, index: int, region: int, rate: float
+                    ) -> list[Session]:
+    """Crowd ``index``'s sessions in ``region``, from a generator of their own so that the
+    steady sessions and the other crowds' stay as they were."""
+    crowd = cfg.flash_crowds[index]
+    rng = np.random.default_rng([_FLASH_TAG, int(cfg.seed), index, region])
+    times = _crowd_times(rng, crowd, float(cfg.duration_s))
+    traits = _traits(rng, cfg, len(times), rate)
+    durations = dict(cfg.videos + cfg.live)
+    watch = (crowd.video, durations[crowd.video], crowd.video in dict(cfg.live))
+    helper = cfg.helpers[region]
+    return [_session(rng, cfg, _crowd_id(index, region, k), helper, float(at), watch, traits, k)
+            for k, at in enumerate(times)]
+
+
+def _crowd_regions(cfg: WorkloadConfig) -> Iterator[tuple[int, int]]:
+    """``(crowd index, region index)`` of every flash crowd in every region it reaches."""
+    for i, crowd in enumerate(cfg.flash_crowds):
+        wanted = set(cfg.helpers if crowd.regions is None else crowd.regions)
+        yield from ((i, r) for r, h in enumerate(cfg.helpers) if h in wanted)
+
+
 def generate(cfg: WorkloadConfig) -> Workload:
-    """The sessions of every region, ordered by arrival (then id)."""
+    """The sessions of every region, flash crowds included, ordered by arrival (then id)."""
     if not isinstance(cfg, WorkloadConfig):
         raise WorkloadError(f"generate needs a WorkloadConfig, got {type(cfg).__name__}")
     rate = _watch_rate(float(cfg.early_stop_share), float(cfg.early_stop_fraction),
                        float(cfg.complete_share))
     sessions = [s for r in range(len(cfg.helpers)) for s in _region_sessions(cfg, r, rate)]
+    sessions += [s for i, r in _crowd_regions(cfg) for s in _crowd_sessions(cfg, i, r, rate)]
     sessions.sort(key=lambda s: (s.arrive_at, s.id))
     return Workload(tuple(sessions), cfg)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections import Counter
@@ -14,6 +15,7 @@ from testbed.core.player import Player, SessionPlan
 from testbed.core.workload import (
     TRACE_COLUMNS,
     TRACE_KINDS,
+    FlashCrowd,
     PopularityShift,
     Session,
     Workload,
@@ -563,3 +565,175 @@ def test_fifty_helpers_two_hundred_videos_one_hour():
     w = generate(cfg)
     assert len(w.sessions) == pytest.approx(50 * 0.02 * 3600, rel=0.1)
     assert len(w.trace()) > 20 * len(w.sessions)
+
+
+# ---------------------------------------------------------------------- flash crowds
+
+LIVE = (("live-00", 7200.0),)
+
+
+def crowd_config(*crowds, **kw):
+    args = {"arrival_rate": 0.02, "duration_s": 600.0, "live": LIVE, "live_share": 0.1, **kw}
+    return WorkloadConfig(helpers(4), SHORT, flash_crowds=crowds, **args)
+
+
+def crowd_part(cfg):
+    """The sessions ``cfg`` draws beyond those it draws without its flash crowds."""
+    steady = {s.id for s in generate(dataclasses.replace(cfg, flash_crowds=())).sessions}
+    return [s for s in generate(cfg).sessions if s.id not in steady]
+
+
+def test_crowd_arrivals_fall_in_their_window_and_watch_the_video():
+    cfg = crowd_config(FlashCrowd(200.0, 60.0, 0.5, "vod-0019"))
+    extra = crowd_part(cfg)
+    assert len(extra) > 50
+    assert all(200.0 <= s.arrive_at < 260.0 for s in extra)
+    assert {s.video for s in extra} == {"vod-0019"} and not any(s.live for s in extra)
+    assert {s.helper for s in extra} == set(cfg.helpers)
+    assert all(s.plan.start_index == 0 and 0.0 <= s.watch_fraction <= 1.0 for s in extra)
+    assert any(s.plan.actions for s in extra)                 # usual pauses and seeks
+    assert any(s.abandoned_at_startup for s in crowd_part(crowd_config(
+        FlashCrowd(0.0, 600.0, 0.5, "vod-0000"), startup_median_s=4.0)))   # and patience
+    ids = [s.id for s in generate(cfg).sessions]
+    assert len(set(ids)) == len(ids)
+
+
+def test_crowd_size_follows_rate_times_duration_times_regions():
+    expected = 0.5 * 100.0 * 4                 # 200 arrivals per seed, sd about 14
+    counts = []
+    for seed in range(10):
+        extra = crowd_part(crowd_config(FlashCrowd(100.0, 100.0, 0.5, "vod-0003"), seed=seed,
+                                        arrival_rate=0.0))
+        counts.append(len(extra))
+        assert abs(len(extra) - expected) < 4 * math.sqrt(expected)
+    total = 10 * expected
+    assert abs(sum(counts) - total) < 3 * math.sqrt(total)
+    assert len(set(counts)) > 1                 # a draw per seed, not a constant
+
+
+def test_ramp_builds_the_crowd_up():
+    ramp = FlashCrowd(0.0, 200.0, 2.0, "vod-0005", ramp_s=100.0)
+    at = np.array([s.arrive_at for s in crowd_part(crowd_config(ramp, arrival_rate=0.0))])
+    first, second = np.sum(at < 50.0), np.sum((at >= 50.0) & (at < 100.0))
+    plateau = np.sum(at >= 100.0)
+    assert first < second                       # expected 100 and 300 over four regions
+    assert first / second == pytest.approx(1 / 3, abs=0.12)
+    assert plateau == pytest.approx(2.0 * 100.0 * 4, rel=0.15)
+    assert len(at) == pytest.approx(2.0 * (200.0 - 100.0 / 2) * 4, rel=0.1)
+
+
+def test_adding_a_crowd_leaves_the_steady_sessions_and_other_crowds_alone():
+    one = FlashCrowd(100.0, 60.0, 0.3, "vod-0001")
+    two = FlashCrowd(150.0, 60.0, 0.3, "live-00")
+    plain = generate(crowd_config()).sessions
+    first = generate(crowd_config(one)).sessions
+    both = generate(crowd_config(one, two)).sessions
+    assert [s for s in first if s.id in {p.id for p in plain}] == list(plain)
+    assert [s for s in both if s.id in {f.id for f in first}] == list(first)
+    assert len(both) > len(first) > len(plain)
+    assert generate(crowd_config(one, two)) == generate(crowd_config(one, two))
+
+
+def test_crowd_regions_limit_where_it_arrives():
+    everywhere = crowd_part(crowd_config(FlashCrowd(50.0, 100.0, 0.4, "vod-0002")))
+    some = crowd_part(crowd_config(FlashCrowd(50.0, 100.0, 0.4, "vod-0002",
+                                              regions=("h01", "h03"))))
+    assert some and {s.helper for s in some} == {"h01", "h03"}
+    assert some == [s for s in everywhere if s.helper in ("h01", "h03")]
+
+
+def test_live_crowd_joins_at_the_live_edge():
+    cfg = crowd_config(FlashCrowd(300.0, 100.0, 0.3, "live-00", ramp_s=20.0))
+    extra = crowd_part(cfg)
+    assert extra and all(s.live and s.video == "live-00" for s in extra)
+    df = trace_frame(extra, cfg)
+    for s in extra:
+        assert s.plan.start_index == math.floor(s.arrive_at / SEG) - 1
+        assert all(kind != "seek" for _, kind, _ in s.plan.actions)
+        req = df[(df.viewer == s.id) & (df.kind == "request")]
+        assert req["index"].iloc[0] == s.plan.start_index
+        assert (req["at"] >= (req["index"] + 1) * SEG - 1e-6).all()
+
+
+def test_crowd_stops_at_the_end_of_the_trace():
+    extra = crowd_part(crowd_config(FlashCrowd(550.0, 100.0, 0.5, "vod-0004")))
+    assert extra and all(550.0 <= s.arrive_at < 600.0 for s in extra)
+    assert crowd_part(crowd_config(FlashCrowd(700.0, 100.0, 0.5, "vod-0004"))) == []
+
+
+def test_crowd_sessions_go_through_traces(tmp_path):
+    cfg = crowd_config(FlashCrowd(100.0, 50.0, 0.3, "vod-0007"),
+                       FlashCrowd(120.0, 50.0, 0.3, "live-00"), arrival_rate=0.005)
+    w = generate(cfg)
+    df = w.trace()
+    write_trace(df, tmp_path / "t.csv")
+    back = read_trace(tmp_path / "t.csv")
+    pd.testing.assert_frame_equal(back, df)
+    extra = {s.id for s in crowd_part(cfg)}
+    assert extra <= set(back.viewer)
+    rebuilt = {s.id: s for s in sessions_from_trace(back, SEG, durations(cfg),
+                                                    live_ids=["live-00"])}
+    for s in w.sessions:
+        if s.id not in extra:
+            continue
+        new = rebuilt[s.id]
+        assert (new.video, new.helper, new.live, new.plan.start_index) == (
+            s.video, s.helper, s.live, s.plan.start_index)
+        assert new.arrive_at == pytest.approx(s.arrive_at, abs=1e-6)
+
+
+def test_rebased_crowd_moves_and_cuts_what_falls_before_zero():
+    c = FlashCrowd(40.0, 30.0, 0.15, "vod-0039", regions=("h1",), ramp_s=10.0)
+    assert c.rebased(6.0) == FlashCrowd(34.0, 30.0, 0.15, "vod-0039", ("h1",), 10.0)
+    early = FlashCrowd(2.0, 30.0, 0.1, "live-00", ramp_s=10.0)
+    assert early.rebased(6.0) == FlashCrowd(0.0, 26.0, 0.1, "live-00", None, 6.0)
+    assert FlashCrowd(2.0, 3.0, 0.1, "live-00", ramp_s=3.0).rebased(6.0) is None
+    assert FlashCrowd(0.0, 6.0, 0.1, "live-00").rebased(6.0) is None
+
+
+def test_crowds_from_plain_values():
+    cfg = WorkloadConfig.from_mapping({
+        "helpers": ["a", "b"], "videos": [["vod-0000", 60]], "live": [["live-00", 600]],
+        "flash_crowds": [{"at_s": 10, "duration_s": 20, "rate": 0.5, "video": "live-00",
+                          "regions": ["b"], "ramp_s": 5},
+                         FlashCrowd(0, 5, 1, "vod-0000")]})
+    assert cfg.flash_crowds == (FlashCrowd(10, 20, 0.5, "live-00", ("b",), 5),
+                                FlashCrowd(0, 5, 1, "vod-0000"))
+    hash(cfg)
+
+
+@pytest.mark.parametrize("crowd, message", [
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": "vod-9999"},
+     r"flash_crowds\[0\] video 'vod-9999' is not in videos or live"),
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": "vod-0000", "regions": ["z"]},
+     r"flash_crowds\[0\] region 'z' is not in helpers"),
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": "vod-0000", "regions": []},
+     "flash crowd regions must not be empty"),
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": "vod-0000", "regions": ["a", "a"]},
+     "flash crowd regions: 'a' appears twice"),
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": "vod-0000", "regions": "a"},
+     "flash crowd regions must be a list, got 'a'"),
+    ({"at_s": -1, "duration_s": 10, "rate": 1, "video": "vod-0000"},
+     "flash crowd at_s must be >= 0.0, got -1"),
+    ({"at_s": 0, "duration_s": 0, "rate": 1, "video": "vod-0000"},
+     "flash crowd duration_s must be > 0.0, got 0"),
+    ({"at_s": 0, "duration_s": 10, "rate": -0.1, "video": "vod-0000"},
+     "flash crowd rate must be >= 0.0, got -0.1"),
+    ({"at_s": 0, "duration_s": 10, "rate": "lots", "video": "vod-0000"},
+     "flash crowd rate must be a finite number, got 'lots'"),
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": "vod-0000", "ramp_s": 11},
+     "flash crowd ramp_s must be <= duration_s 10.0, got 11"),
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": ""},
+     "flash crowd video must be non-empty text"),
+    ({"at_s": 0, "duration_s": 10, "rate": 1, "video": "vod-0000", "peak": 2},
+     "flash crowd: unknown key 'peak'"),
+    ({"at_s": 0, "duration_s": 10, "video": "vod-0000"}, "flash crowd: missing key 'rate'"),
+    ([0, 10, 1, "vod-0000"], "flash crowd must be a mapping"),
+])
+def test_bad_crowd_is_refused_naming_the_field(crowd, message):
+    d = {"helpers": ["a"], "videos": [["vod-0000", 60.0]], "flash_crowds": [crowd]}
+    with pytest.raises(WorkloadError, match=message) as err:
+        WorkloadConfig.from_mapping(d)
+    assert "\n" not in str(err.value)
+    with pytest.raises(WorkloadError, match=r"flash_crowds\[0\] must be a FlashCrowd"):
+        WorkloadConfig(("a",), SHORT, flash_crowds=({"at_s": 0},))
