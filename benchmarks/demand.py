@@ -6,6 +6,7 @@ Writes benchmarks/out/demand.json.  Median of repeats where a step is quick:
   segments (100,000 feature rows); ``top5_per_helper_100k_rows_s``: the top 5 of each;
 * ``engine_predict_s``: the engine's whole answer (features from the telemetry store, the
   model, top segments and playheads) for every helper of a 10-minute, 1,000-helper trace;
+  ``engine_predict_popularity_*``: the same answer from the popularity baseline;
 * ``retrain_1h_s``: one retraining on 1 h of telemetry from 50 helpers and 200 videos
   (features and labels for every snapshot, then the fit), as the engine runs it;
 * ``workload_*``: drawing the sessions and building the trace of that hour, and of an
@@ -93,6 +94,9 @@ def main() -> None:
     at = cfg1k.duration_s  # arrivals stop here; the sessions drain after
     res["engine_predict_1000_helpers_s"], answer = timed(lambda: engine.predict(at), 3)
     res["engine_predict_segments"] = sum(len(v) for v in answer["predictions"].values())
+    res["engine_predict_popularity_1000_helpers_s"], pop = timed(
+        lambda: engine.predict(at, predictor="popularity"), 3)
+    res["engine_predict_popularity_segments"] = sum(len(v) for v in pop["predictions"].values())
     res["engine_events"] = len(tr1k)
 
     res = {k: round(v, 4) if isinstance(v, float) else v for k, v in res.items()}

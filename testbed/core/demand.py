@@ -34,6 +34,12 @@ calibration (predicted over actual requests, and the mean gap per decile of pred
 :func:`online_replay` replays a trace as the live engine would see it: retrain every
 ``R`` seconds on a sliding window, score each snapshot with the model of the moment.
 
+**Popularity prefetch** (:func:`popularity_demand`), the baseline the engine serves to a
+cache that knows popularity and nothing of sessions but where they are: recently popular
+segments still ahead of a session at the helper, and the first segments of the videos
+likely to start there (:func:`arrival_demand`), never a live segment, over the horizon
+asked.
+
 Everything is pure: frames in, frames out.  pandas and numpy do the aggregation (a
 snapshot's features are window counts, found by binary search over sorted keys, and an
 as-of join of each session's last events).
@@ -42,7 +48,7 @@ as-of join of each session's last events).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -772,7 +778,9 @@ ARRIVAL_COLUMNS = ["helper", "video", "index", "expected"]
 
 def arrival_demand(events: pd.DataFrame, now: float, *, window_s: float, horizon_s: float,
                    prefix: int, helpers: Sequence[str] | None = None, mix: float = 0.5,
-                   videos: Sequence[str] | None = None, top_videos: int = 10) -> pd.DataFrame:
+                   videos: Sequence[str] | None = None, top_videos: int = 10,
+                   exclude: Collection[str] = (), since: float | None = None
+                   ) -> pd.DataFrame:
     """Expected requests over the next ``horizon_s`` from sessions not started yet.
 
     A new session asks for its video's first ``prefix`` segments at once (the start-up
@@ -783,7 +791,9 @@ def arrival_demand(events: pd.DataFrame, now: float, *, window_s: float, horizon
     video with the probability of a ``mix`` of the global and the helper's own recent
     choices.  Expected requests for segment ``i < prefix`` of video ``v`` at helper ``h``:
     ``rate_h * horizon_s * p_h(v)``, for its ``top_videos`` likeliest videos (only those in
-    ``videos`` when given, e.g. the on-demand catalogue).
+    ``videos`` when given, e.g. the on-demand catalogue; never those in ``exclude``).
+    ``since``: when the telemetry begins (default: the first event given), for callers
+    that pass only the window.
     """
     for name, v in (("window_s", window_s), ("horizon_s", horizon_s)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
@@ -796,22 +806,160 @@ def arrival_demand(events: pd.DataFrame, now: float, *, window_s: float, horizon
     starts = events[(events["kind"] == "start") & (at > now - window_s) & (at <= now)]
     if videos is not None:
         starts = starts[starts["video"].isin(set(videos))]
+    if exclude:
+        starts = starts[~starts["video"].isin(set(exclude))]
     names = sorted(set(helpers) if helpers is not None else set(starts["helper"]))
     if starts.empty or not names:
         return pd.DataFrame(columns=ARRIVAL_COLUMNS)
     # the rate over the time telemetry has covered, when that is shorter than the window
-    span = max(min(window_s, now - float(at.min())), min(window_s, 10.0))
-    own = starts.groupby("helper").size()
-    mean = len(starts) / max(len(names), starts["helper"].nunique())
-    glob = starts["video"].value_counts(normalize=True)
-    local = starts.groupby("helper")["video"].value_counts(normalize=True)
-    rows = []
-    for h in names:
-        rate = 0.5 * (float(own.get(h, 0)) + mean) / span
-        # a helper with no starts of its own follows everyone's choices
-        p = (glob * mix).add(local.loc[h] * (1 - mix), fill_value=0.0) if h in own.index \
-            else glob
-        for video, share in p.sort_values(ascending=False).head(top_videos).items():
-            expected = rate * horizon_s * float(share)
-            rows.extend((h, str(video), i, expected) for i in range(prefix))
-    return pd.DataFrame(rows, columns=ARRIVAL_COLUMNS)
+    first = float(at.min()) if since is None else min(float(since), float(at.min()))
+    span = max(min(window_s, now - first), min(window_s, 10.0))
+    helper_of = starts["helper"].to_numpy(object)
+    own = pd.Series(helper_of).value_counts().reindex(names, fill_value=0).to_numpy(float)
+    mean = len(starts) / max(len(names), len(set(helper_of)))
+    rate = 0.5 * (own + mean) / span
+    share = _video_shares(starts, names, own > 0, mix)
+    vids = np.array(sorted(set(starts["video"])), dtype=object)
+    n_v = len(vids)
+    # per helper, its likeliest videos first (ties by video id)
+    order = np.lexsort((np.tile(np.arange(n_v), len(names)), -share.ravel(),
+                        np.repeat(np.arange(len(names)), n_v)))
+    rank = np.tile(np.arange(n_v), len(names))
+    pick = order[rank < min(top_videos, n_v)]
+    h_i, v_i = np.divmod(pick, n_v)
+    expected = rate[h_i] * horizon_s * share.ravel()[pick]
+    return pd.DataFrame({
+        "helper": np.repeat(np.asarray(names, dtype=object)[h_i], prefix),
+        "video": np.repeat(vids[v_i], prefix),
+        "index": np.tile(np.arange(prefix, dtype=np.int64), len(pick)),
+        "expected": np.repeat(expected, prefix)}, columns=ARRIVAL_COLUMNS)
+
+
+def _video_shares(starts: pd.DataFrame, names: Sequence[str], has_own: np.ndarray,
+                  mix: float) -> np.ndarray:
+    """helpers x videos (sorted ids): the chance a new session at the helper picks the
+    video: ``mix`` of everyone's recent choices and the rest its own, or everyone's alone
+    for a helper that started nothing."""
+    vids = sorted(set(starts["video"]))
+    v_code = pd.Index(vids).get_indexer(starts["video"])
+    glob = np.bincount(v_code, minlength=len(vids)) / len(starts)
+    h_code = pd.Index(names).get_indexer(starts["helper"])
+    mine = h_code >= 0
+    local = np.zeros((len(names), len(vids)))
+    np.add.at(local, (h_code[mine], v_code[mine]), 1.0)
+    local /= np.maximum(local.sum(axis=1, keepdims=True), 1.0)
+    return np.where(has_own[:, None], mix * glob[None, :] + (1 - mix) * local, glob[None, :])
+
+
+# ------------------------------------------------------------------ popularity
+
+SESSION_COLUMNS = ["helper", "viewer", "video", "index"]
+
+
+def current_sessions(events: pd.DataFrame, now: float, timeout_s: float,
+                     helpers: Collection[str] | None = None) -> pd.DataFrame:
+    """The sessions going at ``now``: ``helper, viewer, video, index`` of the last request
+    of each session heard from within ``timeout_s`` whose last event is not an end.
+
+    Rows in the order of those last requests; only ``helpers``' sessions when given.
+    """
+    at = events["at"]
+    ev = events[(at >= now - timeout_s) & (at <= now)]
+    if helpers is not None:
+        ev = ev[ev["helper"].isin(set(helpers))]
+    if len(ev) == 0:
+        return pd.DataFrame(columns=SESSION_COLUMNS)
+    last = ev.groupby(["helper", "viewer"], sort=False).tail(1)
+    ended = last.loc[last["kind"].isin(ENDS), ["helper", "viewer"]]
+    req = ev[ev["kind"] == "request"].groupby(["helper", "viewer"], sort=False).tail(1)
+    if len(ended):
+        gone = pd.MultiIndex.from_frame(ended)
+        req = req[~pd.MultiIndex.from_frame(req[["helper", "viewer"]]).isin(gone)]
+    return req[SESSION_COLUMNS].reset_index(drop=True)
+
+
+def popularity_demand(events: pd.DataFrame, now: float, cfg: DemandConfig, *,
+                      horizon_s: float, prefix: int, prefix_window_s: float,
+                      live: Collection[str] = (), helpers: Sequence[str] | None = None,
+                      n_segments: Mapping[str, int] | None = None, mix: float = 0.5,
+                      since: float | None = None) -> pd.DataFrame:
+    """Expected requests per helper and segment over exactly ``horizon_s``, from
+    popularity alone (the prefetch a CDN would run): ``helper, video, index, expected``.
+
+    * Popular segments ahead of sessions: a segment's request rate over the last
+      ``cfg.window_s`` (``1 - mix`` of its rate at the helper, ``mix`` of its rate over
+      all helpers shared among the helpers that served requests), times ``horizon_s``;
+      only for segments past the last request of at least one session going at the
+      helper on that video (:func:`current_sessions`).
+    * Prefix caching: the first ``prefix`` segments of the videos new sessions are likely
+      to start at the helper (:func:`arrival_demand` over ``prefix_window_s``).
+
+    A segment that every session going at the helper on its video has asked for already
+    is never a row (the helper has just served it); nor is any segment of a ``live``
+    video (the multicast tree brings those as they are made).  Where both parts name a
+    segment they estimate the same flow of requests: the larger counts, not the sum.
+    ``events`` need reach back only ``max(cfg.window_s, prefix_window_s,
+    cfg.session_timeout_s)`` when ``since`` says when the telemetry begins.
+    """
+    _positive("horizon_s", horizon_s)
+    _positive("prefix_window_s", prefix_window_s)
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or prefix < 0:
+        raise DemandError(f"popularity prefix must be an int >= 0, got {prefix!r}")
+    live = frozenset(live)
+    sessions = current_sessions(events, now, cfg.session_timeout_s, helpers)
+    sessions = sessions[~sessions["video"].isin(live)]
+    lowest = sessions.groupby(["helper", "video"], sort=False)["index"].min().rename("lowest")
+    parts = [_popular_ahead(events, now, cfg, horizon_s, lowest, live, mix)]
+    if prefix > 0:
+        at = events["at"]
+        names = list(helpers) if helpers is not None else sorted(
+            set(events.loc[(at > now - prefix_window_s) & (at <= now), "helper"]))
+        parts.append(arrival_demand(events, now, window_s=prefix_window_s,
+                                    horizon_s=horizon_s, prefix=prefix, helpers=names,
+                                    mix=mix, exclude=live, since=since))
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=ARRIVAL_COLUMNS)
+    rows = pd.concat(parts, ignore_index=True)
+    rows["index"] = rows["index"].astype(np.int64)
+    rows = _not_passed(_within(rows, n_segments), lowest)
+    return rows.groupby(["helper", "video", "index"], as_index=False, sort=True)[
+        "expected"].max()[ARRIVAL_COLUMNS]
+
+
+def _popular_ahead(events: pd.DataFrame, now: float, cfg: DemandConfig, horizon_s: float,
+                   lowest: pd.Series, live: frozenset, mix: float) -> pd.DataFrame:
+    """Recently requested segments past some session's last request at the helper, with
+    their recent request rate continued over ``horizon_s``."""
+    at = events["at"]
+    req = events[(events["kind"] == "request") & (at > now - cfg.window_s) & (at <= now)]
+    if len(req) == 0 or len(lowest) == 0:
+        return pd.DataFrame(columns=ARRIVAL_COLUMNS)
+    serving = max(1, req["helper"].nunique())
+    req = req[~req["video"].isin(live)]
+    glob = req.groupby(["video", "index"], sort=False).size().rename("g").reset_index()
+    local = req.groupby(["helper", "video", "index"], sort=False).size().rename("l")
+    cand = lowest.reset_index().merge(glob, on="video")
+    cand = cand[cand["index"].to_numpy() > cand["lowest"].to_numpy()]
+    mine = local.reindex(pd.MultiIndex.from_frame(cand[["helper", "video", "index"]]))
+    own = np.nan_to_num(mine.to_numpy(np.float64))
+    share = cand["g"].to_numpy(np.float64) / serving
+    cand = cand.assign(expected=((1 - mix) * own + mix * share) / cfg.window_s * horizon_s)
+    return cand[ARRIVAL_COLUMNS]
+
+
+def _within(rows: pd.DataFrame, n_segments: Mapping[str, int] | None) -> pd.DataFrame:
+    """Rows whose index is inside the video (videos of unknown length: all)."""
+    if not n_segments or len(rows) == 0:
+        return rows
+    codes, vids = pd.factorize(rows["video"])
+    limit = np.array([n_segments.get(v, np.inf) for v in vids], dtype=np.float64)
+    return rows[rows["index"].to_numpy() < limit[codes]]
+
+
+def _not_passed(rows: pd.DataFrame, lowest: pd.Series) -> pd.DataFrame:
+    """Drop rows at or behind the last request of every session at the helper on the video."""
+    if len(rows) == 0 or len(lowest) == 0:
+        return rows
+    low = lowest.reindex(pd.MultiIndex.from_frame(rows[["helper", "video"]])).to_numpy(float)
+    return rows[np.isnan(low) | (rows["index"].to_numpy() > low)]

@@ -5,8 +5,9 @@ telemetry batches (:meth:`DemandEngine.ingest` checks every record with
 :func:`testbed.core.telemetry.check_record` and counts what it refuses, by reason), asks it
 for predictions (:meth:`DemandEngine.predict`: the top segments per helper for the next
 ``H`` seconds, from the current model, or from playhead extrapolation until a model
-exists), and retrains in the background: :meth:`DemandEngine.training_input` takes a copy
-of the store, :func:`train` (a pure function, run in another process) fits a new
+exists; or from a baseline: :func:`~testbed.core.demand.popularity_demand` or playhead
+extrapolation), and retrains in the background: :meth:`DemandEngine.training_input` takes
+a copy of the store, :func:`train` (a pure function, run in another process) fits a new
 :class:`~testbed.core.demand.DemandModel` on the sliding window and scores it, and
 :meth:`DemandEngine.install` swaps it in.  Predictions never wait for training.
 
@@ -17,7 +18,7 @@ which that model never saw: the series of those scores is the engine's accuracy 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,8 @@ def predict_lookback(d: D.DemandConfig) -> float:
 
 #: What :meth:`DemandEngine.predict` can answer with.
 PREDICTORS = ("model", "popularity", "playhead")
+#: The horizons a popularity answer may be asked for, in seconds.
+POPULARITY_HORIZON_S = (1.0, 600.0)
 
 
 class EngineError(ValueError):
@@ -60,6 +63,11 @@ class EngineConfig:
     prefix: int = 0
     arrivals_horizon_s: float = 60.0
     arrivals_window_s: float = 300.0
+    #: the popularity baseline's prefix caching: the first ``popularity_prefix`` segments
+    #: of the videos likely to start (what a new session asks for at once: the player's
+    #: buffer over the segment length; 12 s / 2 s by default), from the starts of the
+    #: last ``arrivals_window_s``
+    popularity_prefix: int = 6
 
     def __post_init__(self) -> None:
         for name in ("retrain_s", "train_window_s", "min_train_s", "max_future_s",
@@ -69,8 +77,10 @@ class EngineConfig:
                 raise EngineError(f"engine {name} must be a number > 0, got {v!r}")
         if isinstance(self.top, bool) or not isinstance(self.top, int) or self.top < 1:
             raise EngineError(f"engine top must be an int >= 1, got {self.top!r}")
-        if isinstance(self.prefix, bool) or not isinstance(self.prefix, int) or self.prefix < 0:
-            raise EngineError(f"engine prefix must be an int >= 0, got {self.prefix!r}")
+        for name in ("prefix", "popularity_prefix"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise EngineError(f"engine {name} must be an int >= 0, got {v!r}")
 
     @property
     def keep_s(self) -> float:
@@ -158,9 +168,12 @@ def train(events: pd.DataFrame, now: float, cfg: EngineConfig,
 class DemandEngine:
     """Telemetry in, predictions out; models swapped in as they are trained."""
 
-    def __init__(self, cfg: EngineConfig, n_segments: Mapping[str, int] | None = None) -> None:
+    def __init__(self, cfg: EngineConfig, n_segments: Mapping[str, int] | None = None,
+                 live: Iterable[str] = ()) -> None:
         self.cfg = cfg
         self.n_segments = dict(n_segments or {})
+        #: live channels: the popularity baseline never names their segments
+        self.live = frozenset(live)
         self.store = EventStore(cfg.keep_s)
         self.model: D.DemandModel | None = None
         self.version = 0
@@ -211,57 +224,83 @@ class DemandEngine:
 
     # -- predictions --------------------------------------------------------------------
     def predict(self, now: float, helpers: Sequence[str] | None = None,
-                top: int | None = None, predictor: str = "model") -> dict:
+                top: int | None = None, predictor: str = "model",
+                horizon_s: float | None = None) -> dict:
         """``{"version", "predictor", "t", "horizon_s", "predictions": {helper: [[video,
         index, expected]]}, "playheads": {helper: [[video, index]]}}``; top ``top``
-        segments per helper.
+        segments per helper, expected requests over ``horizon_s`` (the answer's).
 
         ``predictor``: ``model`` (the current model; playhead extrapolation until one is
-        trained), ``popularity`` (the helper's own recent requests for the segment plus
-        its share of everyone's, continued over ``arrivals_horizon_s``, a cache's view) or
-        ``playhead``: the baselines, from the same features.  For ``model`` and
-        ``popularity`` the answer also has ``arrivals``: the start-up bursts expected from
-        sessions to come (:meth:`arrivals`).
+        trained), ``playhead`` (every session keeps playing), both over the engine's
+        horizon, or ``popularity`` (:func:`D.popularity_demand`: recently popular
+        segments ahead of the helper's sessions and the prefixes of the videos likely to
+        start, never a live segment), over ``horizon_s`` when given (1..600 s).  For
+        ``model`` the answer also has ``arrivals`` when ``prefix`` > 0: the start-up
+        bursts expected from sessions to come (:meth:`arrivals`).
         """
         top = self.cfg.top if top is None else top
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
             raise EngineError(f"top must be an int within 1..1000, got {top!r}")
         if predictor not in PREDICTORS:
             raise EngineError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
+        horizon = self._horizon(predictor, horizon_s)
         d = self.cfg.demand
         ev = self.store.frame(now)
-        recent = ev[ev["at"] >= now - predict_lookback(d)]
-        recent = recent[recent["at"] <= now]
-        frame = D.build_frame(recent, [now], d, self.n_segments)
+        recent = _between(ev, now - predict_lookback(d), now)
         wanted = None if helpers is None else set(helpers)
-        if wanted is not None:
-            frame = frame[frame["helper"].isin(wanted)]
-        if predictor == "popularity":  # recent rates continued over a cache's lifetime
-            pred = (D.HelperPopularity(d).predict(frame) + D.GlobalPopularity(d).fit(
-                frame).predict(frame)) * (self.cfg.arrivals_horizon_s / d.horizon_s)
-        elif predictor == "model" and self.model is not None:
-            pred = self.model.predict(frame) if len(frame) else np.empty(0)
+        if predictor == "popularity":
+            rows = self._popularity(ev, now, helpers, horizon)
         else:
-            pred = D.PlayheadExtrapolation(d).predict(frame)
-        out: dict[str, list] = {h: [] for h in (helpers or [])}
-        if len(frame):
-            f = pd.DataFrame({"helper": frame["helper"].to_numpy(),
-                              "video": frame["video"].to_numpy(),
-                              "index": frame["index"].to_numpy(), "p": pred})
-            f = f[f["p"] > 0].sort_values(["helper", "p", "video", "index"],
-                                          ascending=[True, False, True, True])
-            for h, g in f.groupby("helper", sort=True):
-                out[h] = [[v, int(i), round(float(p), 4)]
-                          for v, i, p in g.head(top)[["video", "index", "p"]].itertuples(
-                              index=False)]
+            rows = self._forecast(recent, now, wanted, predictor)
         version = self.version if predictor == "model" else 0
         answer = {"version": version, "predictor": predictor, "t": now,
-                  "horizon_s": d.horizon_s, "predictions": out,
+                  "horizon_s": horizon, "predictions": _top_rows(rows, top, helpers),
                   "playheads": self.playheads(recent, now, wanted)}
-        if predictor in ("model", "popularity") and self.cfg.prefix > 0:
+        if predictor == "model" and self.cfg.prefix > 0:
             answer["arrivals"] = self.arrivals(ev, now, helpers)
             answer["arrivals_horizon_s"] = self.cfg.arrivals_horizon_s
         return answer
+
+    def _horizon(self, predictor: str, horizon_s: object) -> float:
+        """The horizon of an answer: the engine's, or the one asked of popularity."""
+        h = self.cfg.demand.horizon_s
+        if horizon_s is None:
+            return h
+        lo, hi = POPULARITY_HORIZON_S
+        if isinstance(horizon_s, bool) or not isinstance(horizon_s, (int, float)) \
+                or not lo <= horizon_s <= hi:
+            raise EngineError(f"horizon_s must be a number within {lo:g}..{hi:g} s, "
+                              f"got {horizon_s!r}")
+        if predictor != "popularity" and float(horizon_s) != h:
+            raise EngineError(f"horizon_s applies to popularity only; {predictor} forecasts "
+                              f"the engine's {h:g} s, got {horizon_s!r}")
+        return float(horizon_s)
+
+    def _forecast(self, recent: pd.DataFrame, now: float, wanted: set[str] | None,
+                  predictor: str) -> pd.DataFrame:
+        """``helper, video, index, expected`` from the model or playhead extrapolation."""
+        d = self.cfg.demand
+        frame = D.build_frame(recent, [now], d, self.n_segments)
+        if wanted is not None:
+            frame = frame[frame["helper"].isin(wanted)]
+        if predictor == "model" and self.model is not None:
+            pred = self.model.predict(frame) if len(frame) else np.empty(0)
+        else:
+            pred = D.PlayheadExtrapolation(d).predict(frame)
+        return pd.DataFrame({"helper": frame["helper"].to_numpy(),
+                             "video": frame["video"].to_numpy(),
+                             "index": frame["index"].to_numpy(), "expected": pred})
+
+    def _popularity(self, ev: pd.DataFrame, now: float, helpers: Sequence[str] | None,
+                    horizon: float) -> pd.DataFrame:
+        """The popularity baseline's rows over ``horizon`` (:func:`D.popularity_demand`)."""
+        c, d = self.cfg, self.cfg.demand
+        back = max(d.window_s, d.session_timeout_s, c.arrivals_window_s)
+        since = float(ev["at"].iloc[0]) if len(ev) else now
+        return D.popularity_demand(_between(ev, now - back, now), now, d, horizon_s=horizon,
+                                   prefix=c.popularity_prefix,
+                                   prefix_window_s=c.arrivals_window_s, live=self.live,
+                                   helpers=helpers, n_segments=self.n_segments, since=since)
 
     def arrivals(self, ev: pd.DataFrame, now: float,
                  helpers: Sequence[str] | None = None) -> dict[str, list]:
@@ -281,21 +320,10 @@ class DemandEngine:
     def playheads(self, recent: pd.DataFrame, now: float,
                   helpers: set[str] | None = None) -> dict[str, list]:
         """Per helper, ``[video, last requested index]`` of each session still going."""
-        d = self.cfg.demand
-        ev = recent[recent["at"] >= now - d.session_timeout_s]
-        if helpers is not None:
-            ev = ev[ev["helper"].isin(helpers)]
-        if len(ev) == 0:
-            return {}
-        last = ev.groupby(["helper", "viewer"], sort=True).tail(1)
-        ended = set(map(tuple, last[last["kind"].isin(D.ENDS)][["helper", "viewer"]]
-                        .to_numpy().tolist()))
-        req = ev[ev["kind"] == "request"].groupby(["helper", "viewer"], sort=True).tail(1)
+        going = D.current_sessions(recent, now, self.cfg.demand.session_timeout_s, helpers)
         out: dict[str, list] = {}
-        for h, v, video, i in req[["helper", "viewer", "video", "index"]].itertuples(
-                index=False):
-            if (h, v) not in ended:
-                out.setdefault(h, []).append([video, int(i)])
+        for h, video, i in going[["helper", "video", "index"]].itertuples(index=False):
+            out.setdefault(h, []).append([video, int(i)])
         return out
 
     def status(self) -> dict:
@@ -303,6 +331,30 @@ class DemandEngine:
                 "stored": len(self.store), "rejected": dict(self.rejected),
                 "trainings": len(self.history),
                 "last": self.history[-1] if self.history else None}
+
+
+def _between(ev: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
+    """The rows of the time-sorted store with ``start <= at <= end``."""
+    at = ev["at"].to_numpy()
+    return ev.iloc[np.searchsorted(at, start, "left"):np.searchsorted(at, end, "right")]
+
+
+def _top_rows(rows: pd.DataFrame, top: int, helpers: Sequence[str] | None
+              ) -> dict[str, list]:
+    """``{helper: [[video, index, expected], ...]}``: each helper's ``top`` rows of
+    positive expectation, highest first (ties by video and index); every helper asked
+    for has an entry."""
+    out: dict[str, list] = {h: [] for h in (helpers or [])}
+    if len(rows) == 0:
+        return out
+    f = rows[rows["expected"].to_numpy(np.float64) > 0]
+    f = f.sort_values(["helper", "expected", "video", "index"],
+                      ascending=[True, False, True, True])
+    f = f[f.groupby("helper", sort=False).cumcount().to_numpy() < top]
+    for h, v, i, p in zip(f["helper"].tolist(), f["video"].tolist(), f["index"].tolist(),
+                          f["expected"].tolist()):
+        out.setdefault(h, []).append([v, int(i), round(float(p), 4)])
+    return out
 
 
 __all__ = ["DemandEngine", "EngineConfig", "EngineError", "EventStore", "TelemetryError",

@@ -12,7 +12,9 @@ process, on port ``engine.port``:
   N, "predictor": "model"}``; the answer (JSON) lists, per helper, the ``N`` segments
   expected to be requested most in the next ``horizon_s`` seconds, with the expected
   count, and the segments each helper's viewers last asked for.  ``predictor``
-  ``popularity`` or ``playhead`` answers with that baseline instead of the model.
+  ``popularity`` or ``playhead`` answers with that baseline instead of the model; an
+  optional ``horizon_s`` (1..600) sets the popularity answer's horizon (default the
+  engine's own); the answer's ``horizon_s`` is the one used.
 - ``GET /status``: model version, telemetry accepted and refused, the last training.
 
 Every ``retrain_s`` seconds a new model is trained in a separate process on the sliding
@@ -29,6 +31,7 @@ import asyncio
 import csv
 import json
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -48,12 +51,15 @@ log = logging.getLogger("meshcast.engine")
 def engine_config(cfg: C.NodeConfig) -> EngineConfig:
     e = cfg.extra["engine"]
     seg = float(cfg.catalogue.get("segment_s", 2.0))
+    # a new session asks for its whole buffer at once: the popularity baseline's prefix
+    buffer_s = float(cfg.viewers.get("max_buffer_s", 12.0))
     return EngineConfig(
         demand=D.DemandConfig(horizon_s=float(e["horizon_s"]), segment_s=seg),
         retrain_s=float(e["retrain_s"]), train_window_s=float(e["train_window_s"]),
         min_train_s=float(e["min_train_s"]), top=int(e["top"]),
         prefix=int(e.get("prefix_segments", 0)),
-        arrivals_horizon_s=float(e.get("arrivals_horizon_s", 60.0)))
+        arrivals_horizon_s=float(e.get("arrivals_horizon_s", 60.0)),
+        popularity_prefix=max(1, math.ceil(buffer_s / seg - 1e-9)))
 
 
 def _init_worker() -> None:
@@ -75,7 +81,8 @@ class Engine:
         catalogue = build_catalogue(CatalogueConfig(**cfg.catalogue))
         self.ecfg = engine_config(cfg)
         self.engine = DemandEngine(self.ecfg, {v: catalogue[v].n_segments
-                                               for v in catalogue.ids()})
+                                               for v in catalogue.ids()},
+                                   live=catalogue.ids("live"))
         self.models_dir = cfg.run_dir / "engine" / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.archive_path = cfg.run_dir / "engine" / "telemetry.csv"
@@ -151,7 +158,8 @@ class Engine:
             return web.Response(status=400, text="predict: helpers must be a list of names\n")
         try:
             answer = self.engine.predict(self.clock.now(), helpers or None, msg.body["top"],
-                                         str(msg.body.get("predictor", "model")))
+                                         str(msg.body.get("predictor", "model")),
+                                         msg.body.get("horizon_s"))
         except EngineError as exc:
             return web.Response(status=400, text=f"predict: {exc}\n")
         body = json.dumps(answer, separators=(",", ":")).encode()

@@ -621,3 +621,20 @@ def test_arrival_demand_refuses_bad_settings(bad, match):
     kw = {"window_s": 100, "horizon_s": 60, "prefix": 2, **bad}
     with pytest.raises(D.DemandError, match=match):
         D.arrival_demand(starts((1, "h1", "v")), 10.0, **kw)
+
+
+def test_arrival_demand_leaves_out_excluded_videos_and_breaks_ties_by_video_id():
+    trace = starts((10, "h1", "b"), (20, "h1", "a"), (30, "h1", "live-00"), (40, "h1", "c"))
+    got = D.arrival_demand(trace, 100.0, window_s=300, horizon_s=60, prefix=1,
+                           top_videos=2, exclude={"live-00"})
+    assert got["video"].tolist() == ["a", "b"]          # a, b, c tie: the first two ids
+    assert got["expected"].tolist() == pytest.approx([3 / 100 * 60 / 3] * 2)
+
+
+def test_current_sessions_are_the_last_requests_of_sessions_not_ended_nor_timed_out():
+    got = D.current_sessions(events(BASE), T, CFG.session_timeout_s)
+    assert list(got.columns) == D.SESSION_COLUMNS
+    assert {(h, v, vid, i) for h, v, vid, i in got.itertuples(index=False)} == {
+        ("h1", "a", "v", 3), ("h1", "b", "v", 1), ("h2", "d", "v", 1)}
+    assert D.current_sessions(events(BASE), T, 30.0, helpers={"h2"})["viewer"].tolist() == ["d"]
+    assert D.current_sessions(events(BASE), T + 40.0, 30.0).empty
