@@ -1,8 +1,9 @@
 """A run's logs -> tidy tables (pandas) and the one-row ``summary.csv``.
 
-The QoE, hit-ratio and byte accounting come from :mod:`testbed.core.metrics`; this module
-reads the JSON-lines logs, adds what only a whole run shows (tiers found, invalidation
-propagation, live reception, rejected messages, cache high-water marks) and writes files.
+The QoE, hit-ratio, origin-egress and byte accounting come from
+:mod:`testbed.core.metrics`; this module reads the JSON-lines logs, adds what only a whole
+run shows (tiers found, invalidation propagation, live reception, rejected messages, cache
+high-water marks, bytes over the emulated links) and writes files.
 """
 
 from __future__ import annotations
@@ -57,8 +58,15 @@ def stale_serves(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def extras(records: list[dict]) -> dict:
-    """Run-level figures the per-request tables do not carry."""
+def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
+    """Run-level figures the per-request tables do not carry.
+
+    The checks (tiers, invalidation delays, stale serves, rejected messages, cache
+    capacity) and the upkeep (``overhead_ratio``, from untimed totals) cover the whole
+    run, so that a warm-up cannot hide a fault; the viewers' requests and answers, the
+    pushes and the live segments received are counted by their ``at`` from the warm-up
+    on, like the rest of the summary; requests cut at the stop come after any warm-up.
+    """
     out: dict = {}
     tiers = _of(records, "tiers")
     if tiers:
@@ -81,25 +89,26 @@ def extras(records: list[dict]) -> dict:
                                          if c["used_bytes"] > c["capacity_bytes"])
         out["cache_max_fill"] = max(c["used_bytes"] / c["capacity_bytes"] for c in caches
                                     if c["capacity_bytes"])
-    sent: dict[str, int] = {}
-    for r in _of(records, "traffic"):
-        if r.get("direction") == "tx":
-            sent[r["cls"]] = sent.get(r["cls"], 0) + int(r["bytes"])
-    if sent.get("viewer"):
-        # what the mesh's upkeep costs: telemetry, predictions and control bytes per byte
-        # to viewers
-        upkeep = sum(sent.get(c, 0) for c in ("telemetry", "prediction", "control"))
-        out["overhead_ratio"] = round(upkeep / sent["viewer"], 4)
-    qoe = _of(records, "qoe")
-    if qoe:
-        # the viewers' own count: every request answered, failed, or still in flight when
-        # the run ended (helpers may have served those last few; the viewer never saw them)
-        out["viewer_requests"] = sum(int(r.get("requests", 0)) for r in qoe)
-        out["viewer_answered"] = sum(int(r.get("answered", 0)) for r in qoe)
-        out["viewer_cut_at_stop"] = sum(int(r.get("cut_at_stop", 0)) for r in qoe)
-    out["live_segments_received"] = len(_of(records, "live_rx"))
-    out["pushes"] = len(_of(records, "push"))
-    out["push_bytes"] = sum(r["bytes"] for r in _of(records, "push"))
+    # what the mesh's upkeep costs over the whole run (also in metrics' summary row)
+    out["overhead_ratio"] = metrics.traffic_costs(metrics.traffic_table(records), None,
+                                                  0.0)["overhead_ratio"]
+    viewers = metrics.viewers_table(records, warmup_s)
+    if len(viewers):
+        # the viewers' own count: every request answered, failed (after the warm-up), or
+        # still in flight when the run ended (helpers may have served those last few; the
+        # viewer never saw them), whenever the session began
+        counts = metrics.viewer_counts(metrics.after_warmup(viewers),
+                                       metrics.asks_table(records, warmup_s), 0)
+        out["viewer_requests"] = counts["requests"]
+        out["viewer_answered"] = counts["answered"]
+        cut = pd.to_numeric(viewers.get("cut_at_stop", pd.Series([], dtype=float)),
+                            errors="coerce")
+        out["viewer_cut_at_stop"] = int(cut.fillna(0).sum())
+    live = pd.Series([r.get("at") for r in _of(records, "live_rx")], dtype="float64")
+    out["live_segments_received"] = int((~metrics.in_warmup(live, warmup_s)).sum())
+    pushes = metrics.after_warmup(metrics.pushes_table(records, warmup_s))
+    out["pushes"] = len(pushes)
+    out["push_bytes"] = int(pushes["bytes"].sum()) if len(pushes) else 0
     return out
 
 
@@ -177,42 +186,47 @@ def topology_view(spec: nx.Graph, records: list[dict]) -> dict:
 
 def write_results(out: Path, more: dict | None = None, *, end_at: float | None = None,
                   settle_s: float = 6.0, interval_s: float = 5.0,
-                  spec: nx.Graph | None = None, links: pd.DataFrame | None = None) -> dict:
+                  spec: nx.Graph | None = None, links: pd.DataFrame | None = None,
+                  warmup_s: float = 0.0) -> dict:
     """Write ``tables/*.csv`` and ``summary.csv`` (with ``more`` appended, e.g. the CPU
-    verdict); return the summary row as a dict.
+    verdict and the fidelity check); return the summary row as a dict.
 
-    ``end_at`` (run seconds; default: the last record) bounds the per-interval table and
-    the prefetch judgement, which leaves out copies that arrived in the last ``settle_s``.
-    With ``spec`` also ``topology.json``; with ``links`` also ``tables/links.csv``.
+    ``warmup_s``: every summary figure leaves out what happened before this many run
+    seconds (:mod:`testbed.core.metrics`); the row tables keep those rows, flagged
+    ``warmup``.  ``end_at`` (run seconds; default: the last record) bounds the
+    per-interval table and the prefetch judgement, which leaves out copies that arrived in
+    the last ``settle_s``: the pushing policy's own horizon (its forecast horizon plus its
+    prefetch interval), so each policy's waste is judged after its own bet has played out.
+    With ``spec`` also ``topology.json``; with ``links`` (bytes per link, counted by the
+    caller from the warm-up on) also ``tables/links.csv`` and the ``byte_hops`` columns.
     """
     out = Path(out)
+    warmup_s = metrics.check_warmup(warmup_s)
     records = read_logs(out)
     if end_at is None:
         end_at = max((float(r.get("at", 0.0)) for r in records), default=0.0)
-    tables = metrics.summary(records)
+    rows = metrics.event_tables(records, warmup_s)
+    tables = metrics.summarise(rows, warmup_s)
     tdir = out / "tables"
     tdir.mkdir(exist_ok=True)
     for name, df in tables.items():
         df.to_csv(tdir / f"{name}.csv", index=False)
     tables["per_viewer"].to_csv(tdir / "viewers.csv", index=False)
-    metrics.requests_table(records).to_csv(tdir / "requests.csv", index=False)
+    rows["requests"].to_csv(tdir / "requests.csv", index=False)
     invalidation_table(records).to_csv(tdir / "invalidations.csv", index=False)
-    copies = metrics.prefetch_copies(records)
-    copies.to_csv(tdir / "prefetch.csv", index=False)
-    metrics.intervals_table(records, interval_s, end_at).to_csv(tdir / "intervals.csv",
-                                                                index=False)
+    rows["copies"].to_csv(tdir / "prefetch.csv", index=False)
+    rows["egress"].to_csv(tdir / "egress.csv", index=False)
+    metrics.intervals_of(rows, interval_s, end_at, warmup_s).to_csv(tdir / "intervals.csv",
+                                                                     index=False)
     predictions_table(out).to_csv(tdir / "predictions.csv", index=False)
     if links is not None:
         links.to_csv(tdir / "links.csv", index=False)
     if spec is not None:
         (out / "topology.json").write_text(json.dumps(topology_view(spec, records), indent=1))
-    row = {}
-    overall = tables.get("overall")
-    if overall is not None and len(overall):
-        row.update({k: (v.item() if hasattr(v, "item") else v)
-                    for k, v in overall.iloc[0].to_dict().items()})
-    row.update(extras(records))
-    row.update(metrics.prefetch_outcome(copies, end_at, settle_s))
+    row = dict(tables["overall"].to_dict("records")[0])  # each column keeps its type
+    row.update(metrics.byte_hops(links, row["bytes_to_viewers"]))
+    row.update(extras(records, warmup_s))
+    row.update(metrics.prefetch_outcome(rows["copies"], end_at, settle_s))
     row.update(more or {})
     pd.DataFrame([row]).to_csv(out / "summary.csv", index=False)
     return row

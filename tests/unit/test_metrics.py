@@ -44,6 +44,8 @@ def test_empty_input_gives_empty_tables_with_columns():
     assert list(tables["overall"].columns) == M.OVERALL_COLUMNS
     assert row["requests"] == 0 and row["sessions"] == 0
     assert math.isnan(row["hit_ratio"]) and math.isnan(row["startup_p50_s"])
+    assert math.isnan(row["byte_offload"]) and math.isnan(row["origin_bytes"])
+    assert row["never_started"] == 0 and row["waiting_at_stop"] == 0
     assert list(tables["by_source"]["source"]) == list(M.REQUEST_SOURCES)
     assert (tables["by_source"]["requests"] == 0).all()
     assert list(tables["by_class"]["cls"]) == list(M.TRAFFIC_CLASSES)
@@ -94,11 +96,13 @@ def test_summary_hit_ratio_offload_and_qoe():
     assert row["hit_ratio"] == pytest.approx(3 / 8)     # three answers from caches
     assert row["prefetch_hits"] == 2
     # caches (3 x 100 kB) + mesh (100 kB) out of 800 kB to viewers; tree and origin are not
-    assert row["offload"] == pytest.approx(0.5)
+    assert row["serve_offload"] == pytest.approx(0.5)
     assert row["bytes_to_viewers"] == 800_000
     assert row["startup_p50_s"] == pytest.approx(2.0)
     assert row["startup_p95_s"] == pytest.approx(2.9)
     assert row["never_started"] == 1
+    # v1-2 has no ``ended`` (an old log): abandoned before a first frame = out of patience
+    assert row["abandoned_at_start"] == 1 and row["waiting_at_stop"] == 0
     assert row["rebuffer_ratio"] == pytest.approx(2.0 / 40.0)
     assert row["stalls"] == 1 and row["completed"] == 1 and row["abandoned"] == 2
 
@@ -127,7 +131,7 @@ def test_unknown_sources_are_listed_and_cache_origin_counts_as_a_hit():
     t = M.summary([serve("cache_origin"), serve("carrier-pigeon")])
     assert {"cache_origin", "carrier-pigeon"} <= set(t["by_source"]["source"])
     row = t["overall"].iloc[0]
-    assert row["hit_ratio"] == pytest.approx(0.5) and row["offload"] == pytest.approx(0.5)
+    assert row["hit_ratio"] == pytest.approx(0.5) and row["serve_offload"] == pytest.approx(0.5)
 
 
 def test_summary_accepts_a_generator():

@@ -160,17 +160,17 @@ def test_intervals_add_up_to_the_totals():
     assert list(t["requests"]) == [2, 3, 1]
     assert list(t["hits"]) == [1, 1, 0]
     assert list(t["bytes"]) == [2000, 7000, 1000]
-    assert list(t["offload_bytes"]) == [1000, 3000, 1000]
+    assert list(t["serve_offload_bytes"]) == [1000, 3000, 1000]
     assert list(t["pushes"]) == [2, 1, 0] and list(t["push_bytes"]) == [1500, 700, 0]
     assert list(t["copies"]) == [1, 1, 0] and list(t["copies_used"]) == [1, 0, 0]
     requests = M.requests_table(records)
     assert t["requests"].sum() == len(requests)
     assert t["hits"].sum() == requests["source"].map(M.is_cache_source).sum()
     assert t["bytes"].sum() == requests["bytes"].sum()
-    assert t["offload_bytes"].sum() == requests.loc[M.offloaded(requests), "bytes"].sum()
+    assert t["serve_offload_bytes"].sum() == requests.loc[M.offloaded(requests), "bytes"].sum()
     assert t["pushes"].sum() == 3 and t["copies"].sum() == len(M.prefetch_copies(records))
     assert list(t["hit_ratio"]) == pytest.approx([1 / 2, 1 / 3, 0.0])
-    assert list(t["offload"]) == pytest.approx([0.5, 3 / 7, 1.0])
+    assert list(t["serve_offload"]) == pytest.approx([0.5, 3 / 7, 1.0])
     assert list(t["push_precision"][:2]) == [1.0, 0.0] and math.isnan(t["push_precision"][2])
 
 
@@ -178,7 +178,7 @@ def test_interval_ratios_are_nan_where_nothing_happened():
     t = M.intervals_table([serve(1.0)], step_s=5.0, end_at=15.0)
     assert list(t["requests"]) == [1, 0, 0]
     assert t["hit_ratio"][0] == 1.0 and t["hit_ratio"][1:].isna().all()
-    assert t["offload"][1:].isna().all() and t["push_precision"].isna().all()
+    assert t["serve_offload"][1:].isna().all() and t["push_precision"].isna().all()
 
 
 def test_intervals_of_no_records_have_the_columns():
