@@ -235,6 +235,39 @@ def _summary_table(summary: dict) -> None:
 
 POLICY_HELP = "Policy: tree, mesh-pull, popularity, predictive or oracle."
 CHECK_HELP = "Run the fidelity check of the network first (once per distinct network)."
+REQUIRE_HELP = ("Run the fidelity check first and play nothing (exit 2) unless every row is "
+                "within tolerance.")
+SEEDS_HELP = ("Play every policy on each of these seeds (e.g. 1,2,3): tables show mean ± 95 % "
+              "CI over them.")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """``--seeds 1,2,3`` as distinct whole numbers >= 0, or one line and exit 2."""
+    items = [t.strip() for t in text.split(",")]
+    try:
+        seeds = [int(t) for t in items]
+    except ValueError:
+        seeds = []
+    if not seeds or any(x < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        _fail(f"--seeds {text!r}: expected distinct whole numbers >= 0 separated by commas, "
+              f"e.g. 1,2,3")
+    return seeds
+
+
+def _seed_options(seed: Optional[int], seeds: Optional[str]) -> Optional[list[int]]:
+    """The seeds of ``--seeds``, None for the single-seed form; both given: exit 2."""
+    if seed is not None and seeds is not None:
+        _fail("give --seed S (one seed) or --seeds A,B,C (several), not both")
+    return None if seeds is None else _parse_seeds(seeds)
+
+
+def _refuse_unchecked(path: Path, summary: Optional[dict]) -> None:
+    """``--require-fidelity`` on a single run: exit 2 unless every row passed."""
+    from testbed.harness import experiment as E
+
+    problem = E.fidelity_problem(path, summary)
+    if problem is not None:
+        _fail(E.refusal([problem], 1))
 
 
 @app.command()
@@ -246,15 +279,25 @@ def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fi
         sets: Optional[list[str]] = typer.Option(None, "--set",
                                                  help="Override a scenario key: KEY=VALUE."),
         check: bool = typer.Option(False, help=CHECK_HELP),
+        require_fidelity: bool = typer.Option(False, "--require-fidelity", help=REQUIRE_HELP),
         mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
     """Play a scenario: master, helpers and viewers on the emulated network; tables out."""
     sc = _load_with(scenario, sets, duration, policy, seed)
     _require_root("testbed run")
     run_dir = _run_dir(out, sc.name, "run")
     fidelity = None
-    if check:
-        fidelity = _calibrate(scenario, run_dir / "fidelity" / "network.json", None, mode,
-                              True, "run", sc=sc)["summary"]
+    if check or require_fidelity:
+        path = run_dir / "fidelity" / "network.json"
+        try:
+            fidelity = _calibrate(scenario, path, None, mode, True, "run", sc=sc)["summary"]
+        except typer.Exit:
+            raise
+        except Exception as exc:  # --require-fidelity: a check that cannot run refuses
+            if not require_fidelity:
+                raise
+            fidelity = {"error": " ".join(f"{type(exc).__name__}: {exc}".split())}
+        if require_fidelity:
+            _refuse_unchecked(path, fidelity)
     _play_run(sc, run_dir, mode, fidelity)
 
 
@@ -276,9 +319,11 @@ def _play_run(sc, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] =
 
 
 def _run_collection(what: str, collection, out: Path, mode: Optional[str],
-                    check: bool) -> None:
+                    check: bool, require_fidelity: bool = False) -> None:
     """Check every point's scenario (no root needed), then run (or resume) the comparison
-    or sweep with a progress bar; then its report."""
+    or sweep with a progress bar; then its table, verdict and report.
+    ``require_fidelity``: every network is checked first, and nothing plays (exit 2)
+    unless all rows are within tolerance."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from testbed.harness import experiment as E
@@ -290,6 +335,8 @@ def _run_collection(what: str, collection, out: Path, mode: Optional[str],
         E.scenarios(collection)
     except E.CollectionError as exc:
         _fail(str(exc))
+    if require_fidelity and not check:
+        _fail("--require-fidelity needs the fidelity check: drop --no-check")
     _require_root(f"testbed {what}")
 
     def say(m: str) -> None:
@@ -297,10 +344,7 @@ def _run_collection(what: str, collection, out: Path, mode: Optional[str],
 
     def one(sc, run_dir: Path, fidelity) -> None:
         result = run_scenario(sc, run_dir, say=lambda m: None, mode=mode, fidelity=fidelity)
-        s, nan = result.summary, float("nan")
-        say(f"  hit ratio {s.get('hit_ratio', nan):.3f}, offload {s.get('offload', nan):.3f}"
-            f", startup p95 {s.get('startup_p95_s', nan):.2f} s "
-            f"({result.timings['total_s']:.0f} s)")
+        say(f"  {_run_line(result.summary)} ({result.timings['total_s']:.0f} s)")
 
     def fidelity(sc, path: Path) -> dict:
         say(f"fidelity check of the network ({path.name})")
@@ -324,18 +368,19 @@ def _run_collection(what: str, collection, out: Path, mode: Optional[str],
 
         try:
             outcome = E.run_collection(collection, out, one, fidelity if check else None,
-                                       say=say, progress=progress)
+                                       say=say, progress=progress,
+                                       require_fidelity=require_fidelity)
         except E.CollectionError as exc:
             _fail(str(exc))
         except _Stop:
             _fail(f"stopped by SIGTERM; finished points are kept in {out} (run the same "
                   f"command again to resume)", 1)
-    _comparison_table(E.comparison_rows(outcome.table, collection.sweep.axes),
-                      list(collection.sweep.axes), f"{collection.kind}: {collection.sweep.name}")
+    _comparison_table(outcome.table, list(collection.sweep.axes),
+                      f"{collection.kind}: {collection.sweep.name}")
     paths = write_report(out)
     console.print(f"ran {len(outcome.ran)}, kept {len(outcome.kept)}, failed "
                   f"{len(outcome.failed)} in {outcome.seconds:.0f} s; results in {out} "
-                  f"(points.csv, points/)")
+                  f"(points.csv, aggregate.csv, points/)")
     console.print(f"report: {paths.html}")
     if outcome.failed:
         for pid, why in outcome.failed.items():
@@ -343,23 +388,88 @@ def _run_collection(what: str, collection, out: Path, mode: Optional[str],
         raise typer.Exit(1)
 
 
-#: The comparison table's columns after the axes, with their short headings.
-COMPARISON = {"hit_ratio": "hit ratio", "offload": "offload", "startup_p95_s": "startup p95 s",
-              "rebuffer_ratio": "rebuffer", "prefetch_precision": "push precision",
-              "prefetch_waste": "push waste", "overhead_ratio": "overhead",
-              "pushes": "pushes", "abandoned": "abandoned", "cpu_idle_mean": "CPU idle"}
+#: The printed comparison's metrics after the axes, with their short headings.
+COMPARISON = {"hit_ratio": "hit ratio", "byte_offload": "byte offload",
+              "origin_per_viewer_byte": "origin/viewer B", "startup_p95_s": "startup p95 s",
+              "never_started": "never started", "rebuffer_ratio": "rebuffer",
+              "prefetch_waste": "push waste", "push_ratio": "push ratio",
+              "overhead_ratio": "overhead", "cpu_idle_mean": "CPU idle"}
+#: The line printed after each run: (summary column, label, format).
+RUN_LINE = (("hit_ratio", "hit ratio", "{:.3f}"), ("byte_offload", "byte offload", "{:.3f}"),
+            ("startup_p95_s", "startup p95", "{:.2f} s"))
 
 
-def _comparison_table(rows, axes, title: str) -> None:
+def _num(value, spec: str = "{:.3g}") -> str:
+    """A table value: a number by ``spec``, a dash when absent or NaN, else as it is."""
+    import math
+
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, str)):
+        return str(value)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "—" if math.isnan(x) else spec.format(x)
+
+
+def _run_line(summary: dict) -> str:
+    """"hit ratio 0.474, byte offload 0.606, startup p95 1.79 s", dashes for what the
+    summary lacks (runs older than the metric)."""
+    return ", ".join(f"{label} {_num(summary.get(key), spec)}" for key, label, spec in RUN_LINE)
+
+
+def comparison_cells(points, axes: list[str]) -> tuple[list[str], list[list[str]], str]:
+    """The printed comparison of a points table: headings, rows and the verdict line.
+
+    Several seeds: one row per combination of the other axes with the number of seeds that
+    completed and each metric as "mean ± ci95"; one seed: one row per complete point.  Both
+    end with the fidelity check (rows passed/measured) and the CPU-trusted runs."""
+    from testbed.harness import stats
+
+    done = points[stats.complete(points)]
+    line = stats.verdict(done).text()
+    # a metric no run has (runs older than it) is left out; one some runs lack shows "—"
+    metrics = [m for m in COMPARISON if m in points.columns]
+    if stats.seed_count(points, axes) > 1:
+        agg = stats.aggregate(points, axes)
+        by = [a for a in stats.group_axes(axes) if a in agg.columns]
+        rows = []
+        for _, r in agg.iterrows():
+            v = stats.aggregate_verdict(r)
+            cells = [stats.mean_ci_text(r.get(f"{m}_mean"), r.get(f"{m}_ci95"), r.get(f"{m}_n"),
+                                        r["runs"], _num, lambda x: _num(x, "{:.2g}"))
+                     for m in metrics]
+            rows.append([*(str(r[a]) for a in by), str(int(r["runs"])), *cells,
+                         v.fidelity_cell(), v.trusted_cell()])
+        heads = [*by, "seeds", *(COMPARISON[m] for m in metrics), "fidelity", "CPU-trusted"]
+        return heads, rows, line
+    by = [a for a in axes if a in done.columns]
+    rows = []
+    for i in range(len(done)):
+        one = done.iloc[[i]]
+        v = stats.verdict(one)
+        rows.append([str(one["point"].iloc[0]), *(str(one[a].iloc[0]) for a in by),
+                     *(_num(one[m].iloc[0]) for m in metrics), v.fidelity_cell(),
+                     v.trusted_cell()])
+    heads = ["point", *by, *(COMPARISON[m] for m in metrics), "fidelity", "CPU-trusted"]
+    return heads, rows, line
+
+
+def _comparison_table(points, axes: list[str], title: str) -> None:
+    """Print the comparison (mean ± 95 % CI per policy with several seeds), then the
+    verdict of its runs in one line."""
     from rich.table import Table
 
+    heads, rows, line = comparison_cells(points, axes)
     t = Table(title=title)
-    cols = ["point", *(a for a in axes if a in rows), *(c for c in COMPARISON if c in rows)]
-    for c in cols:
-        t.add_column(COMPARISON.get(c, c), justify="right")
-    for _, r in rows.iterrows():
-        t.add_row(*(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    for i, h in enumerate(heads):  # "mean ± ci" stays on one line; headings wrap instead
+        t.add_column(h, justify="right", no_wrap=any(" ± " in r[i] for r in rows))
+    for row in rows:
+        t.add_row(*row)
     console.print(t)
+    console.print(line, highlight=False)
 
 
 @app.command()
@@ -368,35 +478,47 @@ def compare(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAM
                                          help="Comma-separated policies to run side by side."),
             out: Optional[Path] = typer.Option(None, help="Directory (default runs/compare-...)."),
             seed: Optional[int] = typer.Option(None, help="Override the scenario's seed."),
+            seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
             duration: Optional[float] = typer.Option(None, help="Override duration_s."),
             sets: Optional[list[str]] = typer.Option(None, "--set",
                                                      help="Override a scenario key: KEY=VALUE."),
             check: bool = typer.Option(True, help=CHECK_HELP),
+            require_fidelity: bool = typer.Option(False, "--require-fidelity",
+                                                  help=REQUIRE_HELP),
             mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
     """Run policies on the same scenario, seed, network and viewers; table and report out.
 
-    Run it again with the same --out to resume: finished runs are kept."""
-    from testbed.harness import experiment as E
-
+    With --seeds, every policy plays every seed.  Run it again with the same --out to
+    resume: finished runs are kept."""
     sc, _ = _load(scenario)
     fixed = _changes(sets)
     fixed.update({k: v for k, v in (("duration_s", duration), ("seed", seed)) if v is not None})
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    collection = _comparison(sc, names, scenario, fixed, _seed_options(seed, seeds))
+    _run_collection("compare", collection, out or _run_dir(None, sc.name, "compare"), mode,
+                    check, require_fidelity)
+
+
+def _comparison(sc, names: list[str], scenario: Path, fixed: dict,
+                seeds: Optional[list[int]]):
+    """The comparison collection, or one line and exit 2."""
+    from testbed.harness import experiment as E
+
     try:
-        collection = E.comparison(sc, [p.strip() for p in policies.split(",") if p.strip()],
-                                  scenario, fixed)
+        return E.comparison(sc, names, scenario, fixed, seeds)
     except E.CollectionError as exc:
         _fail(str(exc))
-    _run_collection("compare", collection, out or _run_dir(None, sc.name, "compare"), mode,
-                    check)
 
 
 @app.command()
 def sweep(sweep_file: Path = typer.Argument(..., help="Sweep YAML file (scenario, axes)."),
           out: Optional[Path] = typer.Option(None, help="Directory (default runs/sweep-NAME)."),
           check: bool = typer.Option(True, help=CHECK_HELP),
+          require_fidelity: bool = typer.Option(False, "--require-fidelity", help=REQUIRE_HELP),
           mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
     """Run a grid (or zip) over scenario keys, one run directory per point; resumable: run
-    it again and only the points not yet complete run."""
+    it again and only the points not yet complete run.  A ``seed`` axis makes the table and
+    the report show mean ± 95 % CI over the seeds."""
     import yaml
 
     from testbed.core.sweep import SweepError, parse_sweep
@@ -413,7 +535,7 @@ def sweep(sweep_file: Path = typer.Argument(..., help="Sweep YAML file (scenario
         _fail(str(exc))
     sc, _ = _load(sw.scenario)
     _run_collection("sweep", E.of_sweep(sw, sc), out or Path("runs") / f"sweep-{sw.name}",
-                    mode, check)
+                    mode, check, require_fidelity)
 
 
 @app.command()
@@ -433,15 +555,20 @@ def report(directory: Path = typer.Argument(..., help="A run, comparison or swee
 def demo(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
          out: Optional[Path] = typer.Option(None, help="Directory (default runs/demo-...)."),
          duration: Optional[float] = typer.Option(None, help="Override duration_s."),
+         seed: Optional[int] = typer.Option(None, help="Override the scenario's seed."),
+         seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
+         require_fidelity: bool = typer.Option(False, "--require-fidelity", help=REQUIRE_HELP),
          mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
-    """The main job: the fidelity check, then all five policies on the scenario side by
-    side: the comparison table and the report."""
+    """The main job: the fidelity check, then every policy on the scenario side by side
+    (on each seed of --seeds): the comparison table, its verdict and the report."""
     from testbed.harness import experiment as E
 
     sc, _ = _load(scenario)
-    fixed = {"duration_s": duration} if duration is not None else {}
-    collection = E.comparison(sc, E.ALL_POLICIES, scenario, fixed)
-    _run_collection("demo", collection, out or _run_dir(None, sc.name, "demo"), mode, True)
+    fixed = {k: v for k, v in (("duration_s", duration), ("seed", seed)) if v is not None}
+    collection = _comparison(sc, list(E.ALL_POLICIES), scenario, fixed,
+                             _seed_options(seed, seeds))
+    _run_collection("demo", collection, out or _run_dir(None, sc.name, "demo"), mode, True,
+                    require_fidelity)
 
 
 @app.command()

@@ -2,11 +2,14 @@
 ``figures/*.png`` beside its tables.
 
 The report is drawn from the files only: ``summary.csv``, ``manifest.json``,
-``tables/*.csv`` and ``topology.json`` for a run; ``collection.json``, ``points.csv`` and
-each point's run directory for a collection.  Every value shown from ``summary.csv`` or
-``points.csv`` goes through :func:`fmt`, so what the report says equals what the tables
-hold.  A missing optional table leaves its figure out with a line saying which table was
-missing: a short or failed run still reports.
+``tables/*.csv`` and ``topology.json`` for a run; ``collection.json``, ``points.csv``,
+``aggregate.csv`` and each point's run directory for a collection.  Every value shown from
+``summary.csv``, ``points.csv`` or ``aggregate.csv`` goes through :func:`fmt`, so what the
+report says equals what the tables hold.  A collection over several seeds shows, per
+combination of the other axes, mean ± 95 % CI (from ``aggregate.csv``) and draws the means
+with error bars.  The fidelity verdict (rows within tolerance, CPU-trusted runs) stands
+under the key-metrics table and above every figure.  A missing optional table leaves its
+figure out with a line saying which table was missing: a short or failed run still reports.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import numpy as np
 import pandas as pd
 
 from testbed.core.metrics import REQUEST_SOURCES, TRAFFIC_CLASSES
+from testbed.harness import stats
 
 #: Shown first, in this order, wherever they are present.
-KEY_METRICS = ("hit_ratio", "offload", "startup_p50_s", "startup_p95_s", "rebuffer_ratio",
-               "prefetch_precision", "prefetch_waste", "overhead_ratio", "pushes", "push_bytes",
+KEY_METRICS = ("hit_ratio", "byte_offload", "origin_per_viewer_byte", "origin_peak_mbit",
+               "startup_p50_s", "startup_p95_s", "never_started", "abandoned_at_start",
+               "rebuffer_ratio", "prefetch_precision", "prefetch_waste", "push_ratio",
+               "overhead_ratio", "byte_hops_per_viewer_byte", "pushes", "push_bytes",
                "requests", "answered", "sessions", "abandoned", "cpu_idle_mean", "cpu_trusted")
 #: The key metrics a collection plots, one panel each.
-PLOT_METRICS = ("hit_ratio", "offload", "startup_p95_s", "rebuffer_ratio", "prefetch_precision",
-                "prefetch_waste", "overhead_ratio")
+PLOT_METRICS = ("hit_ratio", "byte_offload", "origin_per_viewer_byte", "startup_p95_s",
+                "rebuffer_ratio", "prefetch_waste", "push_ratio")
 RUN_TABLES = ("requests", "viewers", "intervals", "by_class", "prefetch", "predictions", "links")
 DASH = "—"
 LINK_ROWS = 15  # the busiest links the run report lists
@@ -226,6 +232,7 @@ class RunData:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # file -> "is missing" / why not
     topology: dict | None = None
+    note: str = ""  # the fidelity verdict, stamped on every figure
 
 
 def _optional(path: Path, rel: str, missing: dict[str, str],
@@ -262,7 +269,26 @@ def load_run(path: Path) -> RunData:
         missing["topology.json"] = "is not a JSON object"
         topo = None
     run.topology = topo
+    run.note = run_verdict(run).text()
     return run
+
+
+def run_verdict(run: RunData) -> stats.Verdict:
+    """The run's fidelity check and CPU verdict: summary.csv's columns where it has them,
+    else the manifest's ``fidelity`` and ``cpu``."""
+    m = run.manifest or {}
+    row = {k: run.summary.get(k) for k in ("fidelity_passed", "fidelity_rows", "cpu_trusted")}
+    fid = m.get("fidelity")
+    if _absent(row["fidelity_rows"]) and isinstance(fid, dict):
+        row.update(fidelity_passed=fid.get("passed"), fidelity_rows=fid.get("measurements"))
+    cpu = m.get("cpu")
+    if _absent(row["cpu_trusted"]) and isinstance(cpu, dict):
+        row["cpu_trusted"] = cpu.get("trusted")
+    return stats.verdict(pd.DataFrame([row], dtype=object))
+
+
+def _absent(v: object) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -297,7 +323,10 @@ def _panels(n: int, width: float = 3.4, height: float = 2.7):
     return fig, axes[:n]
 
 
-def _save(fig: Any, out: Path) -> None:
+def _save(fig: Any, out: Path, note: str = "") -> None:
+    """Write the figure, with ``note`` (the fidelity verdict) along its top."""
+    if note:
+        fig.suptitle(note, fontsize=7, color="#555555")
     fig.savefig(out, dpi=DPI)
 
 
@@ -325,18 +354,19 @@ def _table(run: RunData, name: str, *cols: str, rows: bool = True) -> pd.DataFra
 
 
 def _fig_hit_ratio(run: RunData, out: Path) -> None:
-    """Hit ratio and offload per interval."""
+    """Hit ratio and serve offload per interval (``offload`` in runs before the rename)."""
     df = _table(run, "intervals", "t")
-    cols = [c for c in ("hit_ratio", "offload") if c in df.columns]
+    offload = "serve_offload" if "serve_offload" in df.columns else "offload"
+    cols = [c for c in ("hit_ratio", offload) if c in df.columns]
     if not cols:
-        raise _Skip("Left out: tables/intervals.csv has no hit_ratio or offload column.")
+        raise _Skip("Left out: tables/intervals.csv has no hit_ratio or serve_offload column.")
     fig, (ax,) = _figure()
     t = _numeric(df["t"])
     for c in cols:
         ax.plot(t, _numeric(df[c]), marker=".", label=c)
     ax.set(xlabel="time since run start (s)", ylabel="fraction", ylim=(0, 1.05))
     ax.legend()
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 def _fig_startup_cdf(run: RunData, out: Path) -> None:
@@ -355,7 +385,7 @@ def _fig_startup_cdf(run: RunData, out: Path) -> None:
     ax.set(xlabel="startup (s)", ylabel="fraction of sessions", ylim=(0, 1.02),
            title=f"{len(df)} sessions, {never} never started")
     ax.legend()
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 def _fig_rebuffer(run: RunData, out: Path) -> None:
@@ -367,7 +397,7 @@ def _fig_rebuffer(run: RunData, out: Path) -> None:
     fig, (ax,) = _figure()
     ax.hist(ratio, bins=20, color="tab:purple")
     ax.set(xlabel="rebuffer ratio", ylabel="sessions")
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 def _ordered(index: Sequence[str], known: Sequence[str]) -> list[str]:
@@ -386,7 +416,7 @@ def _fig_sources(run: RunData, out: Path) -> None:
     ax.bar(order, [by[s] for s in order], color=colours)
     ax.set(ylabel="bytes to viewers")
     ax.tick_params(axis="x", labelrotation=30)
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 def _interval_width(run: RunData) -> float:
@@ -416,7 +446,7 @@ def _fig_prefetch(run: RunData, out: Path) -> None:
     right.bar(["used", "wasted"], [nbytes[used].sum(), nbytes[~used].sum()],
               color=["tab:green", "tab:red"])
     right.set(ylabel="pushed bytes", title="pushed bytes")
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 def _fig_overhead(run: RunData, out: Path) -> None:
@@ -432,7 +462,7 @@ def _fig_overhead(run: RunData, out: Path) -> None:
     ax.set_yscale("log")
     ax.set(ylabel="bytes sent (log)")
     ax.tick_params(axis="x", labelrotation=30)
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 def _fig_prediction(run: RunData, out: Path) -> None:
@@ -450,7 +480,7 @@ def _fig_prediction(run: RunData, out: Path) -> None:
         ax.plot(df["_x"], _numeric(df[c]), marker="o", label=label)
     ax.set(xlabel="scored to (s)", ylabel="precision", ylim=(0, 1.05))
     ax.legend()
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 def _layout(g: nx.Graph) -> dict:
@@ -546,7 +576,7 @@ def _fig_topology(run: RunData, out: Path) -> None:
                 Line2D([], [], color="#2ca02c", lw=1.0, ls="--", label="mesh")]
     ax.legend(handles=handles, fontsize=7, loc="best", markerscale=0.6)
     ax.set_axis_off()
-    _save(fig, out)
+    _save(fig, out, run.note)
 
 
 class FigureSpec(NamedTuple):
@@ -558,7 +588,7 @@ class FigureSpec(NamedTuple):
 
 
 RUN_FIGURES: list[FigureSpec] = [
-    FigureSpec("hit_ratio.png", "Hit ratio and offload over time", _fig_hit_ratio),
+    FigureSpec("hit_ratio.png", "Hit ratio and serve offload over time", _fig_hit_ratio),
     FigureSpec("startup_cdf.png", "Startup time", _fig_startup_cdf),
     FigureSpec("rebuffer.png", "Rebuffer ratio per session", _fig_rebuffer),
     FigureSpec("sources.png", "Bytes to viewers by source", _fig_sources),
@@ -701,6 +731,11 @@ def _draw_run_figures(run: RunData, fig_dir: Path) -> tuple[list[Block], list[Pa
     return blocks, drawn
 
 
+def _verdict_text(note: str) -> str:
+    """The verdict line shown under the key-metrics table (and atop every figure)."""
+    return f"Verdict of the figures: {note}."
+
+
 def _write(path: Path, title: str, blocks: list[Block], figures: list[Path]) -> ReportPaths:
     md, page = path / "report.md", path / "report.html"
     md.write_text(to_markdown(blocks), encoding="utf-8")
@@ -714,7 +749,8 @@ def _report_run(path: Path) -> ReportPaths:
     fig_dir.mkdir(exist_ok=True)
     figs, drawn = _draw_run_figures(run, fig_dir)
     summary = [[k, fmt(run.summary[k])] for k in _summary_order(run.summary)]
-    blocks = (_run_header(run) + [Heading("Summary"), Table(["metric", "value"], summary)]
+    blocks = (_run_header(run) + [Heading("Summary"), Table(["metric", "value"], summary),
+                                  Text(_verdict_text(run.note))]
               + figs + [Heading("Tables")] + _sources_table(run) + _links_table(run)
               + _provenance(run.manifest))
     return _write(path, _run_title(run), blocks, drawn)
@@ -724,21 +760,39 @@ def _report_run(path: Path) -> ReportPaths:
 
 @dataclass
 class CollectionData:
-    """A comparison's or a sweep's ``collection.json`` and ``points.csv``."""
+    """A comparison's or a sweep's ``collection.json``, ``points.csv`` and ``aggregate.csv``."""
 
     dir: Path
     meta: dict
     points: pd.DataFrame
     axes: list[str]
     notes: list[str] = field(default_factory=list)
+    aggregate: pd.DataFrame | None = None  # one row per combination of the non-seed axes
+    note: str = ""  # the verdict of all complete runs, stamped on every figure
+
+    @property
+    def seeds(self) -> int:
+        """How many seeds the points play (1 when ``seed`` is no axis)."""
+        return stats.seed_count(self.points, self.axes)
+
+    @property
+    def by(self) -> list[str]:
+        """The axes results are reported per: all but the seed."""
+        return stats.group_axes(self.axes)
+
+    @property
+    def x_axes(self) -> list[str]:
+        """The axes a sweep plots against: neither the seed nor the policy."""
+        return [a for a in self.by if a != "policy"]
 
     @property
     def is_compare(self) -> bool:
-        return self.meta.get("kind") == "compare" or self.axes == ["policy"]
+        return self.meta.get("kind") == "compare" or not self.x_axes
 
 
 def load_collection(path: Path) -> CollectionData:
-    """Read a collection directory: ``collection.json`` and ``points.csv`` are required."""
+    """Read a collection directory: ``collection.json`` and ``points.csv`` are required;
+    ``aggregate.csv`` is computed from ``points.csv`` (and written) when it is missing."""
     path = Path(path)
     meta = _read_json(path / "collection.json")
     if not isinstance(meta, dict):
@@ -749,7 +803,42 @@ def load_collection(path: Path) -> CollectionData:
     declared = meta.get("axes") if isinstance(meta.get("axes"), dict) else {}
     axes = [str(k) for k in declared if str(k) in points.columns]
     notes = [f"axis {k} has no column in points.csv" for k in declared if k not in axes]
-    return CollectionData(path, meta, points, axes, notes)
+    coll = CollectionData(path, meta, points, axes, notes)
+    _fill_fidelity(coll)
+    coll.aggregate = _load_aggregate(coll)
+    coll.note = stats.verdict(points[stats.complete(points)]).text()
+    return coll
+
+
+def _fill_fidelity(coll: CollectionData) -> None:
+    """Points tables written before they carried the fidelity check get it from each
+    complete point's manifest (in memory only)."""
+    if "fidelity_rows" in coll.points.columns:
+        return
+    done = stats.complete(coll.points)
+    found = {}
+    for i in range(len(coll.points)):
+        if not done.iloc[i]:
+            continue
+        path = _point_dir(coll, i) / "manifest.json"
+        try:
+            m = _read_json(path) if path.exists() else None
+        except ReportError:
+            m = None
+        found[coll.points.index[i]] = stats.fidelity_columns(m if isinstance(m, dict) else None)
+    for col in ("fidelity_passed", "fidelity_rows", "fidelity_check"):
+        coll.points[col] = pd.Series({k: v.get(col) for k, v in found.items()}, dtype=object)
+
+
+def _load_aggregate(coll: CollectionData) -> pd.DataFrame:
+    """``aggregate.csv`` as written beside ``points.csv``; computed and written if absent."""
+    path = coll.dir / "aggregate.csv"
+    if path.exists():
+        return _read_csv(path)
+    agg = stats.aggregate(coll.points, coll.axes)
+    agg.to_csv(path, index=False)
+    coll.notes.append("aggregate.csv was missing: computed from points.csv")
+    return agg
 
 
 def _point_dir(coll: CollectionData, i: int) -> Path:
@@ -759,47 +848,106 @@ def _point_dir(coll: CollectionData, i: int) -> Path:
     return coll.dir / str(rel)
 
 
+def _label(df: pd.DataFrame, axes: Sequence[str], i: int) -> str:
+    """Row ``i`` by its axis values (only the values for a single axis), else its point id
+    (or "all runs" for an aggregate row of no axis)."""
+    if len(axes) == 1:
+        return fmt(df[axes[0]].iloc[i])
+    if axes:
+        return ", ".join(f"{a}={fmt(df[a].iloc[i])}" for a in axes)
+    return fmt(df["point"].iloc[i]) if "point" in df.columns else "all runs"
+
+
 def _point_label(coll: CollectionData, i: int) -> str:
     """A point by its axis values (only the values for a single axis), else its id."""
-    if len(coll.axes) == 1:
-        return fmt(coll.points[coll.axes[0]].iloc[i])
-    if coll.axes:
-        return ", ".join(f"{a}={fmt(coll.points[a].iloc[i])}" for a in coll.axes)
-    return fmt(coll.points["point"].iloc[i])
+    return _label(coll.points, coll.axes, i)
+
+
+VERDICT_COLUMNS = ("fidelity", "CPU-trusted")
 
 
 def _comparison_table(coll: CollectionData) -> Table:
-    """One row per point: its id and status, the axis keys, then the key metrics present."""
+    """One row per point: its id and status, the axis keys, the key metrics present, then
+    its fidelity check (rows passed/measured) and whether it was CPU-trusted."""
     lead = ["point"] + (["status"] if "status" in coll.points.columns else [])
     cols = lead + [a for a in coll.axes if a not in lead]
     cols += [m for m in KEY_METRICS if m in coll.points.columns and m not in cols]
-    rows = [[fmt(coll.points[c].iloc[i]) for c in cols] for i in range(len(coll.points))]
-    return Table(cols, rows)
+    rows = []
+    for i in range(len(coll.points)):
+        v = stats.verdict(coll.points.iloc[[i]])
+        rows.append([fmt(coll.points[c].iloc[i]) for c in cols]
+                    + [v.fidelity_cell(), v.trusted_cell()])
+    return Table(cols + list(VERDICT_COLUMNS), rows)
+
+
+def _aggregate_table(coll: CollectionData) -> Table:
+    """One row per combination of the non-seed axes: n (runs complete), each key metric as
+    "mean ± ci95" over the seeds ("(n=k)" when fewer had a value), the verdict."""
+    agg = coll.aggregate if coll.aggregate is not None else pd.DataFrame()
+    by = [a for a in coll.by if a in agg.columns]
+    metrics = [m for m in KEY_METRICS if f"{m}_mean" in agg.columns]
+    extra = ["left_out"] if "left_out" in agg and _numeric(agg["left_out"]).fillna(0).any() else []
+    rows = []
+    for i in range(len(agg)):
+        r = _row(agg, i)
+        v = stats.aggregate_verdict(r)
+        rows.append([fmt(r[a]) for a in by] + [fmt(r.get("runs"))] + [fmt(r[c]) for c in extra]
+                    + [stats.mean_ci_text(r[f"{m}_mean"], r.get(f"{m}_ci95"), r.get(f"{m}_n"),
+                                          r.get("runs"), fmt) for m in metrics]
+                    + [v.fidelity_cell(), v.trusted_cell()])
+    heads = [*by, "n", *(c.replace("_", " ") for c in extra), *metrics, *VERDICT_COLUMNS]
+    return Table(heads, rows)
 
 
 def _plot_metrics(df: pd.DataFrame) -> list[str]:
     return [m for m in PLOT_METRICS if m in df.columns and _numeric(df[m]).notna().any()]
 
 
+def _plot_frame(coll: CollectionData) -> tuple[pd.DataFrame, list[str]]:
+    """What the figures draw and the axes that tell its rows apart: with several seeds the
+    aggregate rows (each metric's mean under its own name, ``<m>_ci95`` beside it), else
+    the points."""
+    if coll.seeds > 1 and coll.aggregate is not None:
+        agg = coll.aggregate
+        df = agg.rename(columns={f"{m}_mean": m for m in PLOT_METRICS})
+        return df, [a for a in coll.by if a in df.columns]
+    return coll.points, coll.axes
+
+
+def _error(df: pd.DataFrame, m: str) -> pd.Series | None:
+    """The 95 % CI half-widths of metric ``m``'s means, or None (no error bars)."""
+    col = f"{m}_ci95"
+    return _numeric(df[col]) if col in df.columns else None
+
+
 def _fig_metric_bars(coll: CollectionData, out: Path) -> None:
-    """One panel per key metric, one bar per point."""
-    metrics = _plot_metrics(coll.points)
+    """One panel per key metric, one bar per point (per policy, its mean with the 95 % CI
+    as an error bar, when there are several seeds)."""
+    df, axes = _plot_frame(coll)
+    metrics = _plot_metrics(df)
     if not metrics:
         raise _Skip("Left out: points.csv has no key metric with a value.")
-    labels = [_point_label(coll, i) for i in range(len(coll.points))]
-    fig, axes = _panels(len(metrics))
+    labels = [_label(df, axes, i) for i in range(len(df))]
+    if coll.seeds > 1 and "runs" in df.columns:  # how many seeds each mean stands on
+        labels = [f"{label} (n={fmt(n)})" for label, n in zip(labels, df["runs"])]
+    fig, panels = _panels(len(metrics))
     colours = [f"C{i % 10}" for i in range(len(labels))]
-    for ax, m in zip(axes, metrics):
-        ax.bar(range(len(labels)), _numeric(coll.points[m]), color=colours)
+    for ax, m in zip(panels, metrics):
+        err = _error(df, m)
+        ax.bar(range(len(labels)), _numeric(df[m]), color=colours, yerr=err,
+               capsize=3 if err is not None else 0)
         ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0,
                       fontsize=8)
         ax.set_title(m, fontsize=9)
-    _save(fig, out)
+    _save(fig, out, coll.note)
 
 
 def _fig_startup_cdfs(coll: CollectionData, out: Path) -> None:
-    """One startup CDF per point, read from each point's viewers.csv."""
-    curves, absent = [], []
+    """One startup CDF per point, read from each point's viewers.csv; with several seeds
+    one per combination of the other axes, the sessions of all its seeds pooled."""
+    pooled = coll.seeds > 1
+    curves: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+    absent = []
     for i in range(len(coll.points)):
         path = _point_dir(coll, i) / "tables" / "viewers.csv"
         try:
@@ -809,24 +957,29 @@ def _fig_startup_cdfs(coll: CollectionData, out: Path) -> None:
         if df is None or "startup_s" not in df.columns or len(df) == 0:
             absent.append(str(coll.points["point"].iloc[i]))
             continue
-        started = np.sort(_numeric(df["startup_s"]).dropna().to_numpy())
-        curves.append((_point_label(coll, i), started, len(df)))
-    if not any(len(c[1]) for c in curves):
+        label = _label(coll.points, coll.by, i) if pooled else _point_label(coll, i)
+        started, totals = curves.setdefault(label, ([], []))
+        started.append(_numeric(df["startup_s"]).dropna().to_numpy())
+        totals.append(len(df))
+    if not any(len(a) for started, _ in curves.values() for a in started):
         raise _Skip("Left out: no point has a viewers.csv with a started session.")
     fig, (ax,) = _figure()
-    for label, started, total in curves:
-        ax.step(started, np.arange(1, len(started) + 1) / total, where="post", label=label)
+    for label, (started, totals) in curves.items():
+        x = np.sort(np.concatenate(started))
+        ax.step(x, np.arange(1, len(x) + 1) / sum(totals), where="post", label=label)
     ax.set(xlabel="startup (s)", ylabel="fraction of sessions", ylim=(0, 1.02))
     ax.legend(fontsize=8)
-    _save(fig, out)
+    _save(fig, out, coll.note)
     if absent:
         coll.notes.append(f"startup CDF: no viewers.csv for {', '.join(absent)}")
 
 
-def _x_positions(coll: CollectionData, x: str) -> tuple[pd.Series, list[str] | None]:
-    """Where each point sits on axis ``x``: its value if numeric, else its category's index
-    (categories in the order collection.json lists them) with the category names."""
-    col = coll.points[x]
+def _x_positions(coll: CollectionData, df: pd.DataFrame,
+                 x: str) -> tuple[pd.Series, list[str] | None]:
+    """Where each row of ``df`` sits on axis ``x``: its value if numeric, else its
+    category's index (categories in the order collection.json lists them) with the
+    category names."""
+    col = df[x]
     num = _numeric(col)
     if col.notna().any() and num[col.notna()].notna().all():
         return num, None
@@ -838,32 +991,43 @@ def _x_positions(coll: CollectionData, x: str) -> tuple[pd.Series, list[str] | N
     return labels.map({c: i for i, c in enumerate(cats)}).astype(float), cats
 
 
-def _line_groups(coll: CollectionData, x: str) -> list[tuple[str | None, pd.Series]]:
+def _line_groups(df: pd.DataFrame, axes: Sequence[str], x: str,
+                 exact: bool) -> list[tuple[str | None, pd.Series]]:
     """One line per policy when policy is an axis (averaged over any other axes), else one
-    per combination of the other axes, else a single line."""
-    others = ["policy"] if "policy" in coll.axes else [a for a in coll.axes if a != x]
+    per combination of the other axes, else a single line.  ``exact`` (means with error
+    bars): always one line per combination of the other axes, so nothing is averaged."""
+    others = [a for a in axes if a != x]
+    if "policy" in axes and not exact:
+        others = ["policy"]
     if not others:
-        return [(None, pd.Series(True, index=coll.points.index))]
-    keys = coll.points.apply(lambda r: ", ".join(fmt(r[a]) if len(others) == 1
-                                                 else f"{a}={fmt(r[a])}" for a in others),
-                             axis=1)
+        return [(None, pd.Series(True, index=df.index))]
+    keys = df.apply(lambda r: ", ".join(fmt(r[a]) if len(others) == 1 else f"{a}={fmt(r[a])}"
+                                        for a in others), axis=1)
     return [(k, keys == k) for k in dict.fromkeys(keys)]
 
 
 def _fig_vs(coll: CollectionData, x: str, out: Path) -> None:
-    """One panel per key metric against axis ``x``, one line per policy (or combination)."""
-    metrics = _plot_metrics(coll.points)
+    """One panel per key metric against axis ``x``, one line per policy (or combination);
+    with several seeds the means with 95 % CI error bars."""
+    df, axes = _plot_frame(coll)
+    metrics = _plot_metrics(df)
     if not metrics:
         raise _Skip("Left out: points.csv has no key metric with a value.")
-    xpos, cats = _x_positions(coll, x)
-    groups = _line_groups(coll, x)
-    fig, axes = _panels(len(metrics))
-    for ax, m in zip(axes, metrics):
-        y = _numeric(coll.points[m])
+    xpos, cats = _x_positions(coll, df, x)
+    groups = _line_groups(df, axes, x, exact=coll.seeds > 1)
+    fig, panels = _panels(len(metrics))
+    for ax, m in zip(panels, metrics):
+        y, err = _numeric(df[m]), _error(df, m)
         for label, mask in groups:
-            line = pd.DataFrame({"x": xpos[mask], "y": y[mask]}).dropna()
-            line = line.groupby("x")["y"].mean().sort_index()
-            ax.plot(line.index, line.to_numpy(), marker="o", label=label)
+            line = pd.DataFrame({"x": xpos[mask], "y": y[mask]})
+            if err is not None:
+                line["e"] = err[mask]
+            line = line.dropna(subset=["x", "y"]).groupby("x").mean().sort_index()
+            if err is None:
+                ax.plot(line.index, line["y"].to_numpy(), marker="o", label=label)
+            else:
+                ax.errorbar(line.index, line["y"].to_numpy(), yerr=line["e"].to_numpy(),
+                            marker="o", capsize=3, label=label)
         if cats is not None:
             ax.set_xticks(range(len(cats)), cats, fontsize=8)
         elif xpos.nunique() <= 10:
@@ -871,8 +1035,8 @@ def _fig_vs(coll: CollectionData, x: str, out: Path) -> None:
         ax.set_title(m, fontsize=9)
         ax.set_xlabel(x, fontsize=8)
     if any(label is not None for label, _ in groups):
-        axes[0].legend(fontsize=7)
-    _save(fig, out)
+        panels[0].legend(fontsize=7)
+    _save(fig, out, coll.note)
 
 
 def figure_name(axis: str) -> str:
@@ -880,15 +1044,21 @@ def figure_name(axis: str) -> str:
     return "vs_" + re.sub(r"[^A-Za-z0-9_-]+", "_", axis) + ".png"
 
 
+def _over_seeds(coll: CollectionData) -> str:
+    return f": mean and 95 % CI over {coll.seeds} seeds" if coll.seeds > 1 else ""
+
+
 def _collection_figures(coll: CollectionData) -> list[tuple[str, str, Callable[[Path], None]]]:
     """(file name, title, draw) for each figure this collection gets."""
     if coll.is_compare:
-        return [("metrics.png", "Key metrics per point",
+        per = "per policy" if coll.seeds > 1 and coll.by == ["policy"] else "per point"
+        pooled = ", sessions of all seeds pooled" if coll.seeds > 1 else ""
+        return [("metrics.png", f"Key metrics {per}{_over_seeds(coll)}",
                  lambda out: _fig_metric_bars(coll, out)),
-                ("startup_cdf.png", "Startup time per point",
+                ("startup_cdf.png", f"Startup time {per}{pooled}",
                  lambda out: _fig_startup_cdfs(coll, out))]
-    return [(figure_name(x), f"Key metrics against {x}",
-             lambda out, x=x: _fig_vs(coll, x, out)) for x in coll.axes if x != "policy"]
+    return [(figure_name(x), f"Key metrics against {x}{_over_seeds(coll)}",
+             lambda out, x=x: _fig_vs(coll, x, out)) for x in coll.x_axes]
 
 
 def _draw_collection_figures(coll: CollectionData,
@@ -943,14 +1113,26 @@ def _collection_title(coll: CollectionData) -> str:
     return f"{kind} report: {coll.meta.get('name') or coll.dir.name}"
 
 
+def _key_tables(coll: CollectionData) -> list[Block]:
+    """The key-metrics table (aggregated over seeds when there are several), the verdict
+    right under it; with several seeds the per-point table follows the figures."""
+    verdict = Text(_verdict_text(coll.note))
+    if coll.seeds <= 1:
+        return [Heading("Comparison"), _comparison_table(coll), verdict]
+    how = (f"Each cell: mean ± the half-width of the two-sided 95 % Student-t interval over "
+           f"the n seeds whose runs completed ({coll.seeds} planned), from aggregate.csv; "
+           f"(n=k) where only k of them had a value.")
+    return [Heading("Comparison"), Text(how), _aggregate_table(coll), verdict]
+
+
 def _report_collection(path: Path, per_point: bool) -> ReportPaths:
     coll = load_collection(path)
     fig_dir = path / "figures"
     fig_dir.mkdir(exist_ok=True)
     links = _point_reports(coll, per_point)
     figs, drawn = _draw_collection_figures(coll, fig_dir)
-    blocks = (_collection_header(coll) + [Heading("Comparison"), _comparison_table(coll)]
-              + figs + links)
+    points = [Heading("Points"), _comparison_table(coll)] if coll.seeds > 1 else []
+    blocks = _collection_header(coll) + _key_tables(coll) + figs + points + links
     if coll.notes:
         blocks += [Heading("Notes"), Bullets(coll.notes)]
     return _write(path, _collection_title(coll), blocks, drawn)

@@ -1,5 +1,6 @@
 """The report of a run, a comparison and a sweep, built from synthetic run directories:
-every file is written, every number shown equals the tables', and what is missing is said."""
+every file is written, every number shown equals the tables' (summary.csv, points.csv,
+aggregate.csv), the fidelity verdict stands by the figures, and what is missing is said."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from testbed.harness import stats
 from testbed.harness.report import (
     KEY_METRICS,
+    PLOT_METRICS,
     ReportError,
     figure_name,
     fmt,
@@ -97,8 +100,8 @@ def make_run(out: Path, policy: str | None = "predictive", seed: int = 1, *,
     hits = rng.integers(5, 20, len(t))
     reqs = hits + rng.integers(0, 10, len(t))
     pd.DataFrame({"t": t, "requests": reqs, "hits": hits, "hit_ratio": hits / reqs,
-                  "bytes": reqs * 100_000, "offload_bytes": hits * 60_000,
-                  "offload": hits * 0.6 / reqs, "pushes": rng.integers(0, 8, len(t)),
+                  "bytes": reqs * 100_000, "serve_offload_bytes": hits * 60_000,
+                  "serve_offload": hits * 0.6 / reqs, "pushes": rng.integers(0, 8, len(t)),
                   "push_bytes": rng.integers(0, 800_000, len(t)),
                   "copies": rng.integers(0, 8, len(t)), "copies_used": rng.integers(0, 4, len(t)),
                   "push_precision": rng.uniform(0, 1, len(t)).round(3)}
@@ -136,10 +139,20 @@ def make_run(out: Path, policy: str | None = "predictive", seed: int = 1, *,
     started = viewers["startup_s"].dropna()
     row = {"policy": policy, "seed": seed, "sessions": sessions, "requests": n,
            "answered": n - 1, "hit_ratio": float(rng.uniform(.4, .9)),
-           "prefetch_hits": int(rng.integers(0, 40)), "offload": float(rng.uniform(.1, .6)),
+           "prefetch_hits": int(rng.integers(0, 40)),
+           "serve_offload": float(rng.uniform(.1, .6)),
+           "byte_offload": float(rng.uniform(-.2, .9)),
+           "origin_per_viewer_byte": float(rng.uniform(.1, 1.2)),
+           "origin_peak_mbit": float(rng.uniform(1, 40)),
+           "origin_bytes": int(rng.integers(10**6, 10**8)),
+           "origin_push_bytes": int(rng.integers(0, 10**7)),
+           "push_ratio": float(rng.uniform(0, .5)),
+           "push_hop_bytes": int(rng.integers(0, 10**8)),
+           "byte_hops_per_viewer_byte": float(rng.uniform(1, 4)),
            "bytes_to_viewers": int(req["bytes"].sum()),
            "startup_p50_s": float(started.median()),
            "startup_p95_s": float(started.quantile(.95)), "never_started": 2,
+           "abandoned_at_start": int(rng.integers(0, 3)), "waiting_at_stop": 1, "warmup_s": 20,
            "rebuffer_ratio": float(rng.uniform(0, .05)), "stalls": int(rng.integers(0, 9)),
            "abandoned": int(viewers["abandoned"].sum()),
            "overhead_ratio": float(rng.uniform(0, .1)), "pushes": k, "push_bytes": k * 100_000,
@@ -148,6 +161,8 @@ def make_run(out: Path, policy: str | None = "predictive", seed: int = 1, *,
            "cpu_idle_mean": 0.7312, "cpu_trusted": True, "link_mode": "netem",
            "tiers": json.dumps({"h1": 1, "h3": 2}), "rejected_by_reason": "{}",
            "bytes_huge": 123456789012.0, "tiny": 1.23456e-7}
+    if fidelity:
+        row.update(fidelity_passed=12, fidelity_rows=12)
     row.update(summary or {})
     pd.DataFrame([row]).to_csv(out / "summary.csv", index=False)
     if bare:
@@ -157,9 +172,11 @@ def make_run(out: Path, policy: str | None = "predictive", seed: int = 1, *,
 
 
 def make_collection(out: Path, kind: str, axes: dict[str, list], failed: tuple = (),
-                    bare: bool = False) -> Path:
+                    bare: bool = False, aggregate: bool = False) -> Path:
     """A comparison or a grid sweep over ``axes``, each point a run made by make_run (``bare``
-    passed on); the points in ``failed`` have no summary."""
+    passed on); the points in ``failed`` have no summary.  Axis values win over the
+    summary's, as in a real points.csv; ``aggregate`` also writes aggregate.csv as a real
+    collection does (else the report computes it)."""
     combos = list(itertools.product(*axes.values()))
     rows = []
     for i, combo in enumerate(combos):
@@ -173,12 +190,18 @@ def make_collection(out: Path, kind: str, axes: dict[str, list], failed: tuple =
             continue
         scale = float(values.get("delivery.mesh_degree", 1))
         make_run(pdir, values.get("policy", "predictive"), seed=i + 1,
-                 summary={"hit_ratio": 0.1 * scale + 0.05 * i}, bare=bare)
-        rows.append({**row, "status": "complete", **pd.read_csv(pdir / "summary.csv").iloc[0]})
+                 summary={"hit_ratio": 0.1 * scale + 0.05 * i,
+                          "seed": values.get("seed", i + 1)}, bare=bare)
+        summary = pd.read_csv(pdir / "summary.csv").iloc[0].to_dict()
+        check = {"fidelity_check": f"net-{values.get('seed', 1)}"}  # one network per seed
+        rows.append({**summary, **row, "status": "complete", **check})
     cols = ["point", "dir", "status", *axes]
     df = pd.DataFrame(rows)
     df = df[cols + [c for c in df.columns if c not in cols]]
     df.to_csv(out / "points.csv", index=False)
+    if aggregate:
+        stats.aggregate(pd.read_csv(out / "points.csv"), list(axes)).to_csv(
+            out / "aggregate.csv", index=False)
     (out / "collection.json").write_text(json.dumps(
         {"kind": kind, "name": f"unit-{kind}", "scenario": "experiments/default.yaml",
          "axes": axes, "mode": "grid", "points": len(combos)}))
@@ -394,18 +417,66 @@ def test_unreadable_summary_is_an_error(tmp_path):
 
 # -- collections -----------------------------------------------------------------------------
 
-def _check_comparison(out: Path, paths) -> list[str]:
+VERDICT = ["fidelity", "CPU-trusted"]
+
+
+def _check_comparison(out: Path, paths, heading: str = "Comparison") -> list[str]:
+    """The per-point table equals points.csv cell for cell; its verdict columns say each
+    point's check (rows passed/measured) and CPU verdict."""
     points = pd.read_csv(out / "points.csv")
-    (md,) = md_tables(paths.markdown.read_text(encoding="utf-8"))["Comparison"]
-    (page,) = html_tables(paths.html).tables["Comparison"]
+    (md,) = md_tables(paths.markdown.read_text(encoding="utf-8"))[heading]
+    (page,) = html_tables(paths.html).tables[heading]
     assert md == page
     header = md[0]
     assert [k for k in KEY_METRICS if k in points.columns] == [
         c for c in header if c in KEY_METRICS]
+    assert header[-2:] == VERDICT
     assert len(md) == len(points) + 1
     for i, row in enumerate(md[1:]):
-        for col, cell in zip(header, row):
+        for col, cell in zip(header[:-2], row):
             assert cell == fmt(points[col].iloc[i]), (col, i)
+        done = points["status"].iloc[i] == "complete"
+        assert row[-2:] == (["12/12", "1/1"] if done else ["—", "—"]), i
+    return header
+
+
+def _parse_ci(cell: str) -> tuple[str, str, str | None]:
+    """"mean ± ci (n=k)" -> (mean, ci, k); "—" and "mean" alone as they are."""
+    n = None
+    if cell.endswith(")") and " (n=" in cell:
+        cell, n = cell[:-1].split(" (n=")
+    mean, _, ci = cell.partition(" ± ")
+    return mean, ci or "—", n
+
+
+def _check_aggregate(out: Path, paths, by: list[str]) -> list[str]:
+    """The key-metrics table over seeds equals aggregate.csv cell for cell."""
+    agg = pd.read_csv(out / "aggregate.csv")
+    (md,) = md_tables(paths.markdown.read_text(encoding="utf-8"))["Comparison"]
+    (page,) = html_tables(paths.html).tables["Comparison"]
+    assert md == page
+    header = md[0]
+    metrics = [k for k in KEY_METRICS if f"{k}_mean" in agg.columns]
+    left = ["left out"] if agg["left_out"].any() else []
+    assert header == [*by, "n", *left, *metrics, *VERDICT]
+    assert len(md) == len(agg) + 1
+    for i, row in enumerate(md[1:]):
+        cells = dict(zip(header, row))
+        for a in by:
+            assert cells[a] == fmt(agg[a].iloc[i])
+        assert cells["n"] == fmt(agg["runs"].iloc[i])
+        if left:
+            assert cells["left out"] == fmt(agg["left_out"].iloc[i])
+        for m in metrics:
+            mean, ci, n = _parse_ci(cells[m])
+            assert mean == fmt(agg[f"{m}_mean"].iloc[i]), (m, i)
+            assert ci == fmt(agg[f"{m}_ci95"].iloc[i]), (m, i)
+            assert n == (None if agg[f"{m}_n"].iloc[i] == agg["runs"].iloc[i]
+                         else fmt(agg[f"{m}_n"].iloc[i])), (m, i)
+        assert cells["fidelity"] == (f"{fmt(agg['fidelity_passed_total'].iloc[i])}/"
+                                     f"{fmt(agg['fidelity_rows_total'].iloc[i])}")
+        assert cells["CPU-trusted"] == (f"{fmt(agg['cpu_trusted_runs'].iloc[i])}/"
+                                        f"{fmt(agg['runs'].iloc[i])}")
     return header
 
 
@@ -451,3 +522,150 @@ def test_sweep_over_a_categorical_axis_with_per_point_reports(tmp_path):
     assert "p02: no report" in md
     point = (out / "points" / "p00" / "report.md").read_text(encoding="utf-8")
     assert "Left out: tables/viewers.csv is missing." in point
+
+
+# -- key metrics, several seeds and the verdict ------------------------------------------------
+
+def test_key_metrics_lead_with_the_costed_figures():
+    assert KEY_METRICS[:16] == (
+        "hit_ratio", "byte_offload", "origin_per_viewer_byte", "origin_peak_mbit",
+        "startup_p50_s", "startup_p95_s", "never_started", "abandoned_at_start",
+        "rebuffer_ratio", "prefetch_precision", "prefetch_waste", "push_ratio",
+        "overhead_ratio", "byte_hops_per_viewer_byte", "pushes", "push_bytes")
+    assert KEY_METRICS[16:] == ("requests", "answered", "sessions", "abandoned",
+                                "cpu_idle_mean", "cpu_trusted")
+    assert PLOT_METRICS == ("hit_ratio", "byte_offload", "origin_per_viewer_byte",
+                            "startup_p95_s", "rebuffer_ratio", "prefetch_waste", "push_ratio")
+    assert "offload" not in KEY_METRICS
+
+
+def _after(md: str, first: str, then: str) -> str:
+    """The text between the line ``first`` and the next line starting with ``then``."""
+    tail = md.split(first + "\n", 1)[1]
+    return tail.split("\n" + then, 1)[0]
+
+
+SEEDS3 = {"seed": [1, 2, 3], "policy": ["popularity", "predictive"]}
+
+
+def test_compare_report_over_seeds_shows_mean_ci_from_aggregate_csv(tmp_path):
+    out = make_collection(tmp_path / "cmp", "compare", SEEDS3, failed=("p03",), aggregate=True)
+    paths = write_report(out)
+    header = _check_aggregate(out, paths, ["policy"])
+    assert header[:2] == ["policy", "n"]
+    agg = pd.read_csv(out / "aggregate.csv")
+    assert agg["runs"].tolist() == [3, 2] and agg["left_out"].tolist() == [0, 1]
+    (md_table,) = md_tables(paths.markdown.read_text(encoding="utf-8"))["Comparison"]
+    assert " ± " in md_table[1][header.index("hit_ratio")]
+    _check_comparison(out, paths, heading="Points")  # every point, still cell for cell
+    assert sorted(p.name for p in paths.figures) == ["metrics.png", "startup_cdf.png"]
+    _check_pngs(paths.figures)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "### Key metrics per policy: mean and 95 % CI over 3 seeds" in md
+    assert "### Startup time per policy, sessions of all seeds pooled" in md
+    assert "half-width of the two-sided 95 % Student-t interval" in md
+
+
+def test_verdict_stands_between_the_key_table_and_the_figures(tmp_path):
+    out = make_collection(tmp_path / "cmp", "compare", SEEDS3, failed=("p03",), aggregate=True)
+    md = write_report(out).markdown.read_text(encoding="utf-8")
+    between = _after(md, "## Comparison", "## Figures")
+    # one check of 12 rows per seed's network, every policy of that seed sharing it
+    assert between.rstrip().endswith("Verdict of the figures: fidelity: 36/36 rows within "
+                                     "tolerance (3 networks); CPU-trusted: 5/5 runs.")
+    single = make_collection(tmp_path / "one", "compare", {"policy": ["tree", "oracle"]})
+    md = write_report(single, per_point=False).markdown.read_text(encoding="utf-8")
+    assert "Verdict of the figures: fidelity: 12/12" in _after(md, "## Comparison",
+                                                               "## Figures")
+
+
+def test_report_uses_aggregate_csv_as_written(tmp_path):
+    out = make_collection(tmp_path / "cmp", "compare", SEEDS3, aggregate=True)
+    agg = pd.read_csv(out / "aggregate.csv")
+    agg.loc[0, ["hit_ratio_mean", "hit_ratio_ci95", "hit_ratio_n"]] = [0.123456, 0.0101, 2]
+    agg.to_csv(out / "aggregate.csv", index=False)
+    paths = write_report(out, per_point=False)
+    _check_aggregate(out, paths, ["policy"])
+    (md_table,) = md_tables(paths.markdown.read_text(encoding="utf-8"))["Comparison"]
+    assert md_table[1][md_table[0].index("hit_ratio")] == "0.1235 ± 0.0101 (n=2)"
+
+
+def test_a_missing_aggregate_csv_is_computed_from_points_csv(tmp_path):
+    out = make_collection(tmp_path / "cmp", "compare", SEEDS3)
+    assert not (out / "aggregate.csv").exists()
+    paths = write_report(out, per_point=False)
+    written = pd.read_csv(out / "aggregate.csv")
+    pd.testing.assert_frame_equal(
+        written, stats.aggregate(pd.read_csv(out / "points.csv").assign(
+            fidelity_passed=12, fidelity_rows=12), ["seed", "policy"]),
+        check_dtype=False, check_like=True)
+    _check_aggregate(out, paths, ["policy"])
+    assert "aggregate.csv was missing: computed from points.csv" in (
+        paths.markdown.read_text(encoding="utf-8"))
+
+
+def test_sweep_report_over_seeds_draws_means_with_error_bars(tmp_path):
+    axes = {"delivery.mesh_degree": [2, 4], "seed": [1, 2], "policy": ["tree", "oracle"]}
+    out = make_collection(tmp_path / "sweep", "sweep", axes, aggregate=True)
+    paths = write_report(out, per_point=False)
+    _check_aggregate(out, paths, ["delivery.mesh_degree", "policy"])
+    assert [p.name for p in paths.figures] == [figure_name("delivery.mesh_degree")]
+    _check_pngs(paths.figures)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "### Key metrics against delivery.mesh_degree: mean and 95 % CI over 2 seeds" in md
+    assert "vs_seed" not in md
+
+
+def test_run_report_shows_its_verdict_under_the_summary(run_report):
+    _, paths = run_report
+    md = paths.markdown.read_text(encoding="utf-8")
+    between = _after(md, "## Summary", "## Figures")
+    assert between.rstrip().endswith("Verdict of the figures: fidelity: 12/12 rows within "
+                                     "tolerance; CPU-trusted: 1/1 run.")
+
+
+def _make_old(run: Path) -> None:
+    """A run from before the costed metrics: ``offload`` where ``serve_offload`` is now."""
+    summary = pd.read_csv(run / "summary.csv")
+    new = ["byte_offload", "origin_per_viewer_byte", "origin_peak_mbit", "origin_bytes",
+           "origin_push_bytes", "push_ratio", "push_hop_bytes", "byte_hops_per_viewer_byte",
+           "abandoned_at_start", "waiting_at_stop", "warmup_s", "fidelity_passed",
+           "fidelity_rows"]
+    summary.drop(columns=new).rename(columns={"serve_offload": "offload"}).to_csv(
+        run / "summary.csv", index=False)
+    intervals = pd.read_csv(run / "tables" / "intervals.csv")
+    intervals.rename(columns={"serve_offload": "offload", "serve_offload_bytes":
+                              "offload_bytes"}).to_csv(run / "tables" / "intervals.csv",
+                                                       index=False)
+
+
+def test_older_runs_without_the_new_columns_still_report(tmp_path):
+    run = tmp_path / "old"
+    make_run(run)
+    _make_old(run)
+    paths = write_report(run)
+    assert "hit_ratio.png" in {p.name for p in paths.figures}
+    shown = dict(md_tables(paths.markdown.read_text(encoding="utf-8"))["Summary"][0][1:])
+    assert "byte_offload" not in shown and "offload" in shown
+    out = make_collection(tmp_path / "cmp", "compare", {"policy": ["tree", "oracle"]})
+    _make_old(out / "points" / "p00")
+    points = pd.read_csv(out / "points.csv")
+    points.loc[0, "byte_offload"] = np.nan  # p00's summary had no such column
+    points.to_csv(out / "points.csv", index=False)
+    paths = write_report(out)
+    (md_table,) = md_tables(paths.markdown.read_text(encoding="utf-8"))["Comparison"]
+    assert md_table[1][md_table[0].index("byte_offload")] == "—"
+    _check_comparison(out, paths)
+
+
+def test_points_csv_without_fidelity_columns_reads_each_manifest(tmp_path):
+    out = make_collection(tmp_path / "cmp", "compare", SEEDS3)
+    points = pd.read_csv(out / "points.csv")
+    points.drop(columns=["fidelity_passed", "fidelity_rows", "fidelity_check"]).to_csv(
+        out / "points.csv", index=False)
+    paths = write_report(out, per_point=False)
+    agg = pd.read_csv(out / "aggregate.csv")
+    # every manifest names the same file (fidelity.json): one check, counted once
+    assert agg["fidelity_rows_total"].tolist() == [12, 12]
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "fidelity: 12/12 rows within tolerance; CPU-trusted: 6/6 runs." in md

@@ -1,6 +1,8 @@
 """Sweeps and collections: a sweep file expands into numbered points, and a comparison or a
 sweep runs them in order, resumes after an interruption, records failures and checks each
-distinct network once.  The runner is a fake that writes what a real run writes at least."""
+distinct network once; over several seeds it writes aggregate.csv, and with
+require_fidelity a failed check plays nothing.  The runner is a fake that writes what a
+real run writes at least."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from testbed.harness import manifest
 from testbed.harness.experiment import (
     KEY_METRICS,
     CollectionError,
+    FidelityRefused,
     check_directory,
     comparison,
     comparison_rows,
@@ -208,9 +211,10 @@ class FakeRunner:
             raise RuntimeError(f"boom at {pid}")
         run_dir.mkdir(parents=True)
         hit, run_id = hit_ratio(sc), next(RUN_IDS)
-        pd.DataFrame([{"requests": 100, "serves": 98, "offload": hit / 2, "hit_ratio": hit,
-                       "policy": sc.policy, "run_id": run_id}]).to_csv(run_dir / "summary.csv",
-                                                                      index=False)
+        pd.DataFrame([{"requests": 100, "serves": 98, "serve_offload": hit / 2,
+                       "byte_offload": hit / 4, "hit_ratio": hit, "cpu_trusted": sc.seed != 2,
+                       "policy": sc.policy, "seed": sc.seed, "run_id": run_id}]
+                     ).to_csv(run_dir / "summary.csv", index=False)
         manifest.write(run_dir, status=manifest.COMPLETE, scenario=sc.to_dict(),
                        policy=sc.policy, seed=sc.seed, fidelity=fidelity, run_id=run_id)
 
@@ -221,15 +225,21 @@ class FakeRunner:
 
 class FakeChecker:
     """``check(sc, path)``: writes a fidelity report to ``path`` (unless ``write`` is False)
-    and returns its summary."""
+    and returns its summary; ``failing``: seeds whose network has 3 rows out of tolerance;
+    ``broken``: seeds whose check raises."""
 
-    def __init__(self, write: bool = True) -> None:
+    def __init__(self, write: bool = True, failing: tuple[int, ...] = (),
+                 broken: tuple[int, ...] = ()) -> None:
         self.paths: list[Path] = []
-        self.write = write
+        self.write, self.failing, self.broken = write, set(failing), set(broken)
 
     def __call__(self, sc: Scenario, path: Path) -> dict:
         self.paths.append(path)
+        if sc.seed in self.broken:
+            raise RuntimeError("no network\nhere")
         summary = {**SUMMARY, "helpers": sc.topology.params.get("helpers_per_region")}
+        if sc.seed in self.failing:
+            summary.update(passed=9, failed=["s1-s2", "s1-s3", "m1->h4"])
         if self.write:
             path.write_text(json.dumps({"scenario": sc.source, "summary": summary}))
         return summary
@@ -459,8 +469,8 @@ def test_comparison_rows_keep_complete_points_axes_then_key_metrics(base, tmp_pa
     outcome = go(c, tmp_path / "sweep", FakeRunner(fail=("p01",)))
     rows = comparison_rows(outcome.table, [*c.sweep.axes, "seed"])
     assert list(rows["point"]) == ["p00", "p02", "p03"]
-    assert list(rows.columns) == ["point", "policy", "delivery.cache_mb", "hit_ratio",
-                                  "offload", "requests"]
+    assert list(rows.columns) == ["point", "policy", "delivery.cache_mb", "seed", "hit_ratio",
+                                  "byte_offload", "requests", "cpu_trusted"]
     assert list(rows.index) == [0, 1, 2]
     assert list(rows["hit_ratio"]) == pytest.approx([0.14, 0.44, 0.56])
     metrics = [m for m in rows.columns if m in KEY_METRICS]
@@ -468,8 +478,169 @@ def test_comparison_rows_keep_complete_points_axes_then_key_metrics(base, tmp_pa
 
 
 def test_comparison_rows_of_a_table_without_status():
-    t = pd.DataFrame({"point": ["p00", "p01"], "serves": [1, 2], "offload": [0.5, 0.6],
+    t = pd.DataFrame({"point": ["p00", "p01"], "serves": [1, 2], "byte_offload": [0.5, 0.6],
                       "hit_ratio": [0.1, 0.2], "policy": ["tree", "oracle"]})
     rows = comparison_rows(t, ["policy"])
-    assert list(rows.columns) == ["point", "policy", "hit_ratio", "offload"]
+    assert list(rows.columns) == ["point", "policy", "hit_ratio", "byte_offload"]
     assert len(rows) == 2
+
+
+# -- several seeds ---------------------------------------------------------------------------
+
+def test_comparison_over_seeds_plays_every_policy_on_every_seed(base):
+    c = comparison(base, ["tree", "oracle"], DEFAULT, fixed={"duration_s": 60}, seeds=[1, 2, 3])
+    assert list(c.sweep.axes) == ["seed", "policy"] and c.sweep.mode == "grid"
+    assert [(p.id, dict(p.values)) for p in c.points] == [
+        ("p00", {"seed": 1, "policy": "tree"}), ("p01", {"seed": 1, "policy": "oracle"}),
+        ("p02", {"seed": 2, "policy": "tree"}), ("p03", {"seed": 2, "policy": "oracle"}),
+        ("p04", {"seed": 3, "policy": "tree"}), ("p05", {"seed": 3, "policy": "oracle"})]
+    assert c.describe()["axes"] == {"seed": [1, 2, 3], "policy": ["tree", "oracle"]}
+    one = comparison(base, ["tree"], DEFAULT, seeds=[4])
+    assert [dict(p.values) for p in one.points] == [{"seed": 4, "policy": "tree"}]
+
+
+@pytest.mark.parametrize(("seeds", "fixed", "fragment"), [
+    ([], {}, "at least one"), ([1, -1], {}, ">= 0"), ([1, 2, 1], {}, "distinct"),
+    ([1, 2.5], {}, "whole numbers"), ([True], {}, "whole numbers"),
+    ([1, 2], {"seed": 3}, "seed is given twice"),
+])
+def test_comparison_refuses_bad_seeds(base, seeds, fixed, fragment):
+    with pytest.raises(CollectionError) as err:
+        comparison(base, ["tree"], DEFAULT, fixed=fixed, seeds=seeds)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_same_seed_same_network_and_viewers_for_every_policy(base, tmp_path):
+    c = comparison(base, ["tree", "predictive"], DEFAULT, seeds=[1, 2])
+    run, check = FakeRunner(), FakeChecker()
+    go(c, tmp_path / "cmp", run, check)
+    by_seed: dict[int, set] = {}
+    for call in run.calls:
+        sc = call.scenario
+        by_seed.setdefault(sc.seed, set()).add((network_key(sc), json.dumps(
+            sc.to_dict()["viewers"], sort_keys=True), sc.to_dict()["topology"]["params"]
+            .get("seed")))
+    assert sorted(by_seed) == [1, 2] and all(len(v) == 1 for v in by_seed.values())
+    assert len(check.paths) == 2  # one check per seed's network
+
+
+def test_seed_axis_aggregates_mean_ci_and_n_into_aggregate_csv(base, tmp_path):
+    c, out = comparison(base, ["tree", "oracle"], DEFAULT, seeds=[1, 2, 3]), tmp_path / "cmp"
+    outcome = go(c, out, FakeRunner(fail=("p03",)), FakeChecker())
+    agg = pd.read_csv(out / "aggregate.csv")
+    assert list(agg["policy"]) == ["tree", "oracle"]
+    assert list(agg.columns[:7]) == ["policy", "runs", "left_out", "fidelity_passed_total",
+                                     "fidelity_rows_total", "cpu_trusted_runs",
+                                     "requests_mean"]
+    assert "seed_mean" not in agg and "run_id_mean" in agg and "policy_mean" not in agg
+    tree, oracle = agg.iloc[0], agg.iloc[1]
+    assert (tree["runs"], tree["left_out"], oracle["runs"], oracle["left_out"]) == (3, 0, 2, 1)
+    # every seed's hit ratio is the same in the fake: mean as is, CI of zero width
+    assert tree["hit_ratio_mean"] == pytest.approx(HIT["tree"] + 0.64)
+    assert tree["hit_ratio_ci95"] == pytest.approx(0.0) and tree["hit_ratio_n"] == 3
+    # cpu_trusted is False on seed 2 only: the share of runs that were true
+    assert tree["cpu_trusted_mean"] == pytest.approx(2 / 3) and tree["cpu_trusted_runs"] == 2
+    assert oracle["cpu_trusted_mean"] == pytest.approx(1.0) and oracle["cpu_trusted_n"] == 2
+    # three networks of 12 rows each for tree, two (seed 2 failed) for oracle
+    assert (tree["fidelity_passed_total"], tree["fidelity_rows_total"]) == (36, 36)
+    assert (oracle["fidelity_passed_total"], oracle["fidelity_rows_total"]) == (24, 24)
+    assert tree["fidelity_passed_mean"] == 12 and tree["fidelity_rows_n"] == 3
+    points = pd.read_csv(out / "points.csv")
+    assert list(points["fidelity_rows"].fillna(-1)) == [12, 12, 12, -1, 12, 12]
+    assert points["fidelity_check"].nunique() == 3
+    assert outcome.table is not None and len(outcome.table) == 6
+
+
+def test_resuming_a_seed_sweep_skips_complete_points(base, tmp_path):
+    c, out = comparison(base, ["tree", "oracle"], DEFAULT, seeds=[1, 2]), tmp_path / "cmp"
+    with pytest.raises(KeyboardInterrupt):
+        go(c, out, FakeRunner(interrupt="p02"))
+    assert pd.read_csv(out / "aggregate.csv")["runs"].tolist() == [1, 1]
+    again = FakeRunner()
+    outcome = go(c, out, again)
+    assert again.ran == ["p02", "p03"] and outcome.kept == ["p00", "p01"]
+    assert pd.read_csv(out / "aggregate.csv")["runs"].tolist() == [2, 2]
+
+
+def test_a_sweep_file_with_a_seed_axis_is_aggregated_alike(base, tmp_path):
+    sw = sweep_of({"delivery.cache_mb": [4, 16], "seed": [1, 2]})
+    go(of_sweep(sw, base), tmp_path / "sweep", FakeRunner())
+    agg = pd.read_csv(tmp_path / "sweep" / "aggregate.csv")
+    assert list(agg["delivery.cache_mb"]) == [4, 16] and list(agg["runs"]) == [2, 2]
+    assert list(agg["hit_ratio_mean"]) == pytest.approx([0.44, 0.56])
+
+
+def test_one_seed_still_writes_aggregate_csv(base, tmp_path):
+    go(grid(base), tmp_path / "sweep", FakeRunner())
+    agg = pd.read_csv(tmp_path / "sweep" / "aggregate.csv")
+    assert len(agg) == 4 and list(agg["runs"]) == [1] * 4
+    assert agg["hit_ratio_ci95"].isna().all() and list(agg["hit_ratio_n"]) == [1] * 4
+    assert list(agg["hit_ratio_mean"]) == pytest.approx([0.14, 0.26, 0.44, 0.56])
+
+
+# -- require_fidelity ------------------------------------------------------------------------
+
+def refused(c, out: Path, check: FakeChecker, run: FakeRunner | None = None) -> str:
+    run = run or FakeRunner()
+    with pytest.raises(FidelityRefused) as err:
+        run_collection(c, out, run, check, say=lambda m: None, require_fidelity=True)
+    assert run.calls == []  # nothing played
+    msg = str(err.value)
+    assert "\n" not in msg and "nothing played" in msg
+    return msg
+
+
+def test_require_fidelity_refuses_before_anything_plays(base, tmp_path):
+    c, out = comparison(base, ["tree", "oracle"], DEFAULT, seeds=[1, 2, 3]), tmp_path / "cmp"
+    check = FakeChecker(failing=(2,))
+    msg = refused(c, out, check)
+    assert len(check.paths) == 3  # every network was checked first
+    bad = next(p for p in check.paths if json.loads(p.read_text())["summary"]["passed"] == 9)
+    assert msg.startswith(f"fidelity check: 3 of 12 rows out of tolerance ({bad})")
+    assert not (out / "points").exists()
+
+
+def test_require_fidelity_names_every_failed_network(base, tmp_path):
+    c, out = comparison(base, ["tree"], DEFAULT, seeds=[1, 2, 3]), tmp_path / "cmp"
+    msg = refused(c, out, FakeChecker(failing=(1, 3)))
+    assert msg.startswith("fidelity check: 2 of 3 networks failed, 6 of 24 rows out of "
+                          "tolerance (")
+    assert str(out / "fidelity") in msg
+
+
+def test_require_fidelity_refuses_a_check_that_cannot_run(base, tmp_path):
+    c, out = comparison(base, ["tree"], DEFAULT), tmp_path / "cmp"
+    msg = refused(c, out, FakeChecker(broken=(1,)))
+    key = network_key(base.with_overrides({"policy": "tree"}))
+    assert msg.startswith("fidelity check: could not run (RuntimeError: no network here) "
+                          f"({out / 'fidelity' / f'{key}.json'})")
+
+
+def test_require_fidelity_refuses_a_stored_failed_check_and_plays_after_a_good_one(base,
+                                                                                   tmp_path):
+    c, out = comparison(base, ["tree", "oracle"], DEFAULT), tmp_path / "cmp"
+    refused(c, out, FakeChecker(failing=(1,)))
+    check = FakeChecker()
+    refused(c, out, check)  # the stored report still says 3 rows failed
+    assert check.paths == []
+    for path in (out / "fidelity").glob("*.json"):
+        path.unlink()
+    run = FakeRunner()
+    outcome = run_collection(c, out, run, check, say=lambda m: None, require_fidelity=True)
+    assert run.ran == ["p00", "p01"] and outcome.failed == {} and len(check.paths) == 1
+    assert all(call.fidelity["passed"] == 12 for call in run.calls)
+
+
+def test_require_fidelity_needs_a_checker(base, tmp_path):
+    with pytest.raises(CollectionError, match="needs a fidelity check"):
+        run_collection(grid(base), tmp_path / "s", FakeRunner(), None, require_fidelity=True)
+
+
+def test_without_require_fidelity_failed_checks_are_recorded_and_runs_go_ahead(base,
+                                                                               tmp_path):
+    c, out = comparison(base, ["tree"], DEFAULT, seeds=[1, 2]), tmp_path / "cmp"
+    run = FakeRunner()
+    go(c, out, run, FakeChecker(failing=(2,)))
+    assert run.ran == ["p00", "p01"]
+    agg = pd.read_csv(out / "aggregate.csv")
+    assert (agg["fidelity_passed_total"].iloc[0], agg["fidelity_rows_total"].iloc[0]) == (21, 24)
