@@ -9,8 +9,13 @@ engine's answer as Demand rows) and, per planner, the demand plus ``plan_demand`
 * ``predictive``: the engine's top 20 per helper (5 segments past each of 4 playheads on a
   200-video Zipf catalogue, Zipf-ish expected values);
 * ``popularity``: the engine's popularity baseline as the master gets it: each helper's 16
-  requests of the last 30 s, continued over 60 s, as Demand rows;
+  recently requested segments, at one expected request each over the horizon;
 * ``oracle``: ``FutureDemand.between`` over each viewer's coming requests (one per 2 s).
+
+Each planner runs twice: every push from the master (``routes`` from one Dijkstra), and
+from the nearest copy (``*_nearest``: :class:`NearestCopy` built for the round, timed with
+the plan; the holders are the helpers' cached segments), with the share of the pushed bytes
+that left a helper instead of the master.
 
 Each helper caches 50 segments (5 of its 20 predicted) and has 2 in flight; a segment is
 75,000 bytes (300 kbit/s x 2 s).  Budgets: the default 2000 kbit/s x 1 s = 250,000 bytes,
@@ -35,13 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write  # noqa: E402
 from testbed.core import prefetch as P  # noqa: E402
-from testbed.core.mesh import PeerMetric, mesh_graph, push_routes  # noqa: E402
+from testbed.core.mesh import NearestCopy, PeerMetric, mesh_graph, push_routes  # noqa: E402
 
 SIZES = (8, 64, 1000)
 VIDEOS, SEGMENTS, SIZE = 200, 60, 75_000   # 120 s videos of 2 s segments at 300 kbit/s
 INTERVAL_S, NOW, MASTER = 1.0, 100.0, "master"
-LIFETIME_S = 60.0  # the popularity baseline continues recent rates this long
 TARGET_SHARE = 0.25
+POLICY_RUNS = ("predictive", "popularity", "oracle", "predictive_nearest",
+               "popularity_nearest", "oracle_nearest")
 POP = 1.0 / np.arange(1, VIDEOS + 1) ** 0.8
 POP /= POP.sum()
 
@@ -97,16 +103,28 @@ def run(n: int, repeats: int) -> dict:
     future = P.FutureDemand(s["future"])
     predictive, popularity, oracle = P.DemandPlanner(), P.PopularityPlanner(), P.OraclePlanner()
 
+    holders: dict = {}
+    for h, keys in s["cached"].items():
+        for key in keys:
+            holders.setdefault(key, []).append(h)
+
     def plan(policy, rows, budget):
         return policy.plan_demand(NOW, rows, s["cached"], s["flying"], lambda v, i: SIZE,
                                   budget, master=MASTER, routes=routes)
 
-    runs = {
-        "predictive": lambda b: plan(predictive, demand, b),
-        "popularity": lambda b: plan(popularity, [P.Demand(h, v, i, x * LIFETIME_S / 30.0)
-                                                  for (h, v, i), x in s["recent"].items()], b),
-        "oracle": lambda b: plan(oracle, future.between(NOW, 5.0), b),
-    }
+    def plan_nearest(policy, rows, budget):
+        return policy.plan_demand(NOW, rows, s["cached"], s["flying"], lambda v, i: SIZE,
+                                  budget, master=MASTER,
+                                  nearest=NearestCopy(graph, MASTER, SIZE), holders=holders)
+
+    popular = [P.Demand(h, v, i, x) for (h, v, i), x in s["recent"].items()]
+    runs = {}
+    for name, policy, rows in (("predictive", predictive, lambda: demand),
+                               ("popularity", popularity, lambda: popular),
+                               ("oracle", oracle, lambda: future.between(NOW, 5.0))):
+        runs[name] = lambda b, policy=policy, rows=rows: plan(policy, rows(), b)
+        runs[f"{name}_nearest"] = lambda b, policy=policy, rows=rows: plan_nearest(
+            policy, rows(), b)
     row = {"helpers": n, "links": graph.number_of_edges(), "repeats": repeats,
            "demand_rows": len(demand), "future_requests": len(future),
            "graph_s": graph_t, "routes_s": routes_t, "demand_rows_s": rows_t}
@@ -114,9 +132,12 @@ def run(n: int, repeats: int) -> dict:
         out = {"budget_bytes": budget}
         for name, fn in runs.items():
             t, pushes = timed(lambda fn=fn, budget=budget: fn(budget), repeats)
+            routing = 0.0 if name.endswith("_nearest") else routes_t["median"]
             out[name] = {"s": t, "pushes": len(pushes),
                          "kept_copies": sum(len(p.keep) for p in pushes),
-                         "interval_share": (routes_t["median"] + t["median"]) / INTERVAL_S}
+                         "from_helpers": round(sum(p.route[0] != MASTER for p in pushes)
+                                               / max(1, len(pushes)), 3),
+                         "interval_share": (routing + t["median"]) / INTERVAL_S}
         row[label] = out
     return rounded(row)
 
@@ -130,7 +151,7 @@ def rounded(x):
 def ratios(big: dict, small: dict) -> dict:
     out = {"routes": big["routes_s"]["median"] / small["routes_s"]["median"]}
     for budget in ("default_budget", "scaled_budget"):
-        for name in ("predictive", "popularity", "oracle"):
+        for name in POLICY_RUNS:
             out[f"{name}_{budget}"] = big[budget][name]["s"]["median"] / \
                 small[budget][name]["s"]["median"]
     return {k: round(v, 2) for k, v in out.items()}
@@ -143,7 +164,7 @@ def main() -> None:
         print({k: v for k, v in rows[n].items() if k.endswith("budget")}, flush=True)
     big = rows[SIZES[-1]]
     worst = max(big[b][p]["interval_share"] for b in ("default_budget", "scaled_budget")
-                for p in ("predictive", "popularity", "oracle"))
+                for p in POLICY_RUNS)
     write("prefetch", {
         "interval_s": INTERVAL_S, "segment_bytes": SIZE, "rows": list(rows.values()),
         "ratios": {"1000_vs_64": ratios(rows[1000], rows[64]),

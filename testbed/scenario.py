@@ -12,6 +12,7 @@ A scenario is a YAML mapping (see ``experiments/default.yaml``)::
       overrides: [{between: [s1, s2], delay: 40ms, loss: 1%}]
     calibration: {probes: 100, interval_s: 0.01, iperf_seconds: 3, sample: null, paths: true}
     duration_s: 150               # length of the delivery run, seconds
+    warmup_s: 20                  # first seconds left out of the metrics (< duration_s)
     content: {videos: 40, live_channels: 1, duration_s: 120, bitrate_kbps: 400, ...}
     delivery: {cache_mb: 8, eviction: lru, mesh_degree: 2, prefetch: next-segments, ...}
     viewers: {per_host: 6, startup_buffer_s: 4, zipf_s: 0.8, pause_prob: 0.2, ...}
@@ -50,7 +51,7 @@ import networkx as nx
 import yaml
 
 import topologies
-from testbed.core.spec import SpecError, hosts, validate
+from testbed.core.spec import HELPER, SpecError, hosts, validate
 
 if TYPE_CHECKING:
     from testbed.core.content import CatalogueConfig
@@ -63,7 +64,7 @@ LINK_KEYS: Mapping[str, str] = MappingProxyType(
 )
 _SHORT = {v: k for k, v in LINK_KEYS.items()}
 TOP_KEYS = ("name", "description", "seed", "policy", "topology", "links", "calibration",
-            "duration_s", "content", "delivery", "viewers", "engine", "events")
+            "duration_s", "warmup_s", "content", "delivery", "viewers", "engine", "events")
 TOPOLOGY_KEYS = ("generator", "params")
 LINKS_KEYS = ("mode", "defaults", "overrides")
 CALIBRATION_KEYS = ("probes", "interval_s", "iperf_seconds", "sample", "paths")
@@ -71,10 +72,12 @@ CONTENT_KEYS = ("videos", "live_channels", "duration_s", "live_duration_s", "bit
                 "segment_s")
 DELIVERY_KEYS = ("cache_mb", "eviction", "mesh_degree", "mesh_pull", "prefetch",
                  "prefetch_interval_s", "push_budget_kbps", "pingback_interval_s",
-                 "pingback_probes", "tiers", "fanout", "neighbour_interval_s")
+                 "pingback_probes", "tiers", "fanout", "neighbour_interval_s", "push_source",
+                 "push_priority", "push_reserve")
 VIEWERS_KEYS = ("model", "per_host", "startup_buffer_s", "max_buffer_s", "zipf_s", "pause_prob",
                 "seek_prob", "abandon_prob", "live_share", "mean_gap_s", "arrival_rate",
-                "regional_skew", "trace")
+                "regional_skew", "trace", "flash_crowds")
+FLASH_CROWD_KEYS = ("at_s", "duration_s", "rate", "video", "regions", "ramp_s")
 VIEWER_MODELS = ("players", "workload")
 ENGINE_KEYS = ("host", "port", "horizon_s", "retrain_s", "train_window_s", "min_train_s",
                "top", "prefix_segments", "arrivals_horizon_s")
@@ -83,14 +86,22 @@ EVENT_KEYS = ("at_s", *EVENT_ACTIONS, *LINK_KEYS)
 #: Cache eviction policies (``testbed.core.cache.POLICIES``) and prefetch policy names
 #: (``testbed.core.prefetch``), kept here so parsing needs neither module.
 EVICTION_POLICIES = ("lru", "lfu", "fifo")
-PREFETCH_POLICIES = ("none", "next-segments", "predictive", "popularity", "oracle")
+PREFETCH_POLICIES = ("none", "next-segments", "predictive", "playhead", "popularity",
+                     "oracle")
+#: Where a push starts (the copy nearest its destination, or always the master) and which
+#: class it travels in on the shaped links (a lower priority than viewers' fetches, or the
+#: same).
+PUSH_SOURCES = ("nearest", "master")
+PUSH_PRIORITIES = ("low", "normal")
 #: What each policy a run can be set to (``policy:``, ``--policy``) fixes in ``delivery``.
 #: ``tree``: the multicast tree alone; ``mesh-pull``: a miss asks mesh neighbours first;
-#: the three prefetch policies add the master's pushes to mesh-pull, planned from recent
-#: popularity, from the prediction engine, or from the future itself (the upper bound).
+#: the four prefetch policies add the master's pushes to mesh-pull, all planned by the same
+#: planner within the same budget, from the running sessions' playheads, from popularity,
+#: from the prediction engine's model, or from the future itself (the upper bound).
 POLICIES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "tree": MappingProxyType({"mesh_degree": 0, "mesh_pull": False, "prefetch": "none"}),
     "mesh-pull": MappingProxyType({"mesh_pull": True, "prefetch": "none"}),
+    "playhead": MappingProxyType({"mesh_pull": True, "prefetch": "playhead"}),
     "popularity": MappingProxyType({"mesh_pull": True, "prefetch": "popularity"}),
     "predictive": MappingProxyType({"mesh_pull": True, "prefetch": "predictive"}),
     "oracle": MappingProxyType({"mesh_pull": True, "prefetch": "oracle"}),
@@ -261,6 +272,11 @@ class DeliveryConfig:
     tiers: int | tuple[float, ...] = 2  # a tier count, or increasing band upper bounds in ms
     fanout: int | None = None  # children per parent in the tier tree; None: unlimited
     neighbour_interval_s: float = 5.0  # helpers re-measure peers and re-choose neighbours
+    push_source: str = "nearest"  # one of PUSH_SOURCES
+    push_priority: str = "low"  # one of PUSH_PRIORITIES
+    #: share of each link's capacity pushes leave to everything else; None: pushes are
+    #: planned without looking at the links' load
+    push_reserve: float | None = 0.2
 
     @property
     def cache_bytes(self) -> int:
@@ -289,6 +305,23 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class FlashCrowdConfig:
+    """Extra sessions that all watch ``video`` (a new video gone viral, a live event).
+
+    From ``at_s`` seconds into the run for ``duration_s`` seconds, ``rate`` more arrivals
+    per second in each helper's region (``regions``: only these helpers'; None: all),
+    rising linearly from 0 over the first ``ramp_s`` seconds.  Workload model only.
+    """
+
+    at_s: float
+    duration_s: float
+    rate: float
+    video: str
+    regions: tuple[str, ...] | None = None
+    ramp_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class ViewersConfig:
     """Who watches, and how.
 
@@ -298,6 +331,7 @@ class ViewersConfig:
     :mod:`testbed.core.workload` draws them (``arrival_rate`` per second per helper,
     ``zipf_s``, ``regional_skew``, ``live_share``), or as a recorded ``trace`` file
     (CSV or Parquet) replays them; the viewer hosts near each helper play its sessions.
+    ``flash_crowds`` (:class:`FlashCrowdConfig`) add drawn arrivals that all watch one video.
     """
 
     model: str = "players"
@@ -313,6 +347,7 @@ class ViewersConfig:
     arrival_rate: float = 0.05  # workload: sessions per second per helper region
     regional_skew: float = 0.3  # workload: 0 all regions like the same videos, 1 each its own
     trace: str | None = None  # workload: replay this trace file instead of drawing sessions
+    flash_crowds: tuple[FlashCrowdConfig, ...] = ()  # workload: extra arrivals, one video each
 
 
 @dataclass(frozen=True)
@@ -371,6 +406,7 @@ class Scenario:
     links: LinkConfig = field(default_factory=LinkConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     duration_s: float = 150.0
+    warmup_s: float = 0.0  # the first seconds, left out of the metrics (cold caches, no model)
     content: ContentConfig = field(default_factory=ContentConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     viewers: ViewersConfig = field(default_factory=ViewersConfig)
@@ -411,6 +447,7 @@ class Scenario:
         if self.engine.host is not None and self.engine.host not in hosts(g):
             raise ScenarioError(f"{self.source}: engine.host: {self.engine.host!r} is not a "
                                 f"host of the topology ({', '.join(hosts(g))})")
+        check_flash_crowd_regions(g, self.viewers.flash_crowds, self.source)
         g.graph.update(scenario=self.name, seed=self.seed)
         return g
 
@@ -457,14 +494,22 @@ class Scenario:
             },
             "calibration": dataclasses.asdict(self.calibration),
             "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
             "content": dataclasses.asdict(self.content),
             "policy": self.policy,
             "delivery": {k: _plain(v) for k, v in
                          dataclasses.asdict(self.given_delivery or self.delivery).items()},
-            "viewers": dataclasses.asdict(self.viewers),
+            "viewers": _viewers_dict(self.viewers),
             "engine": dataclasses.asdict(self.engine),
             "events": [_event_dict(e) for e in self.events],
         }
+
+
+def _viewers_dict(viewers: ViewersConfig) -> dict[str, Any]:
+    """The viewers section as plain data (flash crowds' regions as lists)."""
+    d = dataclasses.asdict(viewers)
+    d["flash_crowds"] = [{k: _plain(v) for k, v in crowd.items()} for crowd in d["flash_crowds"]]
+    return d
 
 
 def _event_dict(event: EventConfig) -> dict[str, Any]:
@@ -738,10 +783,23 @@ def _parse_delivery(c: _Checker, data: Any) -> DeliveryConfig:
         tiers=_parse_tiers(c, get("tiers")),
         fanout=None if fanout is None else c.integer(fanout, "delivery.fanout", 1),
         neighbour_interval_s=positive("neighbour_interval_s"),
+        push_source=c.choice(get("push_source"), "delivery.push_source", PUSH_SOURCES),
+        push_priority=c.choice(get("push_priority"), "delivery.push_priority",
+                               PUSH_PRIORITIES),
+        push_reserve=_parse_reserve(c, get("push_reserve")),
     )
 
 
-def _parse_viewers(c: _Checker, data: Any) -> ViewersConfig:
+def _parse_reserve(c: _Checker, value: Any) -> float | None:
+    if value is None:
+        return None
+    reserve = c.number(value, "delivery.push_reserve", 0)
+    if reserve >= 1:
+        raise c.fail("delivery.push_reserve", value, "must be below 1 (a share of capacity)")
+    return reserve
+
+
+def _parse_viewers(c: _Checker, data: Any, content: ContentConfig) -> ViewersConfig:
     body = c.mapping(data, "viewers", VIEWERS_KEYS)
     d = ViewersConfig()
 
@@ -768,7 +826,89 @@ def _parse_viewers(c: _Checker, data: Any) -> ViewersConfig:
         arrival_rate=c.number(get("arrival_rate"), "viewers.arrival_rate", 0, strict=True),
         regional_skew=c.fraction(get("regional_skew"), "viewers.regional_skew"),
         trace=None if trace is None else c.text(trace, "viewers.trace"),
+        flash_crowds=_parse_flash_crowds(c, body.get("flash_crowds"), content),
     )
+
+
+def _catalogue_ids(content: ContentConfig) -> tuple[str, ...]:
+    """The ids ``content`` publishes, as ``testbed.core.content.build_catalogue`` names them
+    (spelt out here: parsing imports no core module)."""
+    return (*(f"vod-{i:04d}" for i in range(content.videos)),
+            *(f"live-{i:02d}" for i in range(content.live_channels)))
+
+
+def _describe_ids(ids: tuple[str, ...]) -> str:
+    """``vod-0000..vod-0039, live-00``: each kind's first and last id."""
+    spans = []
+    for kind in ("vod-", "live-"):
+        mine = [i for i in ids if i.startswith(kind)]
+        if mine:
+            spans.append(mine[0] if len(mine) == 1 else f"{mine[0]}..{mine[-1]}")
+    return ", ".join(spans)
+
+
+def _parse_crowd_regions(c: _Checker, value: Any, path: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise c.fail(path, value, "must be a non-empty list of helper names, or null for all")
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name:
+            raise c.fail(f"{path}[{i}]", name, "must be a helper name")
+        if value.index(name) != i:
+            raise c.fail(f"{path}[{i}]", name, "appears twice")
+    return tuple(value)
+
+
+def _parse_flash_crowd(c: _Checker, item: Any, path: str, ids: tuple[str, ...]
+                       ) -> FlashCrowdConfig:
+    if not isinstance(item, Mapping):
+        raise c.fail(path, item, "must be a mapping like {at_s: 40, duration_s: 30, "
+                     "rate: 0.1, video: vod-0000}")
+    body = c.mapping(item, path, FLASH_CROWD_KEYS)
+    for key in FLASH_CROWD_KEYS[:4]:
+        if key not in body:
+            raise c.fail(path, item, f"missing key {key!r}")
+    duration = c.number(body["duration_s"], f"{path}.duration_s", 0, strict=True)
+    ramp = c.number(body.get("ramp_s", 0), f"{path}.ramp_s", 0)
+    if ramp > duration:
+        raise c.fail(f"{path}.ramp_s", body["ramp_s"], f"must be <= duration_s {duration:g}")
+    video = body["video"]
+    if not isinstance(video, str) or video not in ids:
+        raise c.fail(f"{path}.video", video, f"not in the catalogue: {_describe_ids(ids)}")
+    return FlashCrowdConfig(
+        at_s=c.number(body["at_s"], f"{path}.at_s", 0),
+        duration_s=duration,
+        rate=c.number(body["rate"], f"{path}.rate", 0),
+        video=video,
+        regions=_parse_crowd_regions(c, body.get("regions"), f"{path}.regions"),
+        ramp_s=ramp,
+    )
+
+
+def _parse_flash_crowds(c: _Checker, data: Any, content: ContentConfig
+                        ) -> tuple[FlashCrowdConfig, ...]:
+    """``viewers.flash_crowds``; each video must be one ``content`` publishes."""
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise c.fail("viewers.flash_crowds", data, "must be a list of {at_s: ..., "
+                     "duration_s: ..., rate: ..., video: ...}")
+    ids = _catalogue_ids(content)
+    return tuple(_parse_flash_crowd(c, item, f"viewers.flash_crowds[{i}]", ids)
+                 for i, item in enumerate(data))
+
+
+def check_flash_crowd_regions(g: nx.Graph, crowds: tuple[FlashCrowdConfig, ...],
+                              source: str) -> None:
+    """Raise when a flash crowd names a region that is not a helper of ``g`` (checked
+    with the topology, which parsing does not build)."""
+    helpers = hosts(g, [HELPER])
+    for i, crowd in enumerate(crowds):
+        for j, name in enumerate(crowd.regions or ()):
+            if name not in helpers:
+                raise _Checker(source).fail(f"viewers.flash_crowds[{i}].regions[{j}]", name,
+                                            f"not a helper of the topology: {', '.join(helpers)}")
 
 
 def _parse_engine(c: _Checker, data: Any) -> EngineSection:
@@ -841,6 +981,14 @@ def _parse_events(c: _Checker, data: Any) -> tuple[EventConfig, ...]:
     return tuple(_parse_event(c, item, f"events[{i}]") for i, item in enumerate(data))
 
 
+def _parse_warmup(c: _Checker, value: Any, duration_s: float) -> float:
+    """``warmup_s``: seconds >= 0 at the start that metrics leave out; < ``duration_s``."""
+    warmup = c.number(value, "warmup_s", 0)
+    if warmup >= duration_s:
+        raise c.fail("warmup_s", value, f"must be < duration_s, {duration_s:g}")
+    return warmup
+
+
 def parse_scenario(data: Any, source: str) -> Scenario:
     """A :class:`Scenario` from YAML data already loaded; ``source`` names it in errors."""
     c = _Checker(source)
@@ -862,11 +1010,12 @@ def parse_scenario(data: Any, source: str) -> Scenario:
         seed=c.integer(body.get("seed", 1), "seed", 0),
         links=_parse_links(c, body.get("links")),
         calibration=_parse_calibration(c, body.get("calibration")),
-        duration_s=c.number(body.get("duration_s", Scenario.duration_s), "duration_s", 0,
-                            strict=True),
-        content=_parse_content(c, body.get("content")),
+        duration_s=(duration := c.number(body.get("duration_s", Scenario.duration_s),
+                                         "duration_s", 0, strict=True)),
+        warmup_s=_parse_warmup(c, body.get("warmup_s", 0), duration),
+        content=(content := _parse_content(c, body.get("content"))),
         **_policy_and_delivery(c, body),
-        viewers=_parse_viewers(c, body.get("viewers")),
+        viewers=_parse_viewers(c, body.get("viewers"), content),
         engine=_parse_engine(c, body.get("engine")),
         events=_parse_events(c, body.get("events")),
         source=source,

@@ -280,8 +280,9 @@ class MetricGraph:
     (``kind='access'``), each with ``ports`` (node -> port on that node), ``up``,
     ``delay_ms`` (mean of the measured directions, i.e. half the link's round trip, else
     the configured prior), ``capacity_mbit`` (None: unknown), ``rate_mbit`` and ``util``
-    (the busier direction) and ``avail_mbit`` (the scarcer direction; ``inf`` when the
-    capacity is unknown, so an unknown link constrains nothing).  Read ``graph``; change it
+    (the busier direction), ``rates`` (directed (from, to) -> Mbit/s, once measured) and
+    ``avail_mbit`` (the scarcer direction; ``inf`` when the capacity is unknown, so an
+    unknown link constrains nothing).  Read ``graph``; change it
     only through the methods, which return the :class:`LinkChange` events that matter.
     """
 
@@ -464,6 +465,7 @@ class MetricGraph:
         rates = [max(state.rate_tx.get(d, 0.0), state.rate_rx.get(d, 0.0))
                  for d in ((a, b), (b, a))]
         data["rate_mbit"] = max(rates)
+        data["rates"] = {(a, b): rates[0], (b, a): rates[1]}  # Mbit/s each way
         cap = data["capacity_mbit"]
         if cap is None:
             data["util"], data["avail_mbit"] = None, math.inf

@@ -309,3 +309,98 @@ def push_routes(graph: nx.Graph, sources: Iterable[str], dests: Iterable[str],
         return {}
     _, paths = nx.multi_source_dijkstra(graph, srcs, weight=weight)
     return {d: list(paths[d]) for d in dests if d in paths}
+
+
+class NearestCopy:
+    """Routes from the nearest copy of a segment, for one planning round.
+
+    The master pushes a segment from whichever node that holds it is cheapest to reach the
+    destination (by :func:`link_cost` of ``size_bytes`` over the undirected mesh), and
+    sends it itself (``origin``) only when no helper's copy is nearer.  One Dijkstra from
+    each destination (C speed, scipy) serves every segment pushed to it this round, so the
+    cost grows with the destinations actually pushed to, not with every candidate.
+    Ties in distance go to a helper's copy before the origin, then to the name that sorts
+    first naturally.
+    """
+
+    def __init__(self, graph: nx.Graph, origin: str, size_bytes: int) -> None:
+        from scipy.sparse import csr_matrix  # lazily: routing alone needs only networkx
+
+        weight = _weight(size_bytes)
+        self.origin = origin
+        self.nodes = sorted(graph.nodes, key=natural_key)
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        rows, cols, costs = [], [], []
+        for u, v, data in graph.edges(data=True):
+            c = weight(u, v, data)
+            if c is None:
+                continue
+            rows.append(self.index[u])
+            cols.append(self.index[v])
+            costs.append(max(c, 1e-9))   # 0 means "no edge" to a sparse matrix
+        n = len(self.nodes)
+        self._matrix = csr_matrix((costs, (rows, cols)), shape=(n, n))
+        self._trees: dict[tuple[str, float], tuple] = {}
+
+    def _tree(self, root: str, limit: float = math.inf) -> tuple:
+        """Distances and predecessors of a Dijkstra from ``root``, no farther than
+        ``limit`` (nodes beyond it are left at ``inf``)."""
+        tree = self._trees.get((root, limit))
+        if tree is None:
+            from scipy.sparse.csgraph import dijkstra
+
+            dist, pred = dijkstra(self._matrix, directed=False, indices=self.index[root],
+                                  return_predecessors=True, limit=limit)
+            tree = self._trees[(root, limit)] = (dist, pred)
+        return tree
+
+    def distance(self, source: str, dest: str) -> float:
+        """The cost from ``source`` to ``dest`` (``inf`` when unreachable or unknown)."""
+        if source not in self.index or dest not in self.index:
+            return math.inf
+        return float(self._tree(source)[0][self.index[dest]])
+
+    def origin_route(self, dest: str) -> Optional[tuple[str, ...]]:
+        """``(origin, ..., dest)``: the origin's own route (one Dijkstra from the origin
+        serves every destination); None when it does not reach ``dest``."""
+        if dest not in self.index or self.origin not in self.index or dest == self.origin:
+            return None
+        dist, pred = self._tree(self.origin)
+        i = self.index[dest]
+        if not math.isfinite(dist[i]):
+            return None
+        path, end = [], self.index[self.origin]
+        while i != end:
+            path.append(self.nodes[i])
+            i = int(pred[i])
+        path.append(self.origin)
+        return tuple(reversed(path))
+
+    def route(self, dest: str, holders: Iterable[str] = ()) -> Optional[tuple[str, ...]]:
+        """``(source, ..., dest)`` from the nearest of ``holders`` and the origin; None when
+        none of them reaches ``dest``.  Only copies nearer than the origin matter, so the
+        search from ``dest`` stops at the origin's distance."""
+        if dest not in self.index:
+            return None
+        from_origin = self.origin_route(dest)
+        reach = self.distance(self.origin, dest) if from_origin else math.inf
+        holders = [h for h in holders if h in self.index and h not in (dest, self.origin)]
+        if not holders:
+            return from_origin
+        dist, pred = self._tree(dest, limit=reach * (1 + 1e-9) + 1e-9)
+        best: Optional[tuple] = None
+        for name in holders:
+            i = self.index[name]
+            if not math.isfinite(dist[i]) or dist[i] > reach:
+                continue
+            rank = (float(dist[i]), natural_key(name), name)
+            if best is None or rank < best[0]:
+                best = (rank, i)
+        if best is None:
+            return from_origin
+        path, i, end = [], best[1], self.index[dest]
+        while i != end:
+            path.append(self.nodes[i])
+            i = int(pred[i])
+        path.append(dest)
+        return tuple(path)

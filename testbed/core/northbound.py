@@ -300,26 +300,34 @@ def _peers(pairs: Iterable[Pair]) -> dict[str, list[str]]:
 
 
 def topology_snapshot(view: NetView, graph: Optional[nx.Graph] = None) -> dict[str, Any]:
-    """``GET /topology``: switches and hosts as built, and every switch link with its
-    current ``delay_ms``, ``bw_mbit`` (capacity), ``avail_mbit``, ``util`` and ``up``.
+    """``GET /topology``: switches and hosts as built, and every switch link (``links``) and
+    host attachment (``access``) with its current ``delay_ms``, ``bw_mbit`` (capacity),
+    ``avail_mbit``, ``util``, measured rate each way (``ab_mbit`` from ``a`` to ``b``,
+    ``ba_mbit`` back; None until measured) and ``up``.
 
     ``graph`` is a :class:`~testbed.core.linkmetrics.MetricGraph`'s graph; without one
     the configured metrics are shown (all links up, idle).
     """
     g = MetricGraph.from_view(view).graph if graph is None else graph
     base = view.to_dict()
-    links = []
+    links, access = [], []
     for u, v, data in g.edges(data=True):
-        if data.get("kind") != LINK:
-            continue
         a, b = sorted((str(u), str(v)), key=node_key)
         ports = data.get("ports", {})
-        links.append({"a": a, "a_port": ports.get(a), "b": b, "b_port": ports.get(b),
-                      "delay_ms": data.get("delay_ms"), "bw_mbit": data.get("capacity_mbit"),
-                      "avail_mbit": data.get("avail_mbit"), "util": data.get("util"),
-                      "up": bool(data.get("up", True))})
-    links.sort(key=lambda k: (node_key(k["a"]), node_key(k["b"])))
-    return {"switches": base["switches"], "hosts": base["hosts"], "links": links}
+        rates = {(str(x), str(y)): r for (x, y), r in (data.get("rates") or {}).items()}
+        row = {"a": a, "a_port": ports.get(a), "b": b, "b_port": ports.get(b),
+               "delay_ms": data.get("delay_ms"), "bw_mbit": data.get("capacity_mbit"),
+               "avail_mbit": data.get("avail_mbit"), "util": data.get("util"),
+               "ab_mbit": rates.get((a, b)), "ba_mbit": rates.get((b, a)),
+               "up": bool(data.get("up", True))}
+        if data.get("kind") == LINK:
+            links.append(row)
+        else:
+            access.append(row)
+    for rows in (links, access):
+        rows.sort(key=lambda k: (node_key(k["a"]), node_key(k["b"])))
+    return {"switches": base["switches"], "hosts": base["hosts"], "links": links,
+            "access": access}
 
 
 def multicast_snapshot(memberships: Mapping[str, Iterable[str]],

@@ -114,7 +114,8 @@ class Player:
     def __init__(self, viewer: str, plan: SessionPlan, n_segments: int, segment_s: float,
                  startup_buffer_s: float = 4.0, max_buffer_s: float = 12.0,
                  max_inflight: int = 1, live_edge: Callable[[float], int] | None = None,
-                 *, last_segment_s: float | None = None, live_poll_s: float = 0.25) -> None:
+                 *, last_segment_s: float | None = None, live_poll_s: float = 0.25,
+                 asked_at: float | None = None) -> None:
         if isinstance(n_segments, bool) or not isinstance(n_segments, int) or n_segments < 1:
             raise PlayerError(f"n_segments must be an int >= 1, got {n_segments!r}")
         if isinstance(max_inflight, bool) or not isinstance(max_inflight, int) \
@@ -152,6 +153,10 @@ class Player:
         self._wait_from = 0.0
         self._events: list[PlayerEvent] = []
         self.joined_at: float | None = None
+        #: the session's first request (its manifest, asked before the player existed):
+        #: start-up is measured from it when given, else from the join
+        self.asked_at = asked_at
+        self.abandoned_at_start = False
         self.start_index = plan.start_index
         self.startup_s: float | None = None
         self.ended_at: float | None = None
@@ -226,7 +231,8 @@ class Player:
         if self._buffer_end() - self._pos < self._need() - _EPS:
             return
         if self._state == "startup":
-            self.startup_s = now - (self.joined_at or 0.0)
+            since = self.asked_at if self.asked_at is not None else self.joined_at
+            self.startup_s = now - (since or 0.0)
             self._emit("start", now, startup_s=round(self.startup_s, 6))
         else:
             cause = "stall" if self._state == "stalled" else "seek"
@@ -418,11 +424,13 @@ class Player:
     def abandon(self, now: float) -> list[PlayerEvent]:
         """The viewer leaves at ``now`` (outside the plan): an ``abandon`` event, session over."""
         if self._state == "idle":  # left before the session began: never joined
+            self.abandoned_at_start = True
             self._end("abandon", now)
             return self._take_events()
         now = max(now, self._t)
         self._advance(now)
         if self._state != "done":
+            self.abandoned_at_start = self.startup_s is None
             self._end("abandon", now)
         return self._take_events()
 
@@ -454,8 +462,10 @@ class Player:
         """The session's quality of experience so far (JSON-ready)."""
         denom = self.played_s + self.stall_s
         return {
+            "asked_at": self.asked_at if self.asked_at is not None else self.joined_at,
             "joined_at": self.joined_at,
             "startup_s": self.startup_s,
+            "abandoned_at_start": self.abandoned_at_start,
             "stalls": self.stalls,
             "stall_s": round(self.stall_s, 6),
             "played_s": round(self.played_s, 6),

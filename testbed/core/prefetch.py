@@ -43,6 +43,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional, Protocol, Union
 
+from testbed.core.headroom import LinkRoom
+from testbed.core.mesh import NearestCopy
 from testbed.core.spec import natural_key
 
 Key = tuple[str, int]
@@ -242,7 +244,11 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
                 blocked: Collection[Key] = frozenset(),
                 cache_free: Optional[Mapping[str, int]] = None,
                 routes: Optional[Mapping[str, Sequence[str]]] = None,
-                min_expected: float = MIN_EXPECTED, keep_min: float = 0.1) -> list[Push]:
+                min_expected: float = MIN_EXPECTED, keep_min: float = 0.1,
+                newest: Optional[Mapping[str, int]] = None,
+                nearest: Optional[NearestCopy] = None,
+                holders: Optional[Mapping[Key, Collection[str]]] = None,
+                link_room: Optional[LinkRoom] = None) -> list[Push]:
     """The pushes to make now, greedy by expected hits per byte, in the order chosen.
 
     ``demand``: :class:`Demand` rows; rows for the same helper and segment add up.
@@ -255,11 +261,19 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
     push only when it expects at least ``min_expected`` requests; a helper on the route keeps
     a copy when it expects at least ``keep_min`` itself, lacks the segment and has room.
 
+    ``newest``: live video -> its newest segment; rows past it are dropped (a segment that
+    does not exist yet cannot be pushed).  ``nearest`` and ``holders`` (segment -> helpers
+    holding a copy): the push starts at the copy nearest the destination, the master sending
+    it only when no holder is nearer (:class:`~testbed.core.mesh.NearestCopy`); without
+    them every push starts at the master.  ``link_room``: bytes each physical link can still take
+    this round (:class:`~testbed.core.headroom.LinkRoom`); a push whose route lacks room
+    waits for a later round.
+
     A push's ``expected_hits`` is the expected requests at its destination plus those at the
     helpers keeping a copy.  Ties in value per byte go to the shorter route, then helper,
-    video and index in natural order.  The sizes sum to at most ``budget_bytes``; no push
-    goes to, and no copy is kept at, a helper that has the segment, has it in flight or got
-    it earlier in this plan.
+    video and index in natural order.  The sizes sum to at most ``budget_bytes`` whatever
+    node sends them; no push goes to, and no copy is kept at, a helper that has the
+    segment, has it in flight or got it earlier in this plan.
     """
     _check_budget(budget_bytes)
     min_expected = _check_positive("min_expected", min_expected)
@@ -279,9 +293,13 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
     # the total does not depend on the order of the rows)
     by_seg: dict[Key, dict[str, float]] = {}
     repeats: dict[tuple[Key, str], list[float]] = {}
+    newest = newest or {}
     for d in demand:
         if not isinstance(d, Demand):
             raise PrefetchError(f"demand rows must be Demand, got {d!r}")
+        edge = newest.get(d.video)
+        if edge is not None and d.index > edge:
+            continue                                    # not produced yet
         seg = (d.video, d.index)
         at = by_seg.get(seg)
         if at is None:
@@ -301,6 +319,7 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
     helper_rank = _ranks(h for at in by_seg.values() for h in at)
     video_rank = _ranks(v for v, _ in by_seg)
     sizes: dict[Key, int] = {}
+    keepers: dict[Key, frozenset[str]] = {}  # helpers that would keep a copy on the way
     cands = []
     for seg, at in by_seg.items():
         if seg in blocked:
@@ -317,14 +336,16 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
         if size > budget_bytes:
             continue
         sizes[seg] = size
-        room = [(h, e) for h, e in lacking if free.get(h, size) >= size]
-        could_keep = {h for h, e in room if e >= keep_min}
-        for dest, value in room:
+        takers = [(h, e) for h, e in lacking if free.get(h, size) >= size]
+        could_keep = keepers[seg] = frozenset(h for h, e in takers if e >= keep_min)
+        for dest, value in takers:
             if value < min_expected:
                 continue
             path = paths.get(dest)
             if path is None:
                 route = _route_of(dest, routes, master)
+                if nearest is not None and dest not in routes:
+                    route = nearest.origin_route(dest) or route
                 path = paths[dest] = (route, frozenset(route[1:-1]),
                                       {h: i for i, h in enumerate(route)})
             route, interior, position = path
@@ -333,33 +354,54 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
                 keep = tuple(sorted(interior & could_keep, key=position.__getitem__))
                 value = math.fsum([value, *(at[h] for h in keep)])
             cands.append((-value / size, len(route), helper_rank[dest], video_rank[video],
-                          index, dest, video, value, keep))
+                          index, dest, video, value, keep, route, nearest is None))
     heapq.heapify(cands)
 
     # Greedy: the best candidate left comes off the heap.  A value can only fall as the plan
     # grows (a keeper runs out of room or gets the segment), so a candidate whose value fell
-    # goes back with its new value; one whose value held is the best left.
+    # goes back with its new value; one whose value held is the best left.  With nearest
+    # copies a candidate's route is settled when it first comes off: from the copy nearest
+    # its destination, valued again on that route (it goes back if that is worth less).
     covered: dict[Key, set[str]] = {}
     smallest = min(sizes.values(), default=0)
     pushes: list[Push] = []
     left = budget_bytes
+    holders = holders or {}
     while cands and left >= smallest:
         cand = heapq.heappop(cands)
-        _, hops, d_rank, v_rank, index, dest, video, value, keep = cand
+        _, hops, d_rank, v_rank, index, dest, video, value, keep, route, resolved = cand
         seg = (video, index)
         size = sizes[seg]
         got = covered.get(seg, _NOTHING)
         if size > left or dest in got or not fits(dest, size):
             continue                                    # none of these comes back
+        if not resolved:  # the nearest copy may move the route: value it again on it
+            have = [h for h in holders.get(seg, ()) if h != dest]
+            near = nearest.route(dest, have) if have else None
+            if near is not None and near != route:
+                route = near
+                position = {h: i for i, h in enumerate(route)}
+                keep = tuple(sorted(keepers[seg].intersection(route[1:-1]).difference(have),
+                                    key=position.__getitem__))
+            lower = math.fsum([by_seg[seg][dest], *(by_seg[seg][h] for h in keep)])
+            if lower < value:
+                heapq.heappush(cands, (-lower / size, len(route), d_rank, v_rank, index, dest,
+                                       video, lower, keep, route, True))
+                continue
+            value = lower
         if keep:
             still = tuple(h for h in keep if h not in got and fits(h, size))
             if still != keep:
                 at = by_seg[seg]
                 lower = math.fsum([at[dest], *(at[h] for h in still)])
                 heapq.heappush(cands, (-lower / size, hops, d_rank, v_rank, index, dest,
-                                       video, lower, still))
+                                       video, lower, still, route, True))
                 continue
-        pushes.append(Push(video, index, dest, size, value, keep, paths[dest][0]))
+        if link_room is not None:
+            if not link_room.fits(route, size):
+                continue                                # waits for a round with room
+            link_room.take(route, size)
+        pushes.append(Push(video, index, dest, size, value, keep, route))
         left -= size
         covered.setdefault(seg, set()).update((dest, *keep))
         for helper in (dest, *keep):
@@ -369,17 +411,22 @@ def plan_pushes(demand: Iterable[Demand], *, size_of: Callable[[str, int], int],
 
 
 class DemandPolicy(Protocol):
-    """A policy planning from :class:`Demand`; the master calls ``plan_demand`` for it."""
+    """A policy planning from :class:`Demand`; the master calls ``plan_demand`` for it.
+
+    ``predictor`` names what the master feeds it: the engine's ``model``, its ``playhead``
+    or ``popularity`` baseline, or None for the known future (the oracle); ``horizon_s``
+    is how far ahead that demand reaches (None: the engine's own horizon).
+    """
 
     name: str
+    predictor: Optional[str]
+    horizon_s: Optional[float]
 
     def plan_demand(self, now: float, demand: Iterable[Demand],
                     cached: Mapping[str, Collection[Key]],
                     in_flight: Mapping[str, Collection[Key]],
                     size_of: Callable[[str, int], int], budget_bytes: int, *, master: str,
-                    blocked: Collection[Key] = frozenset(),
-                    cache_free: Optional[Mapping[str, int]] = None,
-                    routes: Optional[Mapping[str, Sequence[str]]] = None) -> list[Push]:
+                    **network: object) -> list[Push]:
         """Pushes to make now, at most ``budget_bytes`` in total."""
         ...
 
@@ -389,27 +436,30 @@ class DemandPlanner:
 
     It has no ``plan``: the master calls :meth:`plan_demand` for it, with the engine's
     predictions as :class:`Demand` rows.  ``min_expected`` and ``keep_min`` are the
-    planner's thresholds (see :func:`plan_pushes`).
+    planner's thresholds (see :func:`plan_pushes`).  Every demand policy is this class
+    with another source of demand, so all of them plan with the same planner, budget and
+    thresholds.
     """
 
     name = "predictive"
+    predictor: Optional[str] = "model"
 
     def __init__(self, min_expected: float = MIN_EXPECTED, keep_min: float = 0.1) -> None:
         self.min_expected = _check_positive(f"{self.name} min_expected", min_expected)
         self.keep_min = _check_positive(f"{self.name} keep_min", keep_min)
+        self.horizon_s: Optional[float] = None
 
     def plan_demand(self, now: float, demand: Iterable[Demand],
                     cached: Mapping[str, Collection[Key]],
                     in_flight: Mapping[str, Collection[Key]],
                     size_of: Callable[[str, int], int], budget_bytes: int, *, master: str,
-                    blocked: Collection[Key] = frozenset(),
-                    cache_free: Optional[Mapping[str, int]] = None,
-                    routes: Optional[Mapping[str, Sequence[str]]] = None) -> list[Push]:
-        """:func:`plan_pushes` with this policy's thresholds (``now`` is not used)."""
+                    **network: object) -> list[Push]:
+        """:func:`plan_pushes` with this policy's thresholds (``now`` is not used);
+        ``network``: its keyword arguments from ``blocked`` on (caches' room, routes, live
+        edges, nearest copies, link room)."""
         return plan_pushes(demand, size_of=size_of, budget_bytes=budget_bytes, master=master,
-                           cached=cached, in_flight=in_flight, blocked=blocked,
-                           cache_free=cache_free, routes=routes,
-                           min_expected=self.min_expected, keep_min=self.keep_min)
+                           cached=cached, in_flight=in_flight, min_expected=self.min_expected,
+                           keep_min=self.keep_min, **network)  # type: ignore[arg-type]
 
 
 class OraclePlanner(DemandPlanner):
@@ -417,19 +467,41 @@ class OraclePlanner(DemandPlanner):
     actually come as :class:`Demand` (an upper reference for the predictive policy)."""
 
     name = "oracle"
+    predictor = None
+
+
+class PlayheadPlanner(DemandPlanner):
+    """The same planner fed playhead extrapolation: every running session keeps playing,
+    so the segments it is due to ask for within the horizon are its demand (what the model
+    must beat to be worth having)."""
+
+    name = "playhead"
+    predictor = "playhead"
 
 
 class PopularityPlanner(DemandPlanner):
-    """The same planner fed recent popularity: the master passes the prediction engine's
-    popularity baseline (each segment's recent request rate at the helper plus its share of
-    everyone's, continued over a cache's lifetime) as :class:`Demand`."""
+    """The same planner fed popularity, as a CDN pre-positions content: the first segments
+    of the videos most started near each helper (prefix caching) and popular on-demand
+    segments still ahead of its sessions, never a live segment (the engine's
+    ``popularity`` predictor).  ``horizon_s``: how far ahead its expected requests reach
+    (None: the engine's horizon, as the model's)."""
 
     name = "popularity"
+    predictor = "popularity"
+
+    def __init__(self, min_expected: float = MIN_EXPECTED, keep_min: float = 0.1,
+                 horizon_s: Optional[float] = None) -> None:
+        super().__init__(min_expected, keep_min)
+        if horizon_s is not None:
+            if not _is_number(horizon_s) or not 1 <= horizon_s <= 600:
+                raise PrefetchError(f"{self.name} horizon_s must be a number of seconds "
+                                    f"within 1..600, got {horizon_s!r}")
+            self.horizon_s = float(horizon_s)
 
 
 POLICIES: dict[str, type] = {"none": NoPrefetch, "next-segments": NextSegments,
-                             "predictive": DemandPlanner, "oracle": OraclePlanner,
-                             "popularity": PopularityPlanner}
+                             "predictive": DemandPlanner, "playhead": PlayheadPlanner,
+                             "popularity": PopularityPlanner, "oracle": OraclePlanner}
 
 
 class FutureDemand:

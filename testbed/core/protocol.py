@@ -35,6 +35,8 @@ from testbed.core.security import (
     Verifier,
 )
 
+# the TCP port helpers take prefetch pushes on; shaped links carry it in a lower-priority class
+PUSH_PORT = 8081
 MAGIC = b"MCS1"
 LIVE_MAGIC = b"MCL1"
 MAX_MESSAGE = 8 * 1024 * 1024
@@ -59,6 +61,9 @@ SCHEMAS: dict[str, dict[str, type]] = {
                 "children": list, "ancestors": list, "tiers": list, "live_group": str},
     "mesh_data": {"video": str, "index": int, "version": int, "route": list, "hop": int,
                   "push_id": str, "keep": list},
+    # the master to the helper holding the copy nearest a push's destination: send it
+    "push_order": {"video": str, "index": int, "version": int, "route": list, "hop": int,
+                   "push_id": str, "keep": list},
     "invalidate": {"video": str, "version": int, "issued": float, "inv_id": str,
                    "route": list},
     "neighbours": {"neighbours": dict},

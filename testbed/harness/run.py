@@ -92,17 +92,23 @@ def assign_players(spec: nx.Graph, viewers: list[str], helpers: list[str],
 
 
 def workload_config(scenario: Scenario, helpers: list[str]) -> W.WorkloadConfig:
-    """The calibrated workload the scenario's viewers section describes, over its catalogue."""
+    """The calibrated workload the scenario's viewers section describes, over its catalogue.
+
+    The workload's time 0 is ``VIEWERS_START_S`` into the run, so flash crowds (given in
+    run seconds) move that much earlier; a part before it is cut off.
+    """
     content = scenario.content
     cat = build_catalogue(CatalogueConfig(**dataclasses.asdict(content)))
     v = scenario.viewers
     live = tuple((vid, cat[vid].duration_s) for vid in cat.ids("live"))
+    crowds = (W.FlashCrowd(c.at_s, c.duration_s, c.rate, c.video, c.regions, c.ramp_s)
+              .rebased(VIEWERS_START_S) for c in v.flash_crowds)
     return W.WorkloadConfig(
         helpers=tuple(helpers), videos=tuple((vid, cat[vid].duration_s) for vid in cat.ids("vod")),
         segment_s=content.segment_s, duration_s=max(1.0, scenario.duration_s - VIEWERS_START_S),
         seed=scenario.seed, arrival_rate=v.arrival_rate, zipf_s=v.zipf_s,
         regional_skew=v.regional_skew, live=live, live_share=v.live_share if live else 0.0,
-        max_buffer_s=v.max_buffer_s)
+        max_buffer_s=v.max_buffer_s, flash_crowds=tuple(c for c in crowds if c is not None))
 
 
 def workload_sessions(scenario: Scenario, helpers: list[str]) -> list[W.Session]:
@@ -178,8 +184,12 @@ def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
     engine = {**{k: v for k, v in eng.items() if k != "host"}, "name": ENGINE_NAME,
               "host": engine_host, "ip": plan[engine_host]["ip"],
               "enabled": scenario.delivery.prefetch_policy != "none"}
+    # the emulated links, for the master's push planning (what each hop crosses, and
+    # each link's rate)
+    links = [[a, b, data.get("delay_ms"), data.get("bw_mbit")]
+             for a, b, data in sorted(spec.edges(data=True))]
     extra = {"live_t0": LIVE_T0_S, "telemetry_salt": salt.hex(),
-             "viewers_start_s": VIEWERS_START_S, "engine": engine}
+             "viewers_start_s": VIEWERS_START_S, "engine": engine, "links": links}
     configs = {master: {**base, "name": master, "role": "master", "ip": plan[master]["ip"],
                         "extra": extra},
                ENGINE_NAME: {**base, "name": ENGINE_NAME, "role": "engine",
@@ -205,10 +215,16 @@ def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
 
 class ControllerSync:
     """Forwards the master's tiers and the helpers' mesh neighbours to the controller's
-    northbound API (the daemons live in host namespaces; the API listens on loopback)."""
+    northbound API (the daemons live in host namespaces; the API listens on loopback),
+    and the links' load the controller measures back to the master (``load_path``: each
+    link's rate each way, from the switches' port counters, with the run second it was
+    read at)."""
 
-    def __init__(self, sync_path: Path, api_port: int, helpers: list[str], log: Callable):
+    def __init__(self, sync_path: Path, api_port: int, helpers: list[str], log: Callable,
+                 load_path: Path | None = None, t0: float = 0.0):
         self.path = sync_path
+        self.load_path = load_path
+        self.t0 = t0
         self.base = f"http://127.0.0.1:{api_port}"
         self.helpers = helpers
         self.log = log
@@ -233,8 +249,23 @@ class ControllerSync:
         except OSError as exc:
             self.log(f"controller sync: PUT {path}: {exc}")
 
+    def _relay_load(self) -> None:
+        try:
+            with urllib.request.urlopen(self.base + "/topology", timeout=2) as r:
+                doc = json.loads(r.read())
+        except (OSError, ValueError):
+            return
+        rows = [{"a": k["a"], "b": k["b"], "ab_mbit": k.get("ab_mbit"),
+                 "ba_mbit": k.get("ba_mbit")}
+                for k in (*doc.get("links", ()), *doc.get("access", ()))]
+        tmp = self.load_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"at": round(time.time() - self.t0, 3), "links": rows}))
+        os.replace(tmp, self.load_path)
+
     def _loop(self) -> None:
         while not self.stop.wait(0.5):
+            if self.load_path is not None:
+                self._relay_load()
             try:
                 data = json.loads(self.path.read_text())
             except (OSError, ValueError):
@@ -338,7 +369,8 @@ class Deployment:
                 p.start(timeout=30)
         self.timings["daemons_s"] = time.monotonic() - t_start - self.timings["network_s"]
         self.sync = ControllerSync(out / "controller-sync.json", self.tn.api_port,
-                                   roles[S.HELPER], self.say).__enter__()
+                                   roles[S.HELPER], self.say, out / "link-load.json",
+                                   self.t0).__enter__()
 
     def stop(self) -> None:
         """Stop the daemons, then the network."""
@@ -388,9 +420,15 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     manifest.write(out, status="running", started_at=started, **_identity(scenario))
     with Deployment(scenario, out, say, mode) as dep, CpuSampler() as cpu:
         t_play = time.monotonic()
-        before = dep.tn.port_bytes()
         ports = dep.tn.link_ports()
-        _play(scenario, dep.tn, dep.t0, say)
+        counted: dict = {}  # the link counters from the warm-up's end on
+
+        def warmed_up() -> None:
+            counted.update(at=time.monotonic(), before=dep.tn.port_bytes())
+
+        if scenario.warmup_s <= 0:
+            warmed_up()
+        _play(scenario, dep.tn, dep.t0, say, warmed_up)
         played_s = time.monotonic() - t_play
         t_down = time.monotonic()
         dep.stop_daemons()
@@ -399,16 +437,21 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     timings = {**dep.timings, "play_s": round(played_s, 3), "teardown_s": round(teardown_s, 3),
                "total_s": round(time.monotonic() - t_start, 3)}
     verdict = judge_cpu(cpu.samples)
+    before = counted.get("before", {})
     moved = {n: (after[n][0] - before[n][0], after[n][1] - before[n][1])
              for n in after if n in before}
-    links = results.links_table(dep.spec, moved, ports, played_s)
+    links = results.links_table(dep.spec, moved, ports,
+                                t_down - counted.get("at", t_down))
     cpu_fields = {"cpu_idle_min": round(verdict.min_idle, 3),
                   "cpu_idle_mean": round(verdict.mean_idle, 3), "cpu_trusted": verdict.trusted}
+    fid = fidelity or {}
     summary = results.write_results(
         dep.out, {"policy": scenario.policy or scenario.delivery.prefetch_policy,
-                  "seed": scenario.seed, **cpu_fields, "link_mode": dep.link_mode},
-        end_at=scenario.duration_s, spec=dep.spec, links=links,
-        settle_s=scenario.engine.horizon_s + scenario.delivery.prefetch_interval_s)
+                  "seed": scenario.seed, **cpu_fields, "link_mode": dep.link_mode,
+                  "fidelity_passed": fid.get("passed"),
+                  "fidelity_rows": fid.get("measurements")},
+        end_at=scenario.duration_s, spec=dep.spec, links=links, warmup_s=scenario.warmup_s,
+        settle_s=policy_horizon_s(scenario) + scenario.delivery.prefetch_interval_s)
     if not verdict.trusted:
         say(f"warning: CPU idle fell to {verdict.min_idle:.0%} (< 35 %): the host was "
             f"saturated, so latencies in this run are not trustworthy")
@@ -422,20 +465,35 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     return RunResult(out=dep.out, summary=summary, timings=timings, failures=dep.failures)
 
 
+def policy_horizon_s(scenario: Scenario) -> float:
+    """How far ahead the scenario's prefetch policy plans: its own horizon (a popularity
+    horizon, say) or the engine's; a pushed copy is judged only after that long."""
+    from testbed.core.prefetch import make_policy
+
+    return getattr(make_policy(scenario.delivery.prefetch), "horizon_s", None) \
+        or scenario.engine.horizon_s
+
+
 def _identity(scenario: Scenario) -> dict:
     return {"scenario": scenario.to_dict(), "policy": scenario.policy,
             "seed": scenario.seed, "source": scenario.source}
 
 
-def _play(scenario: Scenario, tn: TestbedNetwork, t0: float, say: Callable) -> None:
-    """Wait out the scenario, applying link events on time."""
+def _play(scenario: Scenario, tn: TestbedNetwork, t0: float, say: Callable,
+          warmed_up: Callable[[], None] = lambda: None) -> None:
+    """Wait out the scenario, applying link events on time; ``warmed_up()`` is called once
+    when the warm-up (``warmup_s``, if any) is over."""
     pending = sorted((e for e in scenario.events if e.action == "link"), key=lambda e: e.at_s)
     end = t0 + scenario.duration_s
     last_note = 0.0
+    warming = scenario.warmup_s > 0
     while True:
         now = time.time()
         if now >= end:
             break
+        if warming and now - t0 >= scenario.warmup_s:
+            warming = False
+            warmed_up()
         while pending and now - t0 >= pending[0].at_s:
             e = pending.pop(0)
             a, b = e.target.split("-", 1)

@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,16 +256,17 @@ def multicast_sender(ifaddr: str) -> socket.socket:
     return s
 
 
-async def serve_http(routes: list, ip: str, port: int = HTTP_PORT):
-    """Serve ``routes`` on ``ip:port``; the runner (``await runner.cleanup()`` stops it,
-    waiting at most a second for requests in progress)."""
+async def serve_http(routes: list, ip: str, port: int = HTTP_PORT, also: Iterable[int] = ()):
+    """Serve ``routes`` on ``ip:port`` (and on each port of ``also``); the runner (``await
+    runner.cleanup()`` stops it, waiting at most a second for requests in progress)."""
     from aiohttp import web
 
     app = web_app()
     app.add_routes(routes)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    await web.TCPSite(runner, ip, port).start()
+    for p in (port, *also):
+        await web.TCPSite(runner, ip, p).start()
     return runner
 
 

@@ -39,6 +39,7 @@ from testbed.core.content import (
 )
 from testbed.core.mesh import NeighbourSelector, PeerMetric
 from testbed.core.multicast import relay_group
+from testbed.core.protocol import PUSH_PORT
 from testbed.core.security import AuthError
 from testbed.core.telemetry import TelemetryBuffer, telemetry_record
 from testbed.nodes import common as C
@@ -70,6 +71,8 @@ class Helper:
         self.live_ids = self.catalogue.ids("live")
         self.selector = NeighbourSelector(k=int(d["mesh_degree"]))
         self.mesh_pull = bool(d.get("mesh_pull", False))
+        #: pushes travel to the port the shaped links carry in their lower-priority class
+        self.push_port = PUSH_PORT if d.get("push_priority", "low") == "low" else C.HTTP_PORT
         self.salt = bytes.fromhex(cfg.extra["telemetry_salt"])
         self.live_t0 = float(cfg.extra["live_t0"])
         self.table: dict | None = None
@@ -106,7 +109,7 @@ class Helper:
             web.post("/control", self.h_control),
             web.get("/probe", self.h_probe),
             web.get("/status", self.h_status),
-        ], self.cfg.ip)
+        ], self.cfg.ip, also=(PUSH_PORT,))
         self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
         self.relay_out = C.multicast_sender(self.cfg.ip)
         d = self.cfg.delivery
@@ -437,7 +440,7 @@ class Helper:
         if ip is None:
             return
         try:
-            status, _, _ = await self.post(ip, "/mesh", data, "prefetch")
+            status, _, _ = await self.post(ip, "/mesh", data, "prefetch", port=self.push_port)
         except (ClientError, asyncio.TimeoutError, OSError) as exc:
             status = f"error {exc.__class__.__name__}"
         if status != 200:
@@ -453,11 +456,40 @@ class Helper:
             return self.secure.refusal()
         if msg.type == "routing" and msg.role == "master":
             self.set_table(dict(msg.body))
+        elif msg.type == "push_order" and msg.role == "master":
+            return self.push_order(dict(msg.body))
         elif msg.type == "invalidate":
             await self.invalidate(msg)
         else:
             self.secure.rejected.note(self.events, "wrong_type", msg.sender, "control")
             return web.Response(status=400, text="unexpected message type\n")
+        return web.Response(text="ok\n")
+
+    def push_order(self, b: dict) -> web.Response:
+        """The master asks this helper to push its own copy of a segment along a route that
+        starts here (the copy nearest the destination); 404 when the copy is gone, so the
+        master sends it itself."""
+        try:
+            video, index, version = str(b["video"]), int(b["index"]), int(b["version"])
+            route, push_id = [str(n) for n in b["route"]], str(b["push_id"])
+            keep = [str(n) for n in b.get("keep", [])]
+        except (KeyError, TypeError, ValueError):
+            self.secure.rejected.note(self.events, "malformed", "master", "push_order")
+            return web.Response(status=400, text="malformed push order\n")
+        if len(route) < 2 or route[0] != self.cfg.name or route[1] not in self.cfg.helpers:
+            self.secure.rejected.note(self.events, "bad_route", "master", "push_order")
+            return web.Response(status=400, text="not a route from this helper\n")
+        entry = self.cache.peek((video, index))
+        if entry is None or entry.version < version:
+            self.events.write("push_order_missed", push_id=push_id, video=video, index=index)
+            return web.Response(status=404, text="no such copy\n")
+        body = {"video": video, "index": index, "version": entry.version, "route": route,
+                "hop": 1, "push_id": push_id, "keep": keep}
+        data = self.secure.encode("mesh_data", body, entry.data)
+        self.events.write("push_sent", push_id=push_id, video=video, index=index,
+                          to=route[1], dest=route[-1], bytes=len(entry.data),
+                          source=f"cache_{entry.origin}")
+        asyncio.get_running_loop().create_task(self._forward(route[1], data, push_id))
         return web.Response(text="ok\n")
 
     def set_table(self, table: dict) -> None:

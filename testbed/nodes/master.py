@@ -30,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
+import networkx as nx
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from testbed.core import protocol as P
@@ -40,9 +41,11 @@ from testbed.core.content import (
     build_manifest,
     segment_bytes,
 )
-from testbed.core.mesh import PeerMetric, mesh_graph, push_route, push_routes
+from testbed.core.headroom import LinkRoom, PhysicalPaths, PushLoad, link_room, parse_load
+from testbed.core.mesh import NearestCopy, PeerMetric, mesh_graph, push_route, push_routes
 from testbed.core.multicast import relay_group
 from testbed.core.prefetch import Demand, FutureDemand, HelperView, make_policy
+from testbed.core.protocol import PUSH_PORT
 from testbed.core.timing import Pingback, tiers_as_lists
 from testbed.nodes import common as C
 from testbed.nodes.manifests import sign_manifest
@@ -50,6 +53,10 @@ from testbed.nodes.manifests import sign_manifest
 log = logging.getLogger("meshcast.master")
 ACTIVE_S = 15.0  # playheads older than this are not planned with
 FORECAST_EVERY_S = 2.0  # at most this often the engine is asked (a segment's length)
+EGRESS_EVERY_S = 1.0  # the master logs what it sent, by class, this often
+#: A pushed copy is taken to be at its holder this long after it was sent (until the
+#: holder's own inventory report says so), and for this long at most
+LANDED_AFTER_S, LANDED_FOR_S = 3.0, 30.0
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -86,6 +93,17 @@ class Master:
         self.planned: FutureDemand | None = None
         self.in_flight: dict[tuple[str, str, int], float] = {}
         self.sync_path = cfg.run_dir / "controller-sync.json"
+        self.load_path = cfg.run_dir / "link-load.json"  # the links' load, as measured
+        spec = nx.Graph()
+        for a, b, delay_ms, bw_mbit in cfg.extra.get("links", []):
+            spec.add_edge(a, b, delay_ms=delay_ms, bw_mbit=bw_mbit)
+        self.paths = PhysicalPaths(spec)
+        self.capacity = self.paths.capacities()
+        self.push_load = PushLoad()
+        self.pushed: dict[tuple[str, int], dict[str, float]] = {}  # segment -> holder -> t
+        self.push_port = PUSH_PORT if d.get("push_priority", "low") == "low" else C.HTTP_PORT
+        #: the transfer routes are costed by: the largest first segment of the catalogue
+        self.ref_bytes = max(self.catalogue[v].segment_size(0) for v in self.catalogue.ids())
         self.tasks: list[asyncio.Task] = []
         self.sent_place: dict[str, tuple] = {}
         self.rounds = 0
@@ -145,6 +163,7 @@ class Master:
               if self.cfg.extra["engine"].get("enabled", True) else []),
             *([C.every(float(d["prefetch_interval_s"]), self.prefetch_round, "prefetch",
                        first_delay=3.0)] if self.policy.name != "none" else []),
+            C.every(EGRESS_EVERY_S, self.log_egress, "egress"),
             *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
             *(loop.create_task(self.scheduled(e), name="event") for e in self.cfg.events
               if e.get("action") == "republish"),
@@ -155,11 +174,21 @@ class Master:
             await stop.wait()
         finally:
             await C.cancel_tasks(self.tasks)
+            await self.log_egress()
             C.closing_records(self.events, self.traffic)
             self.events.write("rejections", counts=dict(self.secure.rejected))
             await self.http.close()
             await runner.cleanup()
             self.events.close()
+
+    async def log_egress(self) -> None:
+        """An ``egress`` record: the bytes sent, by class, since the last one (the origin's
+        egress over time: answers, manifests, live, pushes and control)."""
+        now = dict(self.traffic.tx)
+        mark = getattr(self, "_egress_mark", {})
+        delta = {c: n - mark.get(c, 0) for c, n in sorted(now.items()) if n > mark.get(c, 0)}
+        self._egress_mark = now
+        self.events.write("egress", by_cls=delta)
 
     # -- HTTP -------------------------------------------------------------------------
     async def h_manifest(self, request: web.Request) -> web.Response:
@@ -315,10 +344,11 @@ class Master:
             asyncio.get_running_loop().create_task(
                 self.send(helper, "/control", self.secure.encode("routing", body), "control"))
 
-    async def send(self, helper: str, path: str, data: bytes, cls: str) -> int | None:
+    async def send(self, helper: str, path: str, data: bytes, cls: str,
+                   port: int = C.HTTP_PORT) -> int | None:
         self.traffic.sent(cls, len(data))
         try:
-            async with self.http.post(f"http://{self.cfg.helpers[helper]}:{C.HTTP_PORT}{path}",
+            async with self.http.post(f"http://{self.cfg.helpers[helper]}:{port}{path}",
                                       data=data) as r:
                 await r.read()
                 return r.status
@@ -350,9 +380,11 @@ class Master:
     async def ask_engine(self) -> None:
         """The engine's predictions and playheads for every helper (kept in ``forecast``)."""
         e = self.cfg.extra["engine"]
-        predictor = "popularity" if self.policy.name == "popularity" else "model"
-        msg = self.secure.encode("predict", {"helpers": sorted(self.cfg.helpers),
-                                             "top": int(e["top"]), "predictor": predictor})
+        predictor = getattr(self.policy, "predictor", None) or "model"
+        ask = {"helpers": sorted(self.cfg.helpers), "top": int(e["top"]), "predictor": predictor}
+        if getattr(self.policy, "horizon_s", None):
+            ask["horizon_s"] = self.policy.horizon_s
+        msg = self.secure.encode("predict", ask)
         self.traffic.sent("prediction", len(msg))
         try:
             async with self.http.post(f"http://{e['ip']}:{e['port']}/predict", data=msg,
@@ -408,9 +440,9 @@ class Master:
 
     def demand(self, now: float) -> list[Demand]:
         """Expected requests per helper and segment over the horizon, for a demand policy:
-        the engine's forecast (``predictive``, ``popularity``) or the planned sessions'
-        own requests (``oracle``: the future as the workload planned it)."""
-        if self.policy.name == "oracle":
+        the engine's forecast (``predictive``, ``playhead``, ``popularity``) or the planned
+        sessions' own requests (``oracle``: the future as the workload planned it)."""
+        if self.policy.predictor is None:
             return self.planned.between(now, self.horizon_s) if self.planned else []
         if now - self.forecast_at > ACTIVE_S:
             return []
@@ -435,10 +467,45 @@ class Master:
         self.planned = FutureDemand(zip((req["at"] + start).tolist(), req["helper"].tolist(),
                                         req["video"].tolist(), req["index"].tolist()))
 
+    def newest(self) -> dict[str, int]:
+        """Each live channel's newest segment: nothing past it can be pushed."""
+        return {v: self.live_edge(v) for v in self.live_ids}
+
+    def holders(self, now: float) -> dict[tuple[str, int], list[str]]:
+        """Segment -> helpers holding a copy: their inventory reports, and the copies pushed
+        to them that have had time to land since (until a report says otherwise)."""
+        out: dict[tuple[str, int], set[str]] = {}
+        for helper, keys in self.inventory.items():
+            for key in keys:
+                out.setdefault(key, set()).add(helper)
+        for key, at in list(self.pushed.items()):
+            for helper, t in list(at.items()):
+                if now - t > LANDED_FOR_S:
+                    del at[helper]
+                elif now - t >= LANDED_AFTER_S:
+                    out.setdefault(key, set()).add(helper)
+            if not at:
+                del self.pushed[key]
+        return {k: sorted(v) for k, v in out.items()}
+
+    def room(self, now: float, interval_s: float) -> LinkRoom | None:
+        """What each link can take in pushes this round (None: the links are not looked
+        at); the load comes from the switches' counters, as the harness relays it."""
+        reserve = self.cfg.delivery.get("push_reserve")
+        if reserve is None or not self.capacity:
+            return None
+        try:
+            measured = parse_load(json.loads(self.load_path.read_text()), now) or {}
+        except (OSError, ValueError):
+            measured = {}
+        return LinkRoom(link_room(self.capacity, measured, self.push_load.mbit(now),
+                                  interval_s, float(reserve)), self.paths)
+
     async def prefetch_round(self) -> None:
         now = self.clock.now()
         d = self.cfg.delivery
-        budget = int(float(d["push_budget_kbps"]) * 1000 / 8 * float(d["prefetch_interval_s"]))
+        interval = float(d["prefetch_interval_s"])
+        budget = int(float(d["push_budget_kbps"]) * 1000 / 8 * interval)
         size_of = self.catalogue_size
         graph = self.mesh()
         for k, t in list(self.in_flight.items()):
@@ -446,13 +513,17 @@ class Master:
                 del self.in_flight[k]
         if hasattr(self.policy, "plan_demand"):
             helpers = sorted(self.cfg.helpers)
-            routes = push_routes(graph, [self.cfg.name], helpers, 1_000_000) \
-                if self.cfg.name in graph else {}
+            network: dict = {"newest": self.newest(), "link_room": self.room(now, interval)}
+            if self.cfg.name in graph and d.get("push_source", "nearest") == "nearest":
+                network["nearest"] = NearestCopy(graph, self.cfg.name, self.ref_bytes)
+                network["holders"] = self.holders(now)
+            elif self.cfg.name in graph:
+                network["routes"] = push_routes(graph, [self.cfg.name], helpers, 1_000_000)
             cached = {h: frozenset(self.inventory.get(h, set())) for h in helpers}
             flying = {h: frozenset((v, i) for (hh, v, i) in self.in_flight if hh == h)
                       for h in helpers}
             pushes = self.policy.plan_demand(now, self.demand(now), cached, flying, size_of,
-                                             budget, master=self.cfg.name, routes=routes)
+                                             budget, master=self.cfg.name, **network)
         else:
             views = self.helper_views(now)
             if views:  # a different helper first each round, so a small budget is shared
@@ -468,16 +539,41 @@ class Master:
                 route = [self.cfg.name, push.dest]
             for holder in (*push.keep, push.dest):
                 self.in_flight[(holder, push.video, push.index)] = now
+                self.pushed.setdefault((push.video, push.index), {})[holder] = now
+            self.push_load.add(now, self.paths.route_links(route), push.size)
             push_id = uuid.uuid4().hex[:12]
             body = {"video": push.video, "index": push.index,
                     "version": self.versions[push.video], "route": route, "hop": 1,
                     "push_id": push_id, "keep": list(push.keep)}
-            data = await asyncio.to_thread(self.segment, push.video, push.index)
-            msg = self.secure.encode("mesh_data", body, data)
             self.events.write("push", push_id=push_id, video=push.video, index=push.index,
-                              dest=push.dest, route=route, keep=list(push.keep),
-                              bytes=len(data), expected_hits=push.expected_hits)
-            asyncio.get_running_loop().create_task(self.send(route[1], "/mesh", msg, "prefetch"))
+                              dest=push.dest, route=route, source=route[0],
+                              keep=list(push.keep), bytes=push.size,
+                              expected_hits=push.expected_hits)
+            if route[0] == self.cfg.name:
+                asyncio.get_running_loop().create_task(self.push_from_origin(body))
+            else:
+                asyncio.get_running_loop().create_task(self.order_push(body, graph))
+
+    async def push_from_origin(self, body: dict) -> None:
+        """Send a pushed segment to the first hop of its route (the push class's port)."""
+        data = await asyncio.to_thread(self.segment, body["video"], body["index"])
+        msg = self.secure.encode("mesh_data", body, data)
+        await self.send(body["route"][1], "/mesh", msg, "prefetch", port=self.push_port)
+
+    async def order_push(self, body: dict, graph: nx.Graph) -> None:
+        """Tell the helper holding the nearest copy to send it; when it cannot (the copy
+        was evicted, it is unreachable), the origin sends it along its own route."""
+        holder = body["route"][0]
+        status = await self.send(holder, "/control", self.secure.encode("push_order", body),
+                                 "control")
+        if status == 200:
+            return
+        route = (push_route(graph, [self.cfg.name], body["route"][-1], 1_000_000)
+                 if self.cfg.name in graph else None) or [self.cfg.name, body["route"][-1]]
+        keep = [h for h in body["keep"] if h in route[1:-1]]
+        self.events.write("push_fallback", push_id=body["push_id"], holder=holder,
+                          status=status, route=route)
+        await self.push_from_origin({**body, "route": route, "keep": keep})
 
     # -- republishing -----------------------------------------------------------------
     async def scheduled(self, event: dict) -> None:

@@ -134,8 +134,13 @@ class Session:
     async def play(self) -> dict:
         clock = self.host.clock
         await asyncio.sleep(max(0.0, self.plan.start_at - clock.now()))
+        asked_at = clock.now()  # the session's first request: start-up counts from here
         manifest = await self.manifest()
-        if manifest is None:
+        if manifest is None:  # never started: recorded, not lost
+            self.host.events.write(
+                "qoe", viewer=self.id, video=self.plan.video_id, helper=self.base,
+                asked_at=asked_at, startup_s=None, abandoned=True, abandoned_at_start=True,
+                ended=True, requests=self.requests, answered=self.answered, error="no manifest")
             return {"error": "no manifest"}
         video = self.host.catalogue[self.plan.video_id]
         live_edge = None
@@ -144,7 +149,7 @@ class Session:
         player = Player(self.id, self.plan, video.n_segments, video.segment_s,
                         startup_buffer_s=float(self.host.vcfg["startup_buffer_s"]),
                         max_buffer_s=float(self.host.vcfg["max_buffer_s"]),
-                        max_inflight=2, live_edge=live_edge)
+                        max_inflight=2, live_edge=live_edge, asked_at=asked_at)
         inflight: set[asyncio.Task] = set()
         try:
             # the stop event as well as cancellation: asyncio.wait_for in Python <= 3.11 can

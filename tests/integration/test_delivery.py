@@ -63,12 +63,22 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
 
     # predictive prefetch (the scenario's policy) works: the master planned from the
     # engine's forecasts, every push expected to be used, routed through the mesh from the
-    # master, within the push budget per round; requests served from the copies; caches
-    # within capacity; the copies judged
+    # nearest copy (the master, or a helper that was told to send its own and did, or
+    # could not and the master sent it instead), within the push budget per round;
+    # requests served from the copies; caches within capacity; the copies judged
     assert sc.policy == "predictive" and sc.delivery.mesh_pull
     pushes = of(records, "push")
     assert len(pushes) > 20, len(pushes)
-    assert all(p["expected_hits"] >= MIN_EXPECTED and p["route"][0] == "m1" for p in pushes)
+    assert all(p["expected_hits"] >= MIN_EXPECTED and p["source"] == p["route"][0]
+               for p in pushes)
+    ordered = {p["push_id"] for p in pushes if p["source"] != "m1"}
+    answered = {r["push_id"] for r in of(records, "push_sent") + of(records, "push_fallback")}
+    assert ordered <= answered, ordered - answered
+    # the origin's egress is what the master sent: its pushes among it
+    egress = pd.read_csv(run_dir / "tables" / "egress.csv")
+    assert s["origin_bytes"] == egress.loc[~egress["warmup"], "bytes"].sum() > 0
+    assert 0 < s["origin_push_bytes"] < s["origin_bytes"]
+    assert abs(s["byte_offload"] - (1 - s["origin_per_viewer_byte"])) < 1e-9
     budget = sc.delivery.push_budget_bytes
     per_round = pd.DataFrame(pushes).assign(r=lambda d: (d["at"] // 1.0)).groupby("r")["bytes"]
     assert per_round.sum().max() <= 2 * budget  # a round's pushes are logged within ~1 s
@@ -78,7 +88,8 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     assert s["cache_over_capacity"] == 0 and s["cache_max_fill"] <= 1.0
     assert s["prefetch_copies_judged"] > 20 and 0 < s["prefetch_precision"] <= 1
     copies = pd.read_csv(run_dir / "tables" / "prefetch.csv")
-    assert len(copies) == s["prefetch_copies"] and copies["used"].sum() >= s[
+    counted = copies[~copies["warmup"]]
+    assert len(counted) == s["prefetch_copies"] and counted["used"].sum() >= s[
         "prefetch_copies_used"]
 
     # the republish at 60 s reached every helper; nothing stale served after it arrived

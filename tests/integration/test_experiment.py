@@ -113,6 +113,6 @@ def test_a_sweep_stopped_after_its_first_point_resumes_without_redoing_it(tmp_pa
     assert (out / "figures" / "vs_delivery_cache_mb.png").stat().st_size > 1000
     md = (out / "points" / "p02" / "report.md").read_text()
     summary = pd.read_csv(out / "points" / "p02" / "summary.csv").iloc[0]
-    for key in ("hit_ratio", "offload", "startup_p95_s", "prefetch_precision", "requests"):
+    for key in ("hit_ratio", "byte_offload", "startup_p95_s", "prefetch_precision", "requests"):
         row = re.search(rf"^\| {key} \| ([^|]+) \|$", md, re.M)
         assert row and row.group(1).strip() == R.fmt(summary[key]), (key, row)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from testbed.core.l2 import NetView
-from testbed.core.linkmetrics import MetricGraph
+from testbed.core.linkmetrics import MetricGraph, PortRate
 from testbed.core.northbound import (
     MAX_BODY_BYTES,
     MAX_TIER,
@@ -90,14 +90,16 @@ def test_health(state: NorthboundState) -> None:
 
 def test_topology_shows_configured_metrics_by_default(state: NorthboundState) -> None:
     status, doc = state.get("/topology")
-    assert status == 200 and set(doc) == {"switches", "hosts", "links"}
+    assert status == 200 and set(doc) == {"switches", "hosts", "links", "access"}
     assert doc["switches"]["s2"]["dpid"] == 2
     assert doc["hosts"]["h3"] == {"ip": "10.0.0.4", "mac": "00:00:00:00:00:04",
                                   "switch": "s2", "port": 2, "role": "helper"}
     assert [(k["a"], k["b"]) for k in doc["links"]] == [("s1", "s2"), ("s1", "s3"), ("s2", "s3")]
     first = doc["links"][0]
     assert first == {"a": "s1", "a_port": 4, "b": "s2", "b_port": 4, "delay_ms": 5.0,
-                     "bw_mbit": 10.0, "avail_mbit": 10.0, "util": 0.0, "up": True}
+                     "bw_mbit": 10.0, "avail_mbit": 10.0, "util": 0.0, "ab_mbit": None,
+                     "ba_mbit": None, "up": True}
+    assert ("h3", "s2") in {(k["a"], k["b"]) for k in doc["access"]}
     unknown = json.loads(encode(doc))["links"][2]  # no capacity: unconstrained -> null
     assert (unknown["bw_mbit"], unknown["avail_mbit"], unknown["util"]) == (None, None, None)
 
@@ -111,6 +113,17 @@ def test_topology_with_measured_metrics(view: NetView) -> None:
     links = {(k["a"], k["b"]): k for k in st.get("/topology")[1]["links"]}
     assert links["s1", "s2"]["delay_ms"] == pytest.approx(8.0)
     assert links["s1", "s3"]["up"] is False and links["s2", "s3"]["up"] is True
+
+
+def test_topology_shows_each_direction_s_measured_rate(view: NetView) -> None:
+    mg = MetricGraph.from_view(view)
+    port = mg.graph.edges["s1", "s2"]["ports"]["s1"]
+    mg.update_port("s1", port, PortRate(tx_bps=3e6, rx_bps=1e6, capacity_mbit=10.0))
+    st = NorthboundState(view, topology=lambda: topology_snapshot(view, mg.graph))
+    links = {(k["a"], k["b"]): k for k in st.get("/topology")[1]["links"]}
+    assert links["s1", "s2"]["ab_mbit"] == pytest.approx(3.0)   # sent by s1 towards s2
+    assert links["s1", "s2"]["ba_mbit"] == pytest.approx(1.0)
+    assert links["s1", "s2"]["avail_mbit"] == pytest.approx(7.0)
 
 
 def tree_for(group: str) -> nx.DiGraph:

@@ -32,6 +32,7 @@ GIVEN = {"mesh_degree": 3, "mesh_pull": False, "prefetch": "next-segments"}
 EFFECTIVE = {
     "tree": {"mesh_degree": 0, "mesh_pull": False, "prefetch": "none"},
     "mesh-pull": {"mesh_degree": 3, "mesh_pull": True, "prefetch": "none"},
+    "playhead": {"mesh_degree": 3, "mesh_pull": True, "prefetch": "playhead"},
     "popularity": {"mesh_degree": 3, "mesh_pull": True, "prefetch": "popularity"},
     "predictive": {"mesh_degree": 3, "mesh_pull": True, "prefetch": "predictive"},
     "oracle": {"mesh_degree": 3, "mesh_pull": True, "prefetch": "oracle"},

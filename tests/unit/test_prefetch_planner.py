@@ -375,7 +375,8 @@ def test_the_popularity_policy_plans_from_the_demand_it_is_given():
 
 
 def test_make_policy_builds_the_demand_policies():
-    assert {"none", "next-segments", "predictive", "oracle", "popularity"} == set(POLICIES)
+    assert {"none", "next-segments", "predictive", "oracle", "popularity",
+            "playhead"} == set(POLICIES)
     p = make_policy("predictive")
     assert type(p) is DemandPlanner and p.name == "predictive"
     assert (p.min_expected, p.keep_min) == (MIN_EXPECTED, 0.1)

@@ -88,7 +88,8 @@ def test_make_policy_parses_spec_strings():
     policy = make_policy("next-segments,lookahead=5")
     assert isinstance(policy, NextSegments) and policy.lookahead == 5
     assert make_policy(" next-segments ").lookahead == 3
-    assert set(POLICIES) == {"none", "next-segments", "predictive", "popularity", "oracle"}
+    assert set(POLICIES) == {"none", "next-segments", "predictive", "popularity", "oracle",
+                             "playhead"}
     with pytest.raises(PrefetchError, match="unknown prefetch policy 'psychic'"):
         make_policy("psychic")
     with pytest.raises(PrefetchError, match="unknown parameter 'depth'"):

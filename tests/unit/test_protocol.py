@@ -45,6 +45,8 @@ BODIES = {
                 "tiers": [["h0"], ["h1", "h2"]], "live_group": "239.1.1.1"},
     "mesh_data": {"video": "vod-0003", "index": 4, "version": 1, "route": ["h1", "h2"],
                   "hop": 0, "push_id": "p-1", "keep": [["vod-0003", 5]]},
+    "push_order": {"video": "vod-0003", "index": 4, "version": 1, "route": ["h2", "h3"],
+                   "hop": 1, "push_id": "p-2", "keep": []},
     "invalidate": {"video": "vod-0000", "version": 2, "issued": 60.0, "inv_id": "i-1",
                    "route": []},
     "neighbours": {"neighbours": {"h2": {"latency_ms": 4.5, "bw_mbit": 100.0}}},

@@ -14,6 +14,7 @@ from testbed.scenario import (
     DeliveryConfig,
     EngineSection,
     EventConfig,
+    FlashCrowdConfig,
     Scenario,
     ScenarioError,
     ViewersConfig,
@@ -170,7 +171,7 @@ def test_override_naming_two_unlinked_nodes() -> None:
     [
         ("topology: tiered\nparamz: 1\n", "paramz",
          "unknown key (expected one of name, description, seed, policy, topology, links, "
-         "calibration, duration_s, content, delivery, viewers, engine, events)"),
+         "calibration, duration_s, warmup_s, content, delivery, viewers, engine, events)"),
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
@@ -430,6 +431,24 @@ def test_delivery_sections_default_when_absent_or_empty() -> None:
     assert partial.viewers == ViewersConfig(per_host=1)
 
 
+def test_warmup_defaults_to_zero_round_trips_and_must_end_before_the_run() -> None:
+    assert scenario().warmup_s == 0.0
+    s = scenario("duration_s: 90\nwarmup_s: 15\n")
+    assert s.warmup_s == 15.0 and s.to_dict()["warmup_s"] == 15.0
+    assert parse_scenario(s.to_dict(), SRC) == s
+    assert s.with_overrides({"warmup_s": 0}).warmup_s == 0.0
+    assert load_scenario(EXPERIMENTS / "default.yaml").warmup_s == 20.0
+    for text, expected in (
+            ("duration_s: 90\nwarmup_s: 90\n", "warmup_s: 90 (must be < duration_s, 90)"),
+            ("duration_s: 10\nwarmup_s: 20\n", "warmup_s: 20 (must be < duration_s, 10)"),
+            ("warmup_s: -1\n", "warmup_s: -1 (must be >= 0)"),
+            ("warmup_s: soon\n", "warmup_s: 'soon' (must be a number)")):
+        assert error_of(MINIMAL + text) == f"{SRC}: {expected}"
+    with pytest.raises(ScenarioError,
+                       match=r"\[duration_s=10\]: warmup_s: 15.0 \(must be < duration_s, 10\)"):
+        s.with_overrides({"duration_s": 10})
+
+
 def test_default_scenario_delivery_settings() -> None:
     s = load_scenario(EXPERIMENTS / "default.yaml")
     assert s.duration_s == 120.0 and s.policy == "predictive"
@@ -463,7 +482,14 @@ def test_default_scenario_delivery_settings() -> None:
         ("delivery: {mesh_pull: 1}\n", "delivery.mesh_pull: 1 (must be true or false)"),
         ("delivery: {prefetch: psychic}\n",
          "delivery.prefetch: 'psychic' (unknown policy 'psychic', expected one of none, "
-         "next-segments, predictive, popularity, oracle)"),
+         "next-segments, predictive, playhead, popularity, oracle)"),
+        ("delivery: {push_source: helper}\n",
+         "delivery.push_source: 'helper' (must be one of nearest, master)"),
+        ("delivery: {push_priority: high}\n",
+         "delivery.push_priority: 'high' (must be one of low, normal)"),
+        ("delivery: {push_reserve: 1}\n",
+         "delivery.push_reserve: 1 (must be below 1 (a share of capacity))"),
+        ("delivery: {push_reserve: -0.1}\n", "delivery.push_reserve: -0.1 (must be >= 0)"),
         ("delivery: {prefetch: 'next,lookahead=2'}\n",
          "delivery.prefetch: 'next,lookahead=2' (unknown policy 'next'"),
         ("delivery: {prefetch: false}\n", "delivery.prefetch: False (must be text)"),
@@ -638,3 +664,107 @@ def test_engine_host_must_be_a_host_of_the_topology() -> None:
         s.build_spec()
     ok = loads_scenario("topology: {generator: tiered}\nengine: {host: h2}\n", SRC)
     assert ok.engine.host == "h2" and ok.build_spec() is not None
+
+
+# ------------------------------------------------------------ flash crowds
+
+CROWDS = """
+content: {videos: 40, live_channels: 1}
+viewers:
+  model: workload
+  flash_crowds:
+    - {at_s: 40, duration_s: 30, rate: 0.15, video: vod-0039, ramp_s: 10}
+    - {at_s: 70, duration_s: 40, rate: 0.10, video: live-00, regions: [h2]}
+"""
+
+
+def test_flash_crowds_parse_and_round_trip() -> None:
+    s = scenario(CROWDS)
+    assert s.viewers.flash_crowds == (
+        FlashCrowdConfig(40.0, 30.0, 0.15, "vod-0039", None, 10.0),
+        FlashCrowdConfig(70.0, 40.0, 0.1, "live-00", ("h2",), 0.0))
+    d = s.to_dict()
+    assert d["viewers"]["flash_crowds"][1] == {"at_s": 70.0, "duration_s": 40.0, "rate": 0.1,
+                                               "video": "live-00", "regions": ["h2"],
+                                               "ramp_s": 0.0}
+    assert parse_scenario(d, SRC) == s
+    assert s.build_spec() is not None
+    t = s.with_overrides({"viewers.flash_crowds[0].rate": 0.3})
+    assert t.viewers.flash_crowds[0].rate == 0.3 and t.viewers.flash_crowds[1] == (
+        s.viewers.flash_crowds[1])
+    assert scenario().viewers.flash_crowds == ()
+
+
+def test_flash_crowd_videos_are_the_catalogues_ids() -> None:
+    from testbed.core import content  # here, so the parsing tests run without it
+    from testbed.scenario import _catalogue_ids
+    for cfg in (ContentConfig(), ContentConfig(videos=3, live_channels=0),
+                ContentConfig(videos=0, live_channels=12)):
+        assert list(_catalogue_ids(cfg)) == content.build_catalogue(
+            cfg.catalogue_config()).ids()
+
+
+def crowd(entry: str, content: str = "{videos: 40, live_channels: 1}") -> str:
+    return MINIMAL + f"content: {content}\nviewers: {{flash_crowds: [{entry}]}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "viewers: {flash_crowds: {at_s: 1}}\n",
+         "viewers.flash_crowds: {'at_s': 1} (must be a list of"),
+        (crowd("vod-0001"), "viewers.flash_crowds[0]: 'vod-0001' (must be a mapping like"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, peak: 2}"),
+         "viewers.flash_crowds[0].peak: unknown key (expected one of at_s, duration_s, rate, "
+         "video, regions, ramp_s)"),
+        (crowd("{at_s: 1, duration_s: 5, video: vod-0001}"),
+         "viewers.flash_crowds[0]: {'at_s': 1, 'duration_s': 5, 'video': 'vod-0001'} "
+         "(missing key 'rate')"),
+        (crowd("{at_s: -1, duration_s: 5, rate: 1, video: vod-0001}"),
+         "viewers.flash_crowds[0].at_s: -1 (must be >= 0)"),
+        (crowd("{at_s: 1, duration_s: 0, rate: 1, video: vod-0001}"),
+         "viewers.flash_crowds[0].duration_s: 0 (must be > 0)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: -1, video: vod-0001}"),
+         "viewers.flash_crowds[0].rate: -1 (must be >= 0)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: many, video: vod-0001}"),
+         "viewers.flash_crowds[0].rate: 'many' (must be a number)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, ramp_s: 6}"),
+         "viewers.flash_crowds[0].ramp_s: 6 (must be <= duration_s 5)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, ramp_s: -1}"),
+         "viewers.flash_crowds[0].ramp_s: -1 (must be >= 0)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0040}"),
+         "viewers.flash_crowds[0].video: 'vod-0040' (not in the catalogue: "
+         "vod-0000..vod-0039, live-00)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: live-00}", "{videos: 3, "
+               "live_channels: 0}"),
+         "viewers.flash_crowds[0].video: 'live-00' (not in the catalogue: vod-0000..vod-0002)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: 7}"),
+         "viewers.flash_crowds[0].video: 7 (not in the catalogue"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, regions: h1}"),
+         "viewers.flash_crowds[0].regions: 'h1' (must be a non-empty list of helper names, "
+         "or null for all)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, regions: []}"),
+         "viewers.flash_crowds[0].regions: [] (must be a non-empty list"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, regions: [h1, 3]}"),
+         "viewers.flash_crowds[0].regions[1]: 3 (must be a helper name)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, regions: [h1, h1]}"),
+         "viewers.flash_crowds[0].regions[1]: 'h1' (appears twice)"),
+        (crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001}, "
+               "{at_s: 1, duration_s: 5, rate: 1, video: vod-1}"),
+         "viewers.flash_crowds[1].video: 'vod-1' (not in the catalogue"),
+    ],
+)
+def test_bad_flash_crowds_name_file_key_and_value(text: str, expected: str) -> None:
+    msg = error_of(text)
+    assert msg.startswith(f"{SRC}: {expected}"), msg
+
+
+def test_flash_crowd_regions_must_be_helpers_of_the_topology() -> None:
+    text = crowd("{at_s: 1, duration_s: 5, rate: 1, video: vod-0001}, "
+                 "{at_s: 1, duration_s: 5, rate: 1, video: vod-0001, regions: [h2, v1]}")
+    s = loads_scenario(textwrap.dedent(text), SRC)  # parses: the topology is not built yet
+    with pytest.raises(ScenarioError) as err:
+        s.build_spec()
+    assert str(err.value) == (f"{SRC}: viewers.flash_crowds[1].regions[1]: 'v1' (not a helper "
+                              "of the topology: h1, h2)")
+    assert scenario(CROWDS).build_spec() is not None
