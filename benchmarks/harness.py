@@ -29,7 +29,7 @@ TINY = {"topology.params.regions": 2, "topology.params.helpers_per_region": 1}
 
 def one(overrides: dict) -> dict:
     sc = load_scenario(ROOT / "experiments" / "default.yaml").with_overrides(
-        {"duration_s": PLAY_S, **overrides})
+        {"duration_s": PLAY_S, "warmup_s": 0, **overrides})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
         result = run_scenario(sc, Path(tmp) / "run", say=lambda m: None)

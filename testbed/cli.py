@@ -389,11 +389,14 @@ def _run_collection(what: str, collection, out: Path, mode: Optional[str],
 
 
 #: The printed comparison's metrics after the axes, with their short headings.
-COMPARISON = {"hit_ratio": "hit ratio", "byte_offload": "byte offload",
-              "origin_per_viewer_byte": "origin/viewer B", "startup_p95_s": "startup p95 s",
-              "never_started": "never started", "rebuffer_ratio": "rebuffer",
-              "prefetch_waste": "push waste", "push_ratio": "push ratio",
-              "overhead_ratio": "overhead", "cpu_idle_mean": "CPU idle"}
+COMPARISON = {"hit_ratio": "edge hit ratio", "byte_offload": "byte offload",
+              "origin_per_viewer_byte": "origin B / viewer B",
+              "origin_peak_mbit": "origin peak Mbit/s", "startup_p50_s": "start-up p50 s",
+              "startup_p95_s": "start-up p95 s", "never_started": "never started",
+              "abandoned_at_start": "abandoned at start", "rebuffer_ratio": "rebuffer ratio",
+              "prefetch_waste": "push waste", "push_ratio": "push B / viewer B",
+              "overhead_ratio": "control B / viewer B", "sessions": "sessions",
+              "cpu_idle_min": "CPU idle min"}
 #: The line printed after each run: (summary column, label, format).
 RUN_LINE = (("hit_ratio", "hit ratio", "{:.3f}"), ("byte_offload", "byte offload", "{:.3f}"),
             ("startup_p95_s", "startup p95", "{:.2f} s"))
@@ -463,18 +466,26 @@ def _comparison_table(points, axes: list[str], title: str) -> None:
     from rich.table import Table
 
     heads, rows, line = comparison_cells(points, axes)
+    # one column per policy (or point), one row per metric: six policies fit a terminal,
+    # fifteen metrics side by side would not
+    ids = heads.index("seeds") + 1 if "seeds" in heads else len(
+        [h for h in heads if h == "point" or h in axes])
     t = Table(title=title)
-    for i, h in enumerate(heads):  # "mean ± ci" stays on one line; headings wrap instead
-        t.add_column(h, justify="right", no_wrap=any(" ± " in r[i] for r in rows))
+    t.add_column("", justify="left", no_wrap=True)
     for row in rows:
-        t.add_row(*row)
+        label = [*row[:ids]]
+        if "seeds" in heads:
+            label[-1] = f"{label[-1]} seeds"
+        t.add_column("\n".join(label), justify="right", no_wrap=True)
+    for i, h in enumerate(heads[ids:], start=ids):
+        t.add_row(h, *(row[i] for row in rows))
     console.print(t)
     console.print(line, highlight=False)
 
 
 @app.command()
 def compare(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML file."),
-            policies: str = typer.Option("tree,mesh-pull,popularity,predictive,oracle",
+            policies: str = typer.Option("tree,mesh-pull,playhead,popularity,predictive,oracle",
                                          help="Comma-separated policies to run side by side."),
             out: Optional[Path] = typer.Option(None, help="Directory (default runs/compare-...)."),
             seed: Optional[int] = typer.Option(None, help="Override the scenario's seed."),

@@ -73,7 +73,7 @@ CONTENT_KEYS = ("videos", "live_channels", "duration_s", "live_duration_s", "bit
 DELIVERY_KEYS = ("cache_mb", "eviction", "mesh_degree", "mesh_pull", "prefetch",
                  "prefetch_interval_s", "push_budget_kbps", "pingback_interval_s",
                  "pingback_probes", "tiers", "fanout", "neighbour_interval_s", "push_source",
-                 "push_priority", "push_reserve")
+                 "push_priority", "push_reserve", "prefetch_params")
 VIEWERS_KEYS = ("model", "per_host", "startup_buffer_s", "max_buffer_s", "zipf_s", "pause_prob",
                 "seek_prob", "abandon_prob", "live_share", "mean_gap_s", "arrival_rate",
                 "regional_skew", "trace", "flash_crowds")
@@ -265,6 +265,10 @@ class DeliveryConfig:
     mesh_degree: int = 2  # mesh neighbours per helper
     mesh_pull: bool = False  # on a miss, ask mesh neighbours before the tree
     prefetch: str = "next-segments"  # policy spec "name[,key=value...]"; "none": off
+    #: parameters a ``policy:`` preset gives the prefetch policy it selects, per policy
+    #: name, e.g. ``{popularity: {horizon_s: 30}}`` (tuned values that travel with the
+    #: scenario whichever policy a comparison runs)
+    prefetch_params: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     prefetch_interval_s: float = 1.0
     push_budget_kbps: float = 2000.0  # prefetch pushes the master may send, per second
     pingback_interval_s: float = 5.0
@@ -776,6 +780,7 @@ def _parse_delivery(c: _Checker, data: Any) -> DeliveryConfig:
         mesh_degree=c.integer(get("mesh_degree"), "delivery.mesh_degree", 0),
         mesh_pull=c.flag(get("mesh_pull"), "delivery.mesh_pull"),
         prefetch=prefetch,
+        prefetch_params=_parse_prefetch_params(c, get("prefetch_params")),
         prefetch_interval_s=positive("prefetch_interval_s"),
         push_budget_kbps=c.number(get("push_budget_kbps"), "delivery.push_budget_kbps", 0),
         pingback_interval_s=positive("pingback_interval_s"),
@@ -788,6 +793,36 @@ def _parse_delivery(c: _Checker, data: Any) -> DeliveryConfig:
                                PUSH_PRIORITIES),
         push_reserve=_parse_reserve(c, get("push_reserve")),
     )
+
+
+def _parse_prefetch_params(c: _Checker, value: Any) -> Mapping[str, Mapping[str, float]]:
+    path = "delivery.prefetch_params"
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise c.fail(path, value, "must map a prefetch policy name to its parameters")
+    out = {}
+    for name, params in value.items():
+        where = f"{path}.{name}"
+        if name not in PREFETCH_POLICIES:
+            raise c.fail(where, name, f"unknown policy, expected one of "
+                                      f"{', '.join(PREFETCH_POLICIES)}")
+        if not isinstance(params, Mapping):
+            raise c.fail(where, params, "must map parameter names to numbers")
+        got = {str(k): c.number(v, f"{where}.{k}", 0) for k, v in params.items()}
+        from testbed.core.prefetch import PrefetchError, make_policy  # lazily, as above
+
+        try:
+            make_policy(_with_params(name, got))
+        except PrefetchError as exc:
+            raise c.fail(where, dict(params), str(exc)) from None
+        out[name] = got
+    return out
+
+
+def _with_params(name: str, params: Mapping[str, float]) -> str:
+    """``"popularity"`` and ``{horizon_s: 30}`` -> ``"popularity,horizon_s=30"``."""
+    return ",".join([name, *(f"{k}={v:g}" for k, v in params.items())])
 
 
 def _parse_reserve(c: _Checker, value: Any) -> float | None:
@@ -1032,8 +1067,11 @@ def _policy_and_delivery(c: _Checker, body: Mapping[str, Any]) -> dict[str, Any]
     preset = POLICIES[policy]
     if "mesh_degree" not in preset and given.mesh_degree == 0:
         raise c.fail("policy", policy, "needs a mesh, but delivery.mesh_degree is 0")
-    return {"delivery": dataclasses.replace(given, **preset), "policy": policy,
-            "given_delivery": given}
+    applied = dataclasses.replace(given, **preset)
+    params = given.prefetch_params.get(applied.prefetch)
+    if params:
+        applied = dataclasses.replace(applied, prefetch=_with_params(applied.prefetch, params))
+    return {"delivery": applied, "policy": policy, "given_delivery": given}
 
 
 # ------------------------------------------------------------------ loading

@@ -471,6 +471,21 @@ def byte_hops(links: pd.DataFrame | None, viewer_bytes: float) -> dict:
     return {"byte_hops": int(total), "byte_hops_per_viewer_byte": _ratio(total, viewer_bytes)}
 
 
+def origin_wire(links: pd.DataFrame | None, master: str | None, viewer_bytes: float) -> dict:
+    """What the master's own links carried away from it, as the switches counted it (wire
+    bytes: headers and retransmissions included): the cross-check of ``origin_bytes``,
+    which counts what the master's daemon sent.  NaN without a links table or a master."""
+    nan = {"origin_wire_bytes": math.nan, "origin_wire_per_viewer_byte": math.nan}
+    if links is None or not len(links) or not master:
+        return nan
+    out = pd.to_numeric(links.loc[links["a"] == master, "bytes_ab"], errors="coerce").sum() + \
+        pd.to_numeric(links.loc[links["b"] == master, "bytes_ba"], errors="coerce").sum()
+    if not ((links["a"] == master) | (links["b"] == master)).any():
+        return nan
+    return {"origin_wire_bytes": int(out),
+            "origin_wire_per_viewer_byte": _ratio(float(out), viewer_bytes)}
+
+
 # ------------------------------------------------------------------------ summary
 
 def _sessions(viewers: pd.DataFrame) -> dict:

@@ -1,10 +1,13 @@
 """Pingback: round-trip samples -> broadcast timing index -> tiers -> routing tables.
 
 The master probes every helper; :class:`TimingIndex` keeps a robust latency per helper (the
-median of the last few samples, so one delayed probe does not move a helper) and forgets
-helpers that stop answering.  :func:`assign_tiers` groups the helpers into tiers, centre
-(near the master) to edge; :func:`build_routing_tables` hangs every tier under the one
-nearer the master, giving each helper a parent, its children and its chain of ancestors.
+smallest of the last few samples: queueing on a busy path only ever adds to a round trip,
+so neither one delayed probe nor a link kept full by viewers' traffic moves a helper to
+another tier; the minimum is the path's own latency, as LEDBAT's base delay or BBR's
+minimum RTT) and forgets helpers that stop answering.  :func:`assign_tiers` groups the
+helpers into tiers, centre (near the master) to edge; :func:`build_routing_tables` hangs
+every tier under the one nearer the master, giving each helper a parent, its children and
+its chain of ancestors.
 :class:`Pingback` is the master's decision logic: it rebuilds the tables only when the
 index changed enough to matter (:func:`significant_change`), so measurement noise never
 makes the tree flap.
@@ -19,7 +22,6 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,7 +58,8 @@ def _check_name(what: str, name: object) -> str:
 class TimingIndex:
     """Per-helper round-trip latency from probe samples, with staleness and timeouts.
 
-    window: samples kept per helper (the latency is their median).  stale_after_s: a
+    window: samples kept per helper (the latency is their minimum: a change of the path
+    itself shows once the older samples have left the window).  stale_after_s: a
     helper whose last answered probe is older than this leaves the index.  max_timeouts:
     that many timeouts in a row (no answer in between) also take it out, at once, so a
     dead helper is noticed within a probe round rather than after ``stale_after_s``.
@@ -78,7 +81,7 @@ class TimingIndex:
         self._samples: dict[str, deque[float]] = {}
         self._last_ok: dict[str, float] = {}
         self._timeouts: dict[str, int] = {}
-        self._latency: dict[str, float] = {}   # cached median
+        self._latency: dict[str, float] = {}   # cached minimum
 
     def add_sample(self, helper: str, rtt_ms: float, now: float) -> None:
         """One answered probe: ``rtt_ms`` measured at ``now``."""
@@ -90,7 +93,7 @@ class TimingIndex:
         if samples is None:
             samples = self._samples[helper] = deque(maxlen=self.window)
         samples.append(float(rtt_ms))
-        self._latency[helper] = statistics.median(samples)
+        self._latency[helper] = min(samples)
         self._last_ok[helper] = now
         self._timeouts[helper] = 0
 
@@ -105,7 +108,7 @@ class TimingIndex:
             table.pop(helper, None)
 
     def latency(self, helper: str) -> Optional[float]:
-        """Median of the last ``window`` samples (None if never answered), fresh or not."""
+        """Minimum of the last ``window`` samples (None if never answered), fresh or not."""
         return self._latency.get(helper)
 
     def samples(self, helper: str) -> int:

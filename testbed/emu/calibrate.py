@@ -84,6 +84,7 @@ class CpuSampler:
     def __init__(self, period: float = 1.0):
         self.period = period
         self.samples: list[float] = []
+        self.times: list[float] = []  # wall-clock end of each sample's second
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -92,6 +93,7 @@ class CpuSampler:
         while not self._stop.wait(self.period):
             now = cpu_times()
             self.samples.append(M.idle_fraction(last, now))
+            self.times.append(time.time())
             last = now
 
     def __enter__(self) -> CpuSampler:

@@ -17,6 +17,7 @@ import networkx as nx
 import pandas as pd
 
 from testbed.core import metrics
+from testbed.core.spec import MASTER
 
 
 def read_logs(out: Path) -> list[dict]:
@@ -225,6 +226,9 @@ def write_results(out: Path, more: dict | None = None, *, end_at: float | None =
         (out / "topology.json").write_text(json.dumps(topology_view(spec, records), indent=1))
     row = dict(tables["overall"].to_dict("records")[0])  # each column keeps its type
     row.update(metrics.byte_hops(links, row["bytes_to_viewers"]))
+    masters = [n for n, r in (spec.nodes(data="role") if spec is not None else ()) if r == MASTER]
+    row.update(metrics.origin_wire(links, masters[0] if masters else None,
+                                   row["bytes_to_viewers"]))
     row.update(extras(records, warmup_s))
     row.update(metrics.prefetch_outcome(rows["copies"], end_at, settle_s))
     row.update(more or {})

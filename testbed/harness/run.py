@@ -437,6 +437,10 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     timings = {**dep.timings, "play_s": round(played_s, 3), "teardown_s": round(teardown_s, 3),
                "total_s": round(time.monotonic() - t_start, 3)}
     verdict = judge_cpu(cpu.samples)
+    (dep.out / "tables").mkdir(exist_ok=True)
+    with open(dep.out / "tables" / "cpu.csv", "w") as f:  # CPU idle, second by second
+        f.write("at,idle\n")
+        f.writelines(f"{t - dep.t0:.3f},{idle:.4f}\n" for t, idle in zip(cpu.times, cpu.samples))
     before = counted.get("before", {})
     moved = {n: (after[n][0] - before[n][0], after[n][1] - before[n][1])
              for n in after if n in before}

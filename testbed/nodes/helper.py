@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import statistics
 import time
 from collections import deque
@@ -308,22 +309,70 @@ class Helper:
         return await asyncio.shield(fut)
 
     async def _fetch(self, key: tuple[str, int], version: int) -> tuple[bytes, int, str, str]:
-        video, index = key
+        """Mesh neighbours first (all at once), the tree when none has it; a neighbour that
+        is slow to say (behind a busy link) does not hold the viewer up: after a short
+        hedge the tree fetch starts too, and the first good answer wins."""
+        asks = []
         if self.mesh_pull:
-            for peer in self.selector.neighbours:
-                got = await self._ask(peer, self.cfg.helpers[peer], "/peer-fetch", key, version,
-                                      "mesh", timeout=2.0)
-                if got is not None:
-                    data, ver, _ = got  # a neighbour answers from its cache only
-                    self.cache.put(key, ver, data, "mesh", self.now())
-                    return data, ver, "mesh", "cache"
+            asks = [asyncio.get_running_loop().create_task(self._ask(
+                peer, self.cfg.helpers[peer], "/peer-fetch", key, version, "mesh", timeout=2.0))
+                for peer in self.pull_peers()]
+        tree: asyncio.Task | None = None
+        if not asks:
+            tree = asyncio.get_running_loop().create_task(self._from_tree(key, version))
+        try:
+            pending = set(asks)
+            hedge = asyncio.get_running_loop().time() + self.hedge_s()
+            while pending or tree is not None:
+                wait = None if tree is not None else max(
+                    0.0, hedge - asyncio.get_running_loop().time())
+                done, pending = await asyncio.wait(
+                    pending | ({tree} if tree else set()), timeout=wait,
+                    return_when=asyncio.FIRST_COMPLETED)
+                if tree is not None and tree in done:
+                    return tree.result()
+                pending.discard(tree)
+                for t in done:
+                    got = t.result()
+                    if got is not None:
+                        data, ver, _ = got  # a neighbour answers from its cache only
+                        self.cache.put(key, ver, data, "mesh", self.now())
+                        return data, ver, "mesh", "cache"
+                if tree is None and (not pending or
+                                     asyncio.get_running_loop().time() >= hedge):
+                    tree = asyncio.get_running_loop().create_task(self._from_tree(key, version))
+            raise FetchFailed(f"{key[0]}/{key[1]}: no ancestor answered")
+        finally:
+            for t in (*asks, *([tree] if tree else [])):
+                if not t.done():
+                    t.cancel()
+
+    def pull_peers(self) -> list[str]:
+        """The neighbours worth asking on a miss: not up the tree (the tree fetch asks
+        those anyway) and nearer than the parent (a neighbour behind the same far link as
+        the parent only doubles what crosses it)."""
+        up = {name for name, _ in self.ancestors()}
+        parent = self.ancestors()[0][0]
+        limit = min(self.peer_rtt[parent]) if self.peer_rtt.get(parent) else math.inf
+        return [p for p in self.selector.neighbours if p not in up
+                and (min(self.peer_rtt[p]) if self.peer_rtt.get(p) else math.inf) < limit]
+
+    def hedge_s(self) -> float:
+        """How long mesh neighbours get before the tree is asked too: twice the slowest
+        neighbour's round trip, within 50-300 ms."""
+        rtts = [statistics.median(self.peer_rtt[p]) for p in self.pull_peers()
+                if self.peer_rtt.get(p)]
+        return min(0.3, max(0.05, 2 * max(rtts, default=100.0) / 1000))
+
+    async def _from_tree(self, key: tuple[str, int], version: int
+                         ) -> tuple[bytes, int, str, str]:
         for name, ip in self.ancestors():
             got = await self._ask(name, ip, "/fetch", key, version, "tree")
             if got is not None:
                 data, ver, root = got
                 self.cache.put(key, ver, data, "tree", self.now())
                 return data, ver, "tree", root
-        raise FetchFailed(f"{video}/{index}: no ancestor answered")
+        raise FetchFailed(f"{key[0]}/{key[1]}: no ancestor answered")
 
     async def _ask(self, name: str, ip: str, path: str, key: tuple[str, int], version: int,
                    cls: str, timeout: float = 8.0) -> tuple[bytes, int, str] | None:

@@ -232,13 +232,13 @@ def seeded_points() -> pd.DataFrame:
 
 def test_table_over_seeds_shows_mean_ci_and_the_seeds():
     heads, rows, line = cli.comparison_cells(seeded_points(), ["seed", "policy"])
-    assert heads[:4] == ["policy", "seeds", "hit ratio", "byte offload"]
+    assert heads[:4] == ["policy", "seeds", "edge hit ratio", "byte offload"]
     assert heads[-2:] == ["fidelity", "CPU-trusted"]
     tree, pred = (dict(zip(heads, r)) for r in rows)
     ci = stats.t975(2) * 0.01 / 3 ** 0.5  # tree: 0.11, 0.12, 0.13 -> sd 0.01
-    assert tree["seeds"] == "3" and tree["hit ratio"] == f"0.12 ± {ci:.2g}"  # CI: 2 digits
-    assert pred["seeds"] == "2" and pred["hit ratio"].startswith("0.415 ± ")
-    assert "origin/viewer B" not in heads  # no run has the column (older runs): left out
+    assert tree["seeds"] == "3" and tree["edge hit ratio"] == f"0.12 ± {ci:.2g}"  # CI: 2 digits
+    assert pred["seeds"] == "2" and pred["edge hit ratio"].startswith("0.415 ± ")
+    assert "origin B / viewer B" not in heads  # no run has the column (older runs): left out
     assert (tree["fidelity"], tree["CPU-trusted"]) == ("27/75", "0/3")
     assert (pred["fidelity"], pred["CPU-trusted"]) == ("18/50", "0/2")
     assert line == "fidelity: 27/75 rows within tolerance (3 networks); CPU-trusted: 0/5 runs"
@@ -248,7 +248,7 @@ def test_table_of_one_seed_shows_the_values_as_they_are():
     points = seeded_points()
     points = points[points["seed"] == 1].drop(columns="seed")
     heads, rows, line = cli.comparison_cells(points, ["policy"])
-    assert heads[:3] == ["point", "policy", "hit ratio"]
+    assert heads[:3] == ["point", "policy", "edge hit ratio"]
     assert [r[:3] for r in rows] == [["p00", "tree", "0.11"], ["p01", "predictive", "0.41"]]
     assert [r[-2:] for r in rows] == [["9/25", "0/1"], ["9/25", "0/1"]]
     assert line == "fidelity: 9/25 rows within tolerance; CPU-trusted: 0/2 runs"  # one network
@@ -270,9 +270,9 @@ def test_a_metric_some_runs_lack_shows_a_dash():
     points["origin_per_viewer_byte"] = [0.3, None, 0.5, None, 0.4, None]
     heads, rows, _ = cli.comparison_cells(points, ["seed", "policy"])
     tree, pred = (dict(zip(heads, r)) for r in rows)
-    assert tree["origin/viewer B"].startswith("0.4 ± ") and pred["origin/viewer B"] == "—"
+    assert tree["origin B / viewer B"].startswith("0.4 ± ") and pred["origin B / viewer B"] == "—"
     one = points[points["seed"] == 1].drop(columns="seed")
     heads, rows, _ = cli.comparison_cells(one, ["policy"])
-    assert [dict(zip(heads, r))["origin/viewer B"] for r in rows] == ["0.3", "—"]
+    assert [dict(zip(heads, r))["origin B / viewer B"] for r in rows] == ["0.3", "—"]
     assert cli._run_line({"hit_ratio": 0.5}) == ("hit ratio 0.500, byte offload —, "
                                                  "startup p95 —")

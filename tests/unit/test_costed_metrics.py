@@ -442,3 +442,15 @@ def test_write_results_of_an_empty_run(tmp_path):
               "push_ratio", "overhead_ratio", "startup_p95_s", "prefetch_precision"):
         assert math.isnan(row[c]), c
     assert set(M.OVERALL_COLUMNS) <= set(pd.read_csv(tmp_path / "summary.csv").columns)
+
+
+def test_origin_wire_bytes_are_what_the_master_s_links_carried_away_from_it():
+    links = pd.DataFrame([
+        {"a": "s1", "b": "m1", "bytes_ab": 100, "bytes_ba": 5_000},   # s1 -> m1, m1 -> s1
+        {"a": "m1", "b": "s9", "bytes_ab": 700, "bytes_ba": 1},
+        {"a": "s1", "b": "s2", "bytes_ab": 9_999, "bytes_ba": 9_999},
+    ])
+    got = M.origin_wire(links, "m1", 2_850)
+    assert got == {"origin_wire_bytes": 5_700, "origin_wire_per_viewer_byte": 2.0}
+    assert math.isnan(M.origin_wire(links, "m9", 1)["origin_wire_bytes"])
+    assert math.isnan(M.origin_wire(None, "m1", 1)["origin_wire_per_viewer_byte"])

@@ -147,3 +147,31 @@ def test_delivery_dict_gives_the_effective_settings(policy):
     assert {k: d[k] for k in GIVEN} == EFFECTIVE[policy]
     assert d["cache_mb"] == 6 and d["tiers"] == [10.0, 50.0]  # plain data: a list
     assert set(d) == set(sc.to_dict()["delivery"])
+
+
+def tuned(params: str) -> str:
+    """BASE with ``delivery.prefetch_params`` set."""
+    return textwrap.dedent(BASE).replace("tiers: [10, 50]}",
+                                         f"tiers: [10, 50], prefetch_params: {params}}}")
+
+
+def test_tuned_parameters_travel_with_the_policy_that_uses_them():
+    params = "{popularity: {horizon_s: 30, min_expected: 0.2}, predictive: {min_expected: 0.4}}"
+    sc = loads_scenario(tuned(params) + "policy: popularity\n", SRC)
+    assert sc.delivery.prefetch == "popularity,horizon_s=30,min_expected=0.2"
+    assert sc.delivery.prefetch_policy == "popularity"
+    assert sc.with_overrides({"policy": "predictive"}).delivery.prefetch == \
+        "predictive,min_expected=0.4"
+    assert sc.with_overrides({"policy": "oracle"}).delivery.prefetch == "oracle"
+    assert sc.with_overrides({"policy": "tree"}).delivery.prefetch == "none"
+    assert parse_scenario(sc.to_dict(), SRC).delivery == sc.delivery
+
+
+@pytest.mark.parametrize("params, message", [
+    ("{psychic: {x: 1}}", "delivery.prefetch_params.psychic: 'psychic' (unknown policy"),
+    ("{popularity: {horizon_s: 0.1}}", "popularity horizon_s must be a number of seconds"),
+    ("{predictive: {lookahead: 2}}", "unknown parameter 'lookahead'"),
+    ("{predictive: 3}", "must map parameter names to numbers"),
+])
+def test_bad_tuned_parameters_are_one_line(params, message):
+    assert message in error_of(tuned(params))

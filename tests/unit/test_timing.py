@@ -24,15 +24,27 @@ from testbed.core.timing import (
 # --------------------------------------------------------------------------- timing index
 
 
-def test_latency_is_the_median_of_the_window() -> None:
+def test_latency_is_the_minimum_of_the_window() -> None:
     idx = TimingIndex(window=3)
-    for v in (10.0, 500.0, 12.0):      # one delayed probe does not move the helper
+    for v in (10.0, 500.0, 12.0):      # a probe delayed by a queue does not move the helper
         idx.add_sample("h1", v, 0.0)
+    assert idx.latency("h1") == 10.0
+    idx.add_sample("h1", 14.0, 1.0)    # 10 falls out of the window: min of 500, 12, 14
     assert idx.latency("h1") == 12.0
-    idx.add_sample("h1", 14.0, 1.0)    # 10 falls out of the window: median of 500, 12, 14
-    assert idx.latency("h1") == 14.0
     assert idx.samples("h1") == 3
     assert idx.latency("nobody") is None
+
+
+def test_a_busy_path_keeps_its_tier_while_a_longer_path_moves_within_a_window() -> None:
+    idx = TimingIndex(window=9)
+    for i in range(9):  # a near helper behind a full queue: most probes wait 20-300 ms
+        idx.add_sample("near", 7.0 if i % 4 == 0 else 7.0 + 20.0 * i, float(i))
+    assert idx.latency("near") == 7.0
+    for i in range(9):
+        idx.add_sample("moved", 5.0, float(i))
+    for i in range(9):  # its link got 40 ms longer: once every sample is new, it shows
+        idx.add_sample("moved", 85.0 + i, 10.0 + i)
+    assert idx.latency("moved") == 85.0
 
 
 @pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, "5"])
