@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/pytest tests
 
 unit: setup
-	$(BIN)/pytest tests/unit tests/sim
+	$(BIN)/pytest tests/unit
 
 integration: setup
 	$(BIN)/pytest -m integration tests/integration

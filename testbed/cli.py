@@ -125,12 +125,26 @@ def down(run: Optional[str] = typer.Argument(None, help="Run id (default: every 
 
 
 @app.command()
-def clean() -> None:
+def clean(force: bool = typer.Option(False, "--force",
+                                      help="Clean even while a testbed network is running.")
+          ) -> None:
     """Remove every process, bridge and interface any testbed run left behind."""
     _require_root("testbed clean")
-    from testbed.emu import residue
+    from testbed.emu import netlock, residue
 
-    report = residue.clean(None)
+    locked = False
+    try:
+        netlock.acquire("clean", timeout_s=0, say=lambda m: None)
+        locked = True  # no network can start while we clean
+    except netlock.NetworkBusy:
+        if not force:
+            _fail(f"a testbed network is running ({netlock.holder() or 'holder unknown'}); "
+                  "cleaning now would break it: stop it first, or pass --force")
+    try:
+        report = residue.clean(None)
+    finally:
+        if locked:
+            netlock.release()
     console.print(
         f"removed {len(report['processes'])} processes, {len(report['bridges'])} bridges, "
         f"{len(report['links'])} interfaces, {len(report['states'])} run records"

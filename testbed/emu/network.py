@@ -25,7 +25,7 @@ from mininet.net import Mininet
 from mininet.node import Host, OVSSwitch, RemoteController
 
 from testbed.core import spec as S
-from testbed.emu import residue, tc
+from testbed.emu import netlock, residue, tc
 from testbed.emu.controller import ControllerProcess, free_port
 from testbed.emu.kernel import has_ovs_module, resolve_link_mode
 from testbed.emu.links import EmuIntf, EmuLink
@@ -110,6 +110,7 @@ class TestbedNetwork:
         self.timings: dict[str, float] = {}
         self.api_port: int | None = None
         self._saved_label: str | None = None
+        self._locked = False
 
     # -- life cycle -------------------------------------------------------------------
     def __enter__(self) -> TestbedNetwork:
@@ -125,6 +126,8 @@ class TestbedNetwork:
 
     def start(self) -> None:
         t0 = time.monotonic()
+        netlock.acquire(f"run {self.run_id}")  # one network per machine: names are global
+        self._locked = True
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ensure_ovs_running()
         self.mode = resolve_link_mode(self.requested_mode)
@@ -172,6 +175,9 @@ class TestbedNetwork:
             os.environ.pop(residue.LABEL_ENV, None)
         else:
             os.environ[residue.LABEL_ENV] = self._saved_label
+        if self._locked:
+            self._locked = False
+            netlock.release()
         self.timings["stop_s"] = time.monotonic() - t0
 
     # -- building ---------------------------------------------------------------------

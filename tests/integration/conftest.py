@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.emu import residue
+from testbed.emu import netlock, residue
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,14 +33,15 @@ def no_residue(request):
     tests that need none)."""
     if os.geteuid() != 0:
         pytest.fail("needs root (Mininet, Open vSwitch): run `sudo make test`, or `make unit`")
-    before = residue.Snapshot.take()
-    yield
-    left = residue.Snapshot.take().minus(before)
-    if any(left.values()):
-        after = residue.Snapshot.take()
-        for run in {after.pids[p] for p in left["pids"] if p in after.pids}:
-            residue.clean(run)  # only the runs that this test started
-        pytest.fail(f"residue after {request.node.name}: {left}")
+    with netlock.network_lock(f"test {request.node.name}"):  # no other network meanwhile
+        before = residue.Snapshot.take()
+        yield
+        left = residue.Snapshot.take().minus(before)
+        if any(left.values()):
+            after = residue.Snapshot.take()
+            for run in {after.pids[p] for p in left["pids"] if p in after.pids}:
+                residue.clean(run)  # only the runs that this test started
+            pytest.fail(f"residue after {request.node.name}: {left}")
 
 
 @pytest.fixture
