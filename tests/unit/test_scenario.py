@@ -451,7 +451,7 @@ def test_warmup_defaults_to_zero_round_trips_and_must_end_before_the_run() -> No
 
 def test_default_scenario_delivery_settings() -> None:
     s = load_scenario(EXPERIMENTS / "default.yaml")
-    assert s.duration_s == 120.0 and s.policy == "predictive"
+    assert s.duration_s == 90.0 and s.policy == "predictive"
     assert s.content == ContentConfig()
     assert s.given_delivery == DeliveryConfig(cache_mb=64, push_budget_kbps=6000)
     assert s.delivery == DeliveryConfig(cache_mb=64, push_budget_kbps=6000, mesh_pull=True,
