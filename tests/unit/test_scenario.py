@@ -453,9 +453,11 @@ def test_default_scenario_delivery_settings() -> None:
     s = load_scenario(EXPERIMENTS / "default.yaml")
     assert s.duration_s == 90.0 and s.policy == "predictive"
     assert s.content == ContentConfig()
-    assert s.given_delivery == DeliveryConfig(cache_mb=64, push_budget_kbps=6000)
+    assert s.given_delivery == DeliveryConfig(
+        cache_mb=64, push_budget_kbps=6000, prefetch_params={"popularity": {"horizon_s": 60.0}})
     assert s.delivery == DeliveryConfig(cache_mb=64, push_budget_kbps=6000, mesh_pull=True,
-                                        prefetch="predictive")
+                                        prefetch="predictive",
+                                        prefetch_params={"popularity": {"horizon_s": 60.0}})
     assert s.viewers == ViewersConfig(model="workload", arrival_rate=0.08, per_host=6)
     assert len(hosts(s.build_spec(), [VIEWER])) * s.viewers.per_host == 24
     assert s.engine == EngineSection()
