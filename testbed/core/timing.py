@@ -10,7 +10,12 @@ every tier under the one nearer the master, giving each helper a parent, its chi
 its chain of ancestors.
 :class:`Pingback` is the master's decision logic: it rebuilds the tables only when the
 index changed enough to matter (:func:`significant_change`), so measurement noise never
-makes the tree flap.
+makes the tree flap, and it believes changes of tier differently: a helper that measured
+nearer is nearer (a round trip cannot be shorter than its path), so it moves towards the
+centre at once; any other move (outwards, or inwards only because others measured farther
+and the natural breaks shifted) happens only when the same move comes out of
+``confirm_rounds`` rounds in a row (hysteresis), so a stalled probe, a few seconds of a
+starved link emulator or a burst of queueing on a full far link never re-tier a helper.
 
 Everything is pure: time comes in as ``now`` (seconds), latencies in milliseconds.  Names
 sort naturally (``h2`` before ``h10``) wherever a tie has to be broken, so results depend
@@ -405,13 +410,17 @@ class Pingback:
     significantly (:func:`significant_change` with ``rel``/``abs_ms``) from the latencies
     the current tables were built from, so slow drift is caught but noise is not.
     Neighbour reports (:meth:`report_neighbours`) feed ``pair_latency`` at the next build.
+    A rebuild that would move a known helper to another tier waits until the same moves
+    have come out of ``confirm_rounds`` calls of :meth:`recompute` in a row (one call a
+    pingback round), unless the helper moves nearer because its own latency fell
+    significantly; helpers joining or leaving rebuild at once.
     """
 
     def __init__(self, master: str, tier_count: Optional[int] = None,
                  bands_ms: Optional[Sequence[float]] = None, fanout: Optional[int] = None,
                  min_samples: int = 3, *, window: int = 9, stale_after_s: float = 60.0,
                  max_timeouts: int = 3, rel: float = 0.25, abs_ms: float = 2.0,
-                 version: int = 0) -> None:
+                 confirm_rounds: int = 3, version: int = 0) -> None:
         _check_name("master", master)
         if tier_count is not None and bands_ms is not None:
             raise TimingError("Pingback: give at most one of tier_count and bands_ms")
@@ -420,6 +429,9 @@ class Pingback:
         if isinstance(min_samples, bool) or not isinstance(min_samples, int) \
                 or min_samples < 1:
             raise TimingError(f"min_samples: {min_samples!r} (must be an int >= 1)")
+        if isinstance(confirm_rounds, bool) or not isinstance(confirm_rounds, int) \
+                or confirm_rounds < 1:
+            raise TimingError(f"confirm_rounds: {confirm_rounds!r} (must be an int >= 1)")
         if min_samples > window:
             raise TimingError(f"min_samples: {min_samples} exceeds window {window}")
         assign_tiers({}, tier_count=tier_count,
@@ -438,6 +450,9 @@ class Pingback:
         self.min_samples = min_samples
         self.rel = rel
         self.abs_ms = abs_ms
+        self.confirm_rounds = confirm_rounds
+        self._doubtful: Optional[dict[str, int]] = None  # tier moves seen, not yet believed
+        self._doubtful_rounds = 0
         self.index = TimingIndex(window, stale_after_s, max_timeouts=max_timeouts)
         self._version = version
         self._tables: dict[str, RoutingTable] = {}
@@ -459,6 +474,11 @@ class Pingback:
     def version(self) -> int:
         """Version of the current tables (the initial ``version``, 0, before any)."""
         return self._version
+
+    @property
+    def pending_moves(self) -> dict[str, int]:
+        """Tier moves seen but not yet believed (helper -> new tier)."""
+        return dict(self._doubtful or {})
 
     @property
     def basis(self) -> dict[str, float]:
@@ -499,12 +519,34 @@ class Pingback:
         if self._basis is None:
             if not force and (pending or not ready):
                 return None
-        elif not force and not significant_change(self._basis, ready, self.rel, self.abs_ms):
+        elif not force and not self._doubtful \
+                and not significant_change(self._basis, ready, self.rel, self.abs_ms):
             return None
         tiers = assign_tiers(ready, tier_count=self.tier_count, bands_ms=self.bands_ms)
+        basis = ready
+        if not force and self._basis is not None and ready.keys() == self._basis.keys():
+            old = self._basis
+            # believed at once: a helper moving nearer because it measured nearer
+            doubtful = {h: t for h, t in tiers.items() if t != self._tiers[h] and not (
+                t < self._tiers[h] and old[h] - ready[h] > max(self.rel * old[h], self.abs_ms))}
+            seen = self._doubtful_rounds + 1 if doubtful and doubtful == self._doubtful else 1
+            self._doubtful, self._doubtful_rounds = doubtful or None, seen if doubtful else 0
+            if doubtful and seen < self.confirm_rounds:
+                # not yet believed: these helpers keep their tier and the latency it was
+                # built from; anything else that changed goes ahead
+                tiers = {**tiers, **{h: self._tiers[h] for h in doubtful}}
+                basis = {**ready, **{h: old[h] for h in doubtful}}
+                if not significant_change(old, basis, self.rel, self.abs_ms):
+                    return None
+            elif doubtful:
+                self._doubtful, self._doubtful_rounds = None, 0
+            elif not significant_change(old, ready, self.rel, self.abs_ms):
+                return None  # a pending move came to nothing and nothing else changed
+        else:
+            self._doubtful, self._doubtful_rounds = None, 0
         self._version += 1
         self._tables = build_routing_tables(self.master, ready, tiers, self._version,
                                             self.fanout, self.pair_latency() or None)
         self._tiers = tiers
-        self._basis = ready
+        self._basis = basis
         return dict(self._tables)

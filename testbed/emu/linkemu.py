@@ -9,6 +9,18 @@ one heap ordered by departure time, and writes them to the other end on time
 receive timestamps, so the time a frame waits to be read does not add delay.
 The rate limit is not done here: htb on the nodes' interfaces does it.
 
+Edge cases, side by side with netem:
+- the delay line holds at most ``queue_pkts`` (1000 if unset) plus the link's
+  bandwidth-delay product in frames, netem's ``limit`` as this testbed renders it;
+  a frame arriving to a full line is dropped and counted (``overflow``);
+- jitter draws each frame's delay uniformly from ``delay ± jitter`` (netem's default
+  without a distribution table) but never reorders: a frame never leaves before the
+  one that arrived ahead of it, as netem behaves with a rate or a pfifo child;
+- after a stall of this process (the machine busy), frames whose time has passed leave
+  at once, back to back, as netem's do after a late timer; each such release is
+  counted (``overdue`` frames, ``bursts`` of two or more in one pass and the largest),
+  so a run can tell it happened instead of passing it off as the link's own delay.
+
 Run as ``python -m testbed.emu.linkemu CONFIG.json``; it writes ``ready`` to
 the ready file once every socket is bound, and its counters to the stats file
 when it stops (SIGTERM or SIGINT).
@@ -45,6 +57,8 @@ LATE_BUCKET_US = 10
 LATE_MIN_US = -1000  # send-time error histogram: -1..+9 ms in 10 us steps, clamped
 LATE_BUCKETS = 1000
 EARLY_MAX_NS = 300_000
+OVERDUE_NS = 1_000_000  # a frame sent over 1 ms after its time is overdue
+DEFAULT_LIMIT = 1000    # frames in one delay line when the link sets no queue (netem's)
 
 
 def open_relay_socket(ifname: str) -> socket.socket:
@@ -64,9 +78,11 @@ def open_relay_socket(ifname: str) -> socket.socket:
 class Lane:
     """One direction of one link: where frames come from and go to."""
 
-    __slots__ = ("name", "src", "dst", "model", "sent", "send_errors", "oversize", "late")
+    __slots__ = ("name", "src", "dst", "model", "sent", "send_errors", "oversize", "late",
+                 "limit", "queued", "overflow", "overdue", "bursts", "max_burst")
 
-    def __init__(self, name: str, src: socket.socket, dst: socket.socket, model: Direction):
+    def __init__(self, name: str, src: socket.socket, dst: socket.socket, model: Direction,
+                 limit: int | None = None):
         self.name = name
         self.src = src
         self.dst = dst
@@ -75,6 +91,12 @@ class Lane:
         self.send_errors = 0
         self.oversize = 0
         self.late = [0] * LATE_BUCKETS
+        self.limit = line_limit(model.params) if limit is None else limit
+        self.queued = 0     # frames in the delay line now
+        self.overflow = 0   # frames dropped because the line was full
+        self.overdue = 0    # frames sent more than OVERDUE_NS after their time
+        self.bursts = 0     # passes that sent two or more overdue frames back to back
+        self.max_burst = 0
 
     def report(self) -> dict:
         total = sum(self.late)
@@ -84,12 +106,25 @@ class Lane:
             "sent": self.sent,
             "send_errors": self.send_errors,
             "oversize": self.oversize,
+            "limit": self.limit,
+            "overflow": self.overflow,
+            "overdue": self.overdue,
+            "bursts": self.bursts,
+            "max_burst": self.max_burst,
             "lateness_us": {
                 "p50": _percentile(self.late, total, 0.50),
                 "p99": _percentile(self.late, total, 0.99),
                 "max_bucket": _max_bucket(self.late),
             },
         }
+
+
+def line_limit(params: LinkParams) -> int:
+    """Frames one delay line holds: the link's queue (netem's default without one) plus
+    the frames in flight at its rate and delay, the ``limit`` netem mode renders."""
+    from testbed.emu.tc import bdp_packets  # the one definition of the in-flight frames
+
+    return (params.queue_pkts or DEFAULT_LIMIT) + bdp_packets(params)
 
 
 def _bucket_us(i: int) -> float:
@@ -178,14 +213,13 @@ class Emulator:
             for lane in self.by_link.get(name, []):
                 try:
                     lane.model.params = lane.model.params.replace(**params)
+                    lane.limit = line_limit(lane.model.params)
                 except (TypeError, ValueError) as exc:
                     print(f"linkemu: link {name}: {exc}", file=sys.stderr, flush=True)
                     break
 
     def _read(self, lane: Lane) -> None:
         src = lane.src
-        model = lane.model
-        heap = self.heap
         for _ in range(BATCH):
             try:
                 data, anc, flags, addr = src.recvmsg(FRAME_MAX, ANC_SIZE)
@@ -203,18 +237,28 @@ class Emulator:
                     arrival = sec * 1_000_000_000 + nsec
             if not arrival:
                 arrival = time.time_ns()
-            departure = model.schedule(arrival, len(data))
-            if departure is None:
-                continue
-            self.seq += 1
-            heapq.heappush(heap, (departure, self.seq, lane, data))
+            self.admit(lane, arrival, data)
+
+    def admit(self, lane: Lane, arrival: int, data: bytes) -> None:
+        """Put one frame in its lane's delay line, unless the line is full or it is lost."""
+        if lane.queued >= lane.limit:
+            lane.overflow += 1
+            return
+        departure = lane.model.schedule(arrival, len(data))
+        if departure is None:
+            return
+        lane.queued += 1
+        self.seq += 1
+        heapq.heappush(self.heap, (departure, self.seq, lane, data))
 
     def _send_due(self) -> None:
         heap = self.heap
         early = self.early_ns
         now = time.time_ns()
+        run: dict[Lane, int] = {}  # overdue frames sent in this pass, per lane
         while heap and heap[0][0] <= now + early:
             departure, _, lane, data = heapq.heappop(heap)
+            lane.queued -= 1
             try:
                 lane.dst.send(data)
                 lane.sent += 1
@@ -222,7 +266,14 @@ class Emulator:
                 lane.send_errors += 1
             late = (now - departure - LATE_MIN_US * 1000) // (LATE_BUCKET_US * 1000)
             lane.late[min(max(late, 0), LATE_BUCKETS - 1)] += 1
+            if now - departure > OVERDUE_NS:
+                lane.overdue += 1
+                run[lane] = run.get(lane, 0) + 1
             now = time.time_ns()
+        for lane, n in run.items():
+            if n >= 2:
+                lane.bursts += 1
+                lane.max_burst = max(lane.max_burst, n)
 
     def run(self) -> None:
         by_fd = self.lanes

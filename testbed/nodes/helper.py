@@ -586,7 +586,9 @@ class Helper:
         if msg is None:
             return
         if msg.type in ("probe", "peer_probe"):
-            held = time.monotonic() - self.udp.arrival  # checking the probe took this long
+            # from the kernel receiving the probe to the reply leaving: this node's own
+            # scheduling and checking, which the prober takes out of its round trip
+            held = time.time() - self.udp.arrival
             reply = self.secure.encode("probe_reply", {"nonce": msg.body["nonce"],
                                                        "sent": msg.body["sent"],
                                                        "held": round(held, 6)})
@@ -594,7 +596,7 @@ class Helper:
             self.udp.send(reply, addr)
         elif msg.type == "probe_reply" and msg.sender in self.peer_rtt:
             held = float(msg.body.get("held", 0.0))
-            rtt = (self.clock.wall() - float(msg.body["sent"]) - held) * 1000
+            rtt = (self.udp.arrival - float(msg.body["sent"]) - held) * 1000
             if 0 <= rtt < 10_000:
                 self.peer_rtt[msg.sender].append(rtt)
 

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import networkx as nx
@@ -293,29 +294,36 @@ class Master:
         if sent is None or sent[0] != msg.sender:
             return
         held = float(msg.body.get("held", 0.0))
-        if not 0.0 <= held < 1.0:
-            held = 0.0
-        # from the probe leaving to the reply arriving, less the helper's own processing
+        # from the probe leaving to the kernel receiving the reply, less the helper's own
+        # time between receiving the probe and replying (both kernel-stamped, so neither
+        # end's event loop being busy lengthens the round trip)
         rtt = (self.udp.arrival - sent[1] - held) * 1000
+        if not (held >= 0.0 and 0.0 <= rtt < 10_000.0):
+            return  # an answer that cannot be right is no sample
         self.pingback.record(msg.sender, rtt, self.clock.now())
 
     async def pingback_round(self) -> None:
         d = self.cfg.delivery
+        # A probe is lost only when the next round starts without its answer: a reply
+        # handled late (either end's event loop busy) still gives the right round trip,
+        # both ends being kernel-stamped, so it counts as a sample, not a timeout.
+        now = self.clock.now()
+        lost = Counter(h for h, _ in self.nonces.values())
+        for helper, n in lost.items():
+            if n >= int(d["pingback_probes"]):  # not one of its probes answered
+                self.pingback.record(helper, None, now)
+        self.nonces.clear()
         for _ in range(int(d["pingback_probes"])):
             for helper, ip in self.cfg.helpers.items():
                 nonce = int.from_bytes(os.urandom(6), "big")
                 probe = self.secure.encode("probe", {"nonce": nonce, "sent": self.clock.wall()})
-                self.nonces[nonce] = (helper, time.monotonic())
+                self.nonces[nonce] = (helper, time.time())  # just before it leaves
                 self.traffic.sent("control", len(probe))
                 self.udp.send(probe, (ip, C.UDP_PORT))
                 await asyncio.sleep(0.004)  # staggered: replies do not queue behind each other
             await asyncio.sleep(0.03)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # most answers are in: decide on what the index holds now
         now = self.clock.now()
-        unanswered = {h for h, _ in self.nonces.values()}
-        for helper in unanswered:  # probes still unanswered after 0.5 s are timeouts
-            self.pingback.record(helper, None, now)
-        self.nonces.clear()
         ready, _ = self.pingback.ready(now)
         if (self.pingback.version == 0 and set(ready) != set(self.cfg.helpers)
                 and now < self.started_at + 15.0):
