@@ -35,7 +35,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import asdict
@@ -43,13 +42,11 @@ from pathlib import Path
 
 from testbed.core.linkmodel import Direction
 from testbed.core.spec import LinkParams
+from testbed.stamps import ANC_SIZE, SO_TIMESTAMPNS, kernel_stamp_ns
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_TIMESPEC = struct.Struct("@qq")
-ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 FRAME_MAX = 65_600  # larger than any frame: a truncated read would be counted
 RCVBUF = 4 * 1024 * 1024
 BATCH = 64  # frames read from one socket before looking at the heap again
@@ -230,14 +227,7 @@ class Emulator:
             if flags & socket.MSG_TRUNC:
                 lane.oversize += 1
                 continue
-            arrival = 0
-            for level, kind, payload in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = _TIMESPEC.unpack_from(payload)
-                    arrival = sec * 1_000_000_000 + nsec
-            if not arrival:
-                arrival = time.time_ns()
-            self.admit(lane, arrival, data)
+            self.admit(lane, kernel_stamp_ns(anc) or time.time_ns(), data)
 
     def admit(self, lane: Lane, arrival: int, data: bytes) -> None:
         """Put one frame in its lane's delay line, unless the line is full or it is lost."""

@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed import stamps
 from testbed.core import protocol as P
 from testbed.core import security as sec
 
@@ -204,22 +204,6 @@ def load_identity(cfg: NodeConfig, timeout: float = 30.0) -> sec.Identity:
     return sec.Identity.from_json(path.read_text())
 
 
-#: ``SO_TIMESTAMPNS`` (Linux, asm-generic; Python does not export it): the kernel stamps
-#: every datagram with its receive time (``CLOCK_REALTIME``, a ``struct timespec``).
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_TIMESPEC = struct.Struct("@qq")
-
-
-def kernel_stamp(ancillary: Iterable[tuple[int, int, bytes]]) -> float | None:
-    """The receive time (wall clock, s) in a datagram's ancillary data, or None."""
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS \
-                and len(data) >= _TIMESPEC.size:
-            sec_, nsec = _TIMESPEC.unpack_from(data)
-            return sec_ + nsec * 1e-9
-    return None
-
-
 class UdpEndpoint:
     """A UDP socket whose datagrams go to ``handler(data, addr)``.
 
@@ -235,26 +219,21 @@ class UdpEndpoint:
         self.handler = handler
         self.sock = sock
         self.arrival = 0.0
-        self.stamped = True
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            self.stamped = False
-        self._cmsg = socket.CMSG_SPACE(_TIMESPEC.size)
+        stamps.enable(sock)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         for _ in range(self.BATCH):
             try:
-                data, ancillary, _flags, addr = self.sock.recvmsg(65535, self._cmsg)
+                data, ancillary, _flags, addr = self.sock.recvmsg(65535, stamps.ANC_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. an ICMP error queued for an earlier send
                 log.debug("udp receive: %s", exc)
                 continue
-            stamp = kernel_stamp(ancillary) if self.stamped else None
-            self.arrival = time.time() if stamp is None else stamp
+            stamp = stamps.kernel_stamp_ns(ancillary)
+            self.arrival = stamp * 1e-9 if stamp else time.time()
             try:
                 self.handler(data, addr)
             except Exception:  # one bad datagram never stops the node

@@ -7,6 +7,7 @@ import asyncio
 import socket
 import time
 
+from testbed import stamps
 from testbed.nodes import common as C
 
 
@@ -65,7 +66,8 @@ def test_a_handler_that_raises_does_not_stop_the_endpoint() -> None:
 
 
 def test_kernel_stamp_reads_a_timespec_and_ignores_other_messages() -> None:
-    ts = C._TIMESPEC.pack(1_700_000_000, 250_000_000)
-    assert C.kernel_stamp([(socket.SOL_SOCKET, C.SO_TIMESTAMPNS, ts)]) == 1_700_000_000.25
-    assert C.kernel_stamp([(socket.IPPROTO_IP, 1, b"x" * 16)]) is None
-    assert C.kernel_stamp([]) is None
+    ts = stamps.TIMESPEC.pack(1_700_000_000, 250_000_000)
+    assert stamps.kernel_stamp_ns([(socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, ts)]) \
+        == 1_700_000_000_250_000_000
+    assert stamps.kernel_stamp_ns([(socket.IPPROTO_IP, 1, b"x" * 16)]) == 0
+    assert stamps.kernel_stamp_ns([]) == 0
