@@ -64,6 +64,7 @@ class MeshPaths(MeshcastApi):
             (x.b, x.b_port) for x in self.view.links}
         self.sent: dict[tuple[str, int], float] = {}
         self.installed: dict[int, list] = {}
+        self.logged: dict[tuple, object] = {}  # the path last logged per pair
         pairs = [tuple(p.split(":")) for p in os.environ.get(PAIRS_ENV, "").split(",") if p]
         if pairs:
             self.keeper.set_pairs(pairs)
@@ -223,4 +224,6 @@ class MeshPaths(MeshcastApi):
                 dp.send_msg(flow_mod(dp, rule))
             self.installed[dpid] = want
         for pair, path in sorted(paths.items()):
-            self.logger.info("mesh: path %s-%s: %s", pair[0], pair[1], " ".join(path))
+            if self.logged.get(pair) != path:  # a switch joining re-installs, not a move
+                self.logged[pair] = path
+                self.logger.info("mesh: path %s-%s: %s", pair[0], pair[1], " ".join(path))

@@ -44,7 +44,22 @@ def _load(path: Path):
         spec = sc.build_spec()
     except ScenarioError as exc:
         _fail(str(exc))
+    _warn_below_floor(sc, spec)
     return sc, spec
+
+
+def _warn_below_floor(sc, spec) -> None:
+    """One line when links ask for less delay than this machine's switches add."""
+    from testbed.core import floor as F
+    from testbed.emu.kernel import has_netem
+    from testbed.emu.switchprobe import platform_estimate
+
+    if sc.links.mode == "netem" or (sc.links.mode == "auto" and has_netem()):
+        return  # kernel links: the switch time is not taken out of netem's delay
+    per_switch, where = platform_estimate()
+    line = F.below_floor_line(F.links_below_floor(spec, per_switch), where)
+    if line:
+        err.print(f"[yellow]note:[/] {sc.source}: {line}")
 
 
 class _Stop(BaseException):

@@ -33,6 +33,21 @@ def has_ovs_module() -> bool:
     return _run(["modprobe", "-q", "openvswitch"]).returncode == 0
 
 
+AF_XDP = 44  # socket family of XDP sockets (not in Python's socket module)
+
+
+@functools.lru_cache(maxsize=1)
+def has_xdp_sockets() -> bool:
+    """True when this kernel opens XDP sockets (``CONFIG_XDP_SOCKETS``)."""
+    import socket
+
+    try:
+        socket.socket(AF_XDP, socket.SOCK_RAW, 0).close()
+    except OSError:
+        return False
+    return True
+
+
 def resolve_link_mode(mode: str) -> str:
     """``auto`` becomes ``netem`` where the kernel has it, else ``userspace``."""
     if mode == "auto":

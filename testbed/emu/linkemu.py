@@ -12,7 +12,9 @@ The rate limit is not done here: htb on the nodes' interfaces does it.
 Edge cases, side by side with netem:
 - the delay line holds at most ``queue_pkts`` (1000 if unset) plus the link's
   bandwidth-delay product in frames, netem's ``limit`` as this testbed renders it;
-  a frame arriving to a full line is dropped and counted (``overflow``);
+  a frame arriving to a full line is dropped and counted (``overflow``).  The network
+  gives it no ``queue_pkts``: where a switch's shaping sits after the line (XDP switch
+  ports) the line must hold whatever the shaper will queue, so it holds netem's default;
 - jitter draws each frame's delay uniformly from ``delay ± jitter`` (netem's default
   without a distribution table) but never reorders: a frame never leaves before the
   one that arrived ahead of it, as netem behaves with a rate or a pfifo child;
@@ -28,6 +30,7 @@ when it stops (SIGTERM or SIGINT).
 
 from __future__ import annotations
 
+import errno
 import gc
 import heapq
 import json
@@ -75,7 +78,8 @@ def open_relay_socket(ifname: str) -> socket.socket:
 class Lane:
     """One direction of one link: where frames come from and go to."""
 
-    __slots__ = ("name", "src", "dst", "model", "sent", "send_errors", "oversize", "late",
+    __slots__ = ("name", "src", "dst", "model", "sent", "send_errors", "queue_drops",
+                 "oversize", "late",
                  "limit", "queued", "overflow", "overdue", "bursts", "max_burst")
 
     def __init__(self, name: str, src: socket.socket, dst: socket.socket, model: Direction,
@@ -86,6 +90,7 @@ class Lane:
         self.model = model
         self.sent = 0
         self.send_errors = 0
+        self.queue_drops = 0  # refused by a full shaping queue on the way out (ENOBUFS)
         self.oversize = 0
         self.late = [0] * LATE_BUCKETS
         self.limit = line_limit(model.params) if limit is None else limit
@@ -102,6 +107,7 @@ class Lane:
             **asdict(self.model.stats),
             "sent": self.sent,
             "send_errors": self.send_errors,
+            "queue_drops": self.queue_drops,
             "oversize": self.oversize,
             "limit": self.limit,
             "overflow": self.overflow,
@@ -252,8 +258,11 @@ class Emulator:
             try:
                 lane.dst.send(data)
                 lane.sent += 1
-            except OSError:
-                lane.send_errors += 1
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    lane.queue_drops += 1
+                else:
+                    lane.send_errors += 1
             late = (now - departure - LATE_MIN_US * 1000) // (LATE_BUCKET_US * 1000)
             lane.late[min(max(late, 0), LATE_BUCKETS - 1)] += 1
             if now - departure > OVERDUE_NS:

@@ -24,31 +24,94 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import Host, OVSSwitch, RemoteController
 
+from testbed.core import floor as F
 from testbed.core import spec as S
-from testbed.emu import netlock, residue, tc
+from testbed.core.floor import SwitchLatency
+from testbed.emu import netlock, residue, switchprobe, tc
 from testbed.emu.controller import ControllerProcess, free_port
-from testbed.emu.kernel import has_ovs_module, resolve_link_mode
+from testbed.emu.kernel import has_ovs_module, has_xdp_sockets, resolve_link_mode
 from testbed.emu.links import EmuIntf, EmuLink
-from testbed.emu.ovs import OvsError, bridge_connected, dump_flows, ensure_ovs_running
+from testbed.emu.ovs import (
+    OvsError,
+    bridge_connected,
+    dump_flows,
+    ensure_ovs_running,
+    interface_types,
+)
 from testbed.emu.proc import ManagedProcess
 
 HOST_NET = ipaddress.ip_network("10.0.0.0/8")
 ROLE_ORDER = {S.MASTER: 0, S.HELPER: 1, S.VIEWER: 2, S.PROBE: 3}
 
 
+COMPENSATION_ENV = "MESHCAST_SWITCH_COMPENSATION"  # "off": delay lines keep the configuration
+XDP_PORT_TYPE = "afxdp-nonpmd"
+PORTS_ENV = "MESHCAST_SWITCH_PORTS"  # "system" keeps AF_PACKET ports on userspace bridges
+
+
 class LabeledOVSSwitch(OVSSwitch):
-    """An OVS bridge that carries the run label, so clean-up can find it."""
+    """An OVS bridge that carries the run label, so clean-up can find it.
+
+    ``port_type`` (class-wide, set per network): the Interface type of its ports, e.g.
+    ``afxdp-nonpmd``; empty for OVS's default (``system``).
+    """
 
     run_label = ""
+    port_type = ""
 
     def bridgeOpts(self):  # noqa: N802 (Mininet API)
         return super().bridgeOpts() + f" external_ids:{residue.OVS_KEY}={self.run_label}"
 
+    def intfOpts(self, intf):  # noqa: N802 (Mininet API)
+        opts = super().intfOpts(intf)
+        if self.port_type and opts:
+            opts += f" type={self.port_type}"
+        return opts
+
     def start(self, controllers):
         super().start(controllers)
         for intf in self.intfList():
-            if isinstance(intf, EmuIntf):
+            if isinstance(intf, EmuIntf) and intf.shape_at is None:
                 intf.apply_shaping()  # OVS removed the qdiscs when it took the port
+
+
+XDP_PORT_MB = 64  # OVS gives each XDP port 16,384 frames of 4 kB, locked in memory
+XDP_MEMORY_SHARE = 0.25  # XDP ports only while they take at most this share of free memory
+
+
+def switch_port_type(datapath: str, mode: str, ports: int = 0) -> str:
+    """XDP ports where they pay and work: the userspace datapath, userspace link mode
+    (netem qdiscs on a switch port would be passed by), a kernel with XDP sockets, an
+    OVS that offers the type, and memory for ``ports`` of them (each locks
+    ``XDP_PORT_MB``); ``MESHCAST_SWITCH_PORTS=system`` keeps AF_PACKET ports."""
+    wanted = os.environ.get(PORTS_ENV, "auto")
+    if wanted not in ("auto", "system", "afxdp"):
+        raise ValueError(f"{PORTS_ENV}={wanted!r}: use auto, system or afxdp")
+    if datapath != "user" or mode != tc.USERSPACE or wanted == "system":
+        return ""
+    why = ""
+    if not (has_xdp_sockets() and XDP_PORT_TYPE in interface_types()):
+        why = f"this kernel or Open vSwitch has no {XDP_PORT_TYPE} ports"
+    elif ports * XDP_PORT_MB > XDP_MEMORY_SHARE * available_mb():
+        why = (f"{ports} XDP ports would lock {ports * XDP_PORT_MB} MB, more than "
+               f"{XDP_MEMORY_SHARE:.0%} of the {available_mb():.0f} MB available")
+    if not why:
+        return XDP_PORT_TYPE
+    if wanted == "afxdp":
+        raise RuntimeError(f"{PORTS_ENV}=afxdp: {why}")
+    print(f"note: switch ports are AF_PACKET (system): {why}", file=sys.stderr)
+    return ""
+
+
+def available_mb() -> float:
+    """MemAvailable from /proc/meminfo, in MB (0 if unreadable)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
 
 
 class ExternalController(RemoteController):
@@ -56,6 +119,10 @@ class ExternalController(RemoteController):
 
     def checkListening(self):  # noqa: N802 (Mininet API)
         return True
+
+
+def roles_of(g: nx.Graph, n: str) -> str:
+    return g.nodes[n]["role"]
 
 
 def host_order(g: nx.Graph) -> list[str]:
@@ -91,7 +158,8 @@ class TestbedNetwork:
 
     def __init__(self, spec: nx.Graph, run_dir: Path, mode: str = "auto", seed: int = 0,
                  apps: tuple[str, ...] = ("l2", "multicast", "mesh"),
-                 run_id: str | None = None, controller_env: dict[str, str] | None = None):
+                 run_id: str | None = None, controller_env: dict[str, str] | None = None,
+                 compensate: bool = True):
         S.validate(spec)
         self.spec = spec
         self.run_dir = Path(run_dir).resolve()
@@ -102,6 +170,8 @@ class TestbedNetwork:
         self.run_id = run_id or f"{self.run_dir.name}-{uuid.uuid4().hex[:6]}"
         self.tag = uuid.uuid4().hex[:3]
         self.mode = ""
+        self.port_type = ""
+        self._user_datapath = False
         self.net: Mininet | None = None
         self.controller: ControllerProcess | None = None
         self.linkemu: ManagedProcess | None = None
@@ -111,6 +181,8 @@ class TestbedNetwork:
         self.api_port: int | None = None
         self._saved_label: str | None = None
         self._locked = False
+        self.compensate = compensate and os.environ.get(COMPENSATION_ENV, "on") != "off"
+        self.switch_latency: dict[str, SwitchLatency] = {}
 
     # -- life cycle -------------------------------------------------------------------
     def __enter__(self) -> TestbedNetwork:
@@ -138,8 +210,6 @@ class TestbedNetwork:
         self._build()
         self.timings["build_s"] = time.monotonic() - t0
         self._write_topology_files()
-        if self.relays:
-            self._start_linkemu()
         self.api_port = free_port()
         self.controller = ControllerProcess(
             list(self.apps), self.run_dir,
@@ -151,6 +221,9 @@ class TestbedNetwork:
         self.net.addController(ExternalController("c0", ip="127.0.0.1", port=self.controller.port))
         self.net.start()
         self._wait_switches_ready()
+        self._measure_switches()
+        if self.relays:
+            self._start_linkemu()
         self._verify_shaping()
         self.net.staticArp()
         self.timings["start_s"] = time.monotonic() - t0
@@ -185,6 +258,12 @@ class TestbedNetwork:
         g = self.spec
         LabeledOVSSwitch.run_label = self.run_id
         datapath = "kernel" if has_ovs_module() else "user"
+        self._user_datapath = datapath == "user"
+        ports = sum((roles_of(g, u) == S.SWITCH) + (roles_of(g, v) == S.SWITCH)
+                    for u, v in g.edges) + 2 * len(S.switches(g))  # + the switch probe's
+        self.port_type = switch_port_type(datapath, self.mode, ports)
+        LabeledOVSSwitch.port_type = self.port_type
+        xdp = bool(self.port_type)
         net = Mininet(topo=None, build=False, controller=None, host=Host,
                       switch=LabeledOVSSwitch, link=EmuLink, intf=EmuIntf, autoSetMacs=False,
                       waitConnected=False)
@@ -199,10 +278,14 @@ class TestbedNetwork:
             a, b = self._orient(u, v)
             params = S.link_params(g, a, b)
             relays = None
-            if self.mode == tc.USERSPACE and tc.impairs(params):
+            between_switches = S.SWITCH == roles_of(g, a) == roles_of(g, b)
+            shaped = bool(tc.shaping_plan(params, self.mode).qdiscs)
+            if self.mode == tc.USERSPACE and (tc.impairs(params)
+                                              or (xdp and between_switches and shaped)):
                 relays = (f"mc{self.tag}{index}a", f"mc{self.tag}{index}b")
                 self.relays.append((f"{a}-{b}", relays[0], relays[1], params))
-            net.addLink(a, b, relays=relays, link_params=params, mode=self.mode)
+            net.addLink(a, b, relays=relays, xdp_ports=xdp, link_params=params,
+                        mode=self.mode)
         net.build()
         for host in net.hosts:
             host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
@@ -234,6 +317,65 @@ class TestbedNetwork:
         if res.returncode != 0:
             raise RuntimeError(f"labelling interfaces failed: {res.stderr.strip()}")
 
+    def _measure_switches(self) -> None:
+        """Each switch's one-way forwarding time, recorded in ``switch-latency.json`` with
+        what each link gives up for it (see :mod:`testbed.core.floor`)."""
+        t0 = time.monotonic()
+        self.switch_latency = switchprobe.measure(
+            [sw.name for sw in self.net.switches], self.tag, self.run_id, self.port_type)
+        self.timings["switch_probe_s"] = time.monotonic() - t0
+        report = self.floor_report()
+        (self.run_dir / "switch-latency.json").write_text(json.dumps(report, indent=1))
+        try:
+            switchprobe.FLOOR_CACHE.parent.mkdir(parents=True, exist_ok=True)
+            switchprobe.FLOOR_CACHE.write_text(json.dumps({
+                "datapath": report["datapath"], "port_type": self.port_type,
+                "median_ms": report["median_ms"], "at": time.time()}))
+        except OSError:
+            pass  # only a hint for the next scenario load
+
+    def latency_ms(self) -> dict[str, float]:
+        return {sw: lat.median_ms for sw, lat in self.switch_latency.items()}
+
+    def link_share_ms(self, a: str, b: str) -> float:
+        """What link a-b gives up for its switches (0 without compensation)."""
+        if not self.compensate or self.mode != tc.USERSPACE:
+            return 0.0
+        return F.link_share_ms(self.spec, a, b, self.latency_ms())
+
+    def emulated(self, name: str, params: S.LinkParams) -> S.LinkParams:
+        """The delay line's parameters for link ``name`` (``a-b``): its delay less its share."""
+        a, b = name.split("-", 1)
+        return params.replace(delay_ms=F.compensated_delay_ms(params.delay_ms,
+                                                              self.link_share_ms(a, b)))
+
+    def floor_report(self) -> dict:
+        """The measured switch times and, per link, what it gives up and cannot."""
+        lat = self.latency_ms()
+        medians = sorted(lat.values())
+        links = {}
+        for u, v in self.spec.edges:
+            a, b = self._orient(u, v)
+            if S.PROBE in (self.spec.nodes[a]["role"], self.spec.nodes[b]["role"]):
+                continue
+            p = S.link_params(self.spec, a, b)
+            share = F.link_share_ms(self.spec, a, b, lat)
+            applied = self.link_share_ms(a, b)
+            links[f"{a}-{b}"] = {
+                "configured_ms": p.delay_ms, "share_ms": round(share, 4),
+                "emulated_ms": round(F.compensated_delay_ms(p.delay_ms, applied), 4)
+                if any(r[0] == f"{a}-{b}" for r in self.relays) else None,
+                "floor_ms": round(F.shortfall_ms(p.delay_ms, share), 4),
+            }
+        return {
+            "datapath": "user" if self.port_type or self._user_datapath else "kernel",
+            "port_type": self.port_type or "system", "compensated": self.compensate
+            and self.mode == tc.USERSPACE,
+            "median_ms": medians[len(medians) // 2] if medians else None,
+            "switches": {sw: x.as_dict() for sw, x in self.switch_latency.items()},
+            "links": links,
+        }
+
     def _start_linkemu(self) -> None:
         ready = self.run_dir / "linkemu.ready"
         ready.unlink(missing_ok=True)
@@ -244,7 +386,8 @@ class TestbedNetwork:
             "stats_file": str(self.run_dir / "linkemu-stats.json"),
             "links": [
                 {"name": name, "a": ra, "b": rb, "params": {
-                    f: getattr(p, f) for f in ("delay_ms", "jitter_ms", "loss_pct")}}
+                    f: getattr(self.emulated(name, p), f)
+                    for f in ("delay_ms", "jitter_ms", "loss_pct", "bw_mbit")}}
                 for name, ra, rb, p in self.relays
             ],
         }
@@ -375,7 +518,8 @@ class TestbedNetwork:
         if relay is not None:
             control = self.run_dir / "linkemu-control.json"
             current = json.loads(control.read_text()) if control.exists() else {}
-            current[relay[0]] = {f: getattr(params, f) for f in sorted(allowed)}
+            emulated = self.emulated(relay[0], params)
+            current[relay[0]] = {f: getattr(emulated, f) for f in sorted(allowed)}
             control.write_text(json.dumps(current))
             os.kill(self.linkemu.pid, signal.SIGHUP)
         elif self.mode == tc.USERSPACE:

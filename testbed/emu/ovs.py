@@ -81,6 +81,15 @@ def ofport(interface: str) -> int:
     return int(value)
 
 
+def interface_types() -> set[str]:
+    """The interface types this Open vSwitch build offers (``afxdp``, ``system``, ...)."""
+    try:
+        value = vsctl("get", "Open_vSwitch", ".", "iface_types", timeout=10)
+    except OvsError:
+        return set()
+    return {t.strip() for t in value.strip().strip("[]").split(",") if t.strip()}
+
+
 def bridge_connected(bridge: str) -> bool:
     """True if ``bridge`` has controllers and every one reports ``is_connected``."""
     value = vsctl("get", "Bridge", bridge, "controller").strip().strip("[]")

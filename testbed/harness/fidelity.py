@@ -35,8 +35,10 @@ def check_network(sc: Scenario, path: Path, mode: str | None = None,
             started(tn)
         results = C.calibrate(tn.net, probed, plan, progress=progress)
         mode_used = tn.mode
+        floor = tn.floor_report()
     report = {
         "scenario": sc.source, "seed": sc.seed, "link_mode": mode_used,
+        "switches": floor,
         "plan": plan.__dict__, "summary": C.summary(results),
         "rows": [m.as_row() for m in results], "linkemu": tn.linkemu_stats(),
         "timings": tn.timings, "results": results,

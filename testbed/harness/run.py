@@ -307,6 +307,7 @@ class Deployment:
         self.failures: list[str] = []
         self.timings: dict[str, float] = {}
         self.tn: TestbedNetwork | None = None
+        self.floor: dict | None = None  # the switches' measured forwarding times
         self.sync: ControllerSync | None = None
 
     def __enter__(self) -> Deployment:
@@ -341,6 +342,7 @@ class Deployment:
         self.tn.start()
         self.timings["network_s"] = time.monotonic() - t_start
         self.link_mode = self.tn.mode
+        self.floor = self.tn.floor_report()
         self.say(f"network up in {self.timings['network_s']:.1f} s ({self.tn.mode} links); "
                  f"starting daemons")
         for name in S.hosts(spec):
@@ -462,11 +464,21 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     manifest.write(out, status=manifest.COMPLETE, started_at=started,
                    finished_at=manifest.now_iso(), **_identity(scenario),
                    link_mode=dep.link_mode, fidelity=fidelity,
+                   switches=_floor_summary(dep.floor),
                    cpu={"idle_min": cpu_fields["cpu_idle_min"],
                         "idle_mean": cpu_fields["cpu_idle_mean"], "trusted": verdict.trusted},
                    timings=timings, failures=dep.failures,
                    workload_sha256=manifest.file_digest(dep.out / "workload" / "planned.csv"))
     return RunResult(out=dep.out, summary=summary, timings=timings, failures=dep.failures)
+
+
+def _floor_summary(floor: dict | None) -> dict | None:
+    """The run's switch times for its manifest: port type, median and per switch."""
+    if not floor:
+        return None
+    return {"port_type": floor["port_type"], "compensated": floor["compensated"],
+            "median_ms": floor["median_ms"],
+            "per_switch_ms": {sw: x["median_ms"] for sw, x in floor["switches"].items()}}
 
 
 def policy_horizon_s(scenario: Scenario) -> float:

@@ -54,7 +54,7 @@ def _shaped_intf(tn: TestbedNetwork):
 
 
 def _sent(intf) -> dict[str, int]:
-    shown = tc.parse_classes(intf.cmd(f"tc -s class show dev {intf.name}"))
+    shown = tc.parse_classes(intf.tc_show("class", stats=True))
     return {c.classid: c.sent_bytes or 0 for c in shown}
 
 

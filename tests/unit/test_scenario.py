@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.core.floor import NOMINAL_USERSPACE_MS, links_below_floor
 from testbed.core.spec import HELPER, MASTER, VIEWER, hosts, link_params
 from testbed.scenario import (
     ContentConfig,
@@ -88,7 +89,9 @@ def test_default_scenario_matches_the_reference_setup() -> None:
         assert p.bw_mbit is not None and p.bw_mbit <= 50
     for h in hosts(g):
         (sw,) = g.neighbors(h)
-        assert link_params(g, h, sw).delay_ms == 0.0  # access links are left undelayed
+        assert link_params(g, h, sw).delay_ms == 1.0  # a short access hop, above the floor
+    # nothing in it asks for less than userspace switches add (the load-time note)
+    assert links_below_floor(g, NOMINAL_USERSPACE_MS) == []
 
 
 @pytest.mark.parametrize("rate", [1, 10, 50])

@@ -1,0 +1,51 @@
+"""Which port type userspace bridges get: XDP where it pays, works and fits in memory."""
+
+import pytest
+
+from testbed.emu import network as N
+
+
+@pytest.fixture
+def xdp_here(monkeypatch):
+    monkeypatch.delenv(N.PORTS_ENV, raising=False)
+    monkeypatch.setattr(N, "has_xdp_sockets", lambda: True)
+    monkeypatch.setattr(N, "interface_types", lambda: {"system", N.XDP_PORT_TYPE})
+    monkeypatch.setattr(N, "available_mb", lambda: 20_000.0)
+
+
+def test_xdp_ports_on_the_userspace_datapath_with_userspace_links(xdp_here):
+    assert N.switch_port_type("user", "userspace", ports=40) == N.XDP_PORT_TYPE
+
+
+@pytest.mark.parametrize("datapath,mode", [("kernel", "userspace"), ("kernel", "netem"),
+                                           ("user", "netem")])
+def test_af_packet_ports_elsewhere(xdp_here, datapath, mode):
+    # a kernel bridge has no port types to choose; netem qdiscs on a switch port would be
+    # passed by an XDP socket
+    assert N.switch_port_type(datapath, mode, ports=4) == ""
+
+
+def test_system_ports_when_asked(xdp_here, monkeypatch):
+    monkeypatch.setenv(N.PORTS_ENV, "system")
+    assert N.switch_port_type("user", "userspace", ports=4) == ""
+
+
+def test_a_mistyped_choice_is_one_clear_error(xdp_here, monkeypatch):
+    monkeypatch.setenv(N.PORTS_ENV, "xdp")
+    with pytest.raises(ValueError, match="MESHCAST_SWITCH_PORTS='xdp'"):
+        N.switch_port_type("user", "userspace")
+
+
+def test_too_many_ports_for_memory_fall_back_with_a_note(xdp_here, capsys):
+    ports = int(0.25 * 20_000 / N.XDP_PORT_MB) + 1
+    assert N.switch_port_type("user", "userspace", ports=ports) == ""
+    assert "would lock" in capsys.readouterr().err
+
+
+def test_no_xdp_here(monkeypatch, xdp_here, capsys):
+    monkeypatch.setattr(N, "has_xdp_sockets", lambda: False)
+    assert N.switch_port_type("user", "userspace", ports=4) == ""
+    assert "no afxdp-nonpmd ports" in capsys.readouterr().err
+    monkeypatch.setenv(N.PORTS_ENV, "afxdp")
+    with pytest.raises(RuntimeError, match="afxdp"):
+        N.switch_port_type("user", "userspace", ports=4)
