@@ -108,7 +108,9 @@ def netns_ids() -> set[str]:
 
 def veths() -> set[str]:
     res = _run(["ip", "-j", "link", "show", "type", "veth"])
-    return {link["ifname"] for link in json.loads(res.stdout or "[]")}
+    # iproute2 6.1 prints an empty object for each link the type filter drops on some
+    # kernels (Debian 12's own 6.1: "[{}]" when there is no veth)
+    return {link["ifname"] for link in json.loads(res.stdout or "[]") if "ifname" in link}
 
 
 def all_bridges() -> set[str]:
