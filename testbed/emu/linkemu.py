@@ -192,6 +192,8 @@ class Emulator:
         for lane in self.all_lanes:
             self.by_link.setdefault(lane.name.rsplit(":", 1)[0], []).append(lane)
         self.control_file = config.get("control_file")
+        self.applied_file = config.get("applied_file")
+        self.reloads = 0
         self.reload_wanted = False
         self.heap: list[tuple[int, int, Lane, bytes]] = []
         self.seq = 0
@@ -220,6 +222,12 @@ class Emulator:
                 except (TypeError, ValueError) as exc:
                     print(f"linkemu: link {name}: {exc}", file=sys.stderr, flush=True)
                     break
+        self.reloads += 1
+        if self.applied_file:  # what each link now does, for whoever asked for the change
+            Path(self.applied_file).write_text(json.dumps({
+                "reloads": self.reloads,
+                "links": {name: asdict(lanes[0].model.params)
+                          for name, lanes in self.by_link.items()}}))
 
     def _read(self, lane: Lane) -> None:
         src = lane.src

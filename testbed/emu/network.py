@@ -210,6 +210,8 @@ class TestbedNetwork:
         self._build()
         self.timings["build_s"] = time.monotonic() - t0
         self._write_topology_files()
+        if self.relays:
+            self._start_linkemu()  # links forward from the first moment, as configured
         self.api_port = free_port()
         self.controller = ControllerProcess(
             list(self.apps), self.run_dir,
@@ -223,7 +225,7 @@ class TestbedNetwork:
         self._wait_switches_ready()
         self._measure_switches()
         if self.relays:
-            self._start_linkemu()
+            self._compensate_linkemu()
         self._verify_shaping()
         self.net.staticArp()
         self.timings["start_s"] = time.monotonic() - t0
@@ -382,6 +384,7 @@ class TestbedNetwork:
         config = {
             "seed": self.seed,
             "control_file": str(self.run_dir / "linkemu-control.json"),
+            "applied_file": str(self.run_dir / "linkemu-applied.json"),
             "ready_file": str(ready),
             "stats_file": str(self.run_dir / "linkemu-stats.json"),
             "links": [
@@ -398,6 +401,26 @@ class TestbedNetwork:
             self.run_dir, ready=ready.exists, label=self.run_id,
         )
         self.linkemu.start()
+
+    def _compensate_linkemu(self, timeout: float = 10.0) -> None:
+        """Give the delay lines their compensated delays (measured after they started) and
+        wait until the emulator reports them applied (``linkemu-applied.json``)."""
+        fields = ("delay_ms", "jitter_ms", "loss_pct")
+        changes = {name: {f: getattr(self.emulated(name, p), f) for f in fields}
+                   for name, _, _, p in self.relays}
+        if all(v["delay_ms"] == p.delay_ms for (_, _, _, p), v in zip(self.relays,
+                                                                       changes.values())):
+            return
+        applied = self.run_dir / "linkemu-applied.json"
+        applied.unlink(missing_ok=True)
+        (self.run_dir / "linkemu-control.json").write_text(json.dumps(changes))
+        os.kill(self.linkemu.pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while not applied.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not applied.exists():
+            raise RuntimeError(f"link emulator did not apply the compensated delays within "
+                               f"{timeout:.0f} s; see {self.run_dir}")
 
     def _wait_switches_ready(self, timeout: float = 30.0) -> None:
         """Until every bridge is connected to the controller and has its flows."""

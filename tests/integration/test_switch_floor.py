@@ -50,8 +50,8 @@ def test_switch_time_is_measured_recorded_and_taken_out(run_dir):
         core = report["links"]["s1-s2"]
         assert core["share_ms"] == pytest.approx(share, abs=1e-3)
         assert core["emulated_ms"] == pytest.approx(5.0 - share, abs=1e-3)
-        emu = {link["name"]: link["params"]["delay_ms"]
-               for link in json.loads((run_dir / "linkemu.json").read_text())["links"]}
+        applied = json.loads((run_dir / "linkemu-applied.json").read_text())["links"]
+        emu = {name: params["delay_ms"] for name, params in applied.items()}
         assert emu["s1-s2"] == pytest.approx(5.0 - share, abs=1e-6)
         assert emu["h1-s1"] == pytest.approx(1.0 - lat["s1"].median_ms / 2, abs=1e-6)
         # the probe's own ports and flows are gone again
@@ -74,3 +74,4 @@ def test_compensation_can_be_switched_off(run_dir, monkeypatch):
     emu = {link["name"]: link["params"]["delay_ms"]
            for link in json.loads((run_dir / "linkemu.json").read_text())["links"]}
     assert emu == {"h1-s1": 1.0, "s1-s2": 5.0, "h2-s2": 1.0}
+    assert not (run_dir / "linkemu-applied.json").exists()  # nothing to change
