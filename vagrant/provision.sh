@@ -7,8 +7,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MESHCAST_VENV:-$REPO/.venv}"
-PACKAGES=(mininet openvswitch-switch iperf3 ethtool iproute2 iputils-ping tcpdump
-          python3-venv python3-pip python3-networkx python3-yaml kmod procps git make)
+source "$REPO/vagrant/debian.sh"
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -17,18 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-    say "Debian packages present"
-fi
+ensure_packages setup "${TESTBED_PACKAGES[@]}" || say "Debian packages present"
 
 # Open vSwitch: kernel datapath where the module exists, else the userspace datapath
 # (the testbed chooses per bridge); the daemons are the same.

@@ -1,8 +1,10 @@
 """The l2 app against real Open vSwitch bridges: the switch holds exactly core's rules.
 
-Three userspace bridges (fail_mode=secure, OpenFlow 1.3): two in topology.json, joined
-by a patch-port pair and with internal ports standing in for hosts, and one the topology
-does not know.  Everything created is removed at the end, whatever happens.
+Three bridges (fail_mode=secure, OpenFlow 1.3) on the datapath the testbed's networks use
+here (the kernel's where it has the openvswitch module, else userspace): two in
+topology.json, joined by a patch-port pair and with internal ports standing in for hosts,
+and one the topology does not know.  Everything created is removed at the end, whatever
+happens.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from testbed.core.ofdump import parse_dump_flows, parse_flow_lines
 from testbed.core.rules import Rule
 from testbed.emu import ovs
 from testbed.emu.controller import ControllerProcess
+from testbed.emu.kernel import has_ovs_module
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +50,9 @@ def _wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -
 
 
 def _add_bridge(name: str, dpid: int, label: str) -> None:
+    datapath = "system" if has_ovs_module() else "netdev"  # as TestbedNetwork chooses
     ovs.vsctl(
-        "add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev",
+        "add-br", name, "--", "set", "Bridge", name, f"datapath_type={datapath}",
         "fail_mode=secure", "protocols=OpenFlow13",
         f"other-config:datapath-id={dpid:016x}", "other-config:disable-in-band=true",
         f"external_ids:meshcast-run={label}",

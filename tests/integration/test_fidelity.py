@@ -10,6 +10,7 @@ link is the bottleneck.  Run in every link mode this kernel offers.
 import time
 
 import pytest
+from timing_slack import SLACK, widened
 
 from testbed.core import measure as M
 from testbed.emu.calibrate import CalibrationPlan, iperf_pair, measure_pair
@@ -27,6 +28,19 @@ JITTER_ATTEMPTS = 5
 # 5-15 ms hit a few pings in some minutes whatever the testbed does, so the gate here is
 # the median within tolerance and p99 within 25 %; every attempt is printed.
 P99_GATE = 1.25
+# Where MESHCAST_TIMING_SLACK is set (a TCG guest), the tolerances widen by that factor.
+RTT_MS = 70.0
+
+
+def latency_ok(lat: M.LatencyVerdict) -> bool:
+    return (abs(lat.median_ms - RTT_MS) <= widened(max(0.05 * RTT_MS, 0.5))
+            and lat.p99_ms <= RTT_MS * (1 + widened(P99_GATE - 1)))
+
+
+def rate_ok(verdict) -> bool:
+    if verdict is None:
+        return False
+    return verdict.ok or (SLACK > 1 and abs(verdict.ratio - 1) <= widened(M.BW_REL_TOL))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -41,21 +55,20 @@ def test_three_link_path_has_the_configured_latency_and_rate(run_dir, mode, bw):
         for _ in range(ATTEMPTS):
             m = measure_pair(tn.net, spec, "path", "h1->h2", "h1", "h2", plan)
             latency.append(m.as_row())
-            if m.ok:
+            if m.ok or (SLACK > 1 and latency_ok(m.latency) and not m.error):
                 break
         h1, h2 = tn.host("h1"), tn.host("h2")
         for _ in range(ATTEMPTS):
             verdict, err = iperf_pair(h1, h2, 4, float(bw))
             rate.append((verdict, err))
-            if verdict is not None and verdict.ok:
+            if rate_ok(verdict):
                 break
     print(latency, rate)
     lat = m.latency
-    assert lat.configured_rtt_ms == 70.0
-    assert abs(lat.median_ms - 70.0) <= max(0.05 * 70.0, 0.5), latency
-    assert lat.p99_ms <= 70.0 * P99_GATE, latency
+    assert lat.configured_rtt_ms == RTT_MS
+    assert latency_ok(lat), latency
     assert not m.error, latency
-    assert verdict is not None and verdict.ok, rate
+    assert rate_ok(verdict), rate
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -76,8 +89,10 @@ def test_jitter_and_loss_are_emulated(run_dir, mode):
             spread = M.percentile(rtts, 0.95) - M.percentile(rtts, 0.05)
             # 5 % each way on the middle link: 1 - 0.95^2 = 9.75 % of round trips lost;
             # +-2 ms each way, without reordering: a spread of a few ms around 24 ms
-            checks = {"loss": 0.04 < ping.loss < 0.17, "median": abs(median - 24.0) < 3.0,
-                      "spread": 2.0 < spread < 8.5}
+            # (the lower bound on the spread says jitter is there: it does not widen)
+            checks = {"loss": 0.04 < ping.loss < 0.17,
+                      "median": abs(median - 24.0) < widened(3.0),
+                      "spread": 2.0 < spread < widened(8.5)}
             if all(checks.values()):
                 return
             failures.append((ping.loss, median, spread, checks))

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 from nets import small_net
+from timing_slack import widened
 
 from testbed.emu.network import TestbedNetwork
 from topologies.tiered import make_tiered
@@ -72,7 +73,7 @@ def test_join_is_fast_and_leave_stops_delivery(run_dir, tmp_path):
         cycler = h2.popen([sys.executable, TOOL, "cycles", GROUP, str(PORT), "20", str(out),
                            h2.defaultIntf().name])
         try:
-            assert cycler.wait(120) == 0
+            assert cycler.wait(widened(120)) == 0
         finally:
             sender.kill()
             sender.wait(10)
@@ -83,8 +84,8 @@ def test_join_is_fast_and_leave_stops_delivery(run_dir, tmp_path):
     leaves = [r[1] for r in rows]
     print(f"join->first packet: p50 {joins[len(joins) // 2] * 1000:.1f} ms, "
           f"p95 {p95 * 1000:.1f} ms; last packet after leave: max {max(leaves) * 1000:.1f} ms")
-    assert p95 <= 0.100, joins
-    assert max(leaves) <= 1.0, leaves
+    assert p95 <= widened(0.100), joins
+    assert max(leaves) <= widened(1.0), leaves
 
 
 def ring():
@@ -112,7 +113,7 @@ def test_tree_link_failure_is_rerouted_within_a_second(run_dir, tmp_path):
     print(f"longest gap {worst * 1000:.0f} ms around a tree link failure at "
           f"{t_fail - times[0]:.2f} s; {len(times)} of 800 packets received")
     assert "link s1-s2 down" in log
-    assert worst <= 1.0, worst
+    assert worst <= widened(1.0), worst
     assert times[-1] > t_fail + 1.0  # delivery resumed on the other way round
 
 
@@ -133,7 +134,7 @@ def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state
     monkeypatch.setenv("MESHCAST_MESH_PAIRS", "h1:h4")
     with TestbedNetwork(spec, run_dir, apps=("l2", "multicast", "mesh")) as tn:
         outs = {h: tmp_path / f"{h}.recv" for h in ("h1", "h4")}
-        recvs = [start_receiver(tn, h, 9, out) for h, out in outs.items()]
+        recvs = [start_receiver(tn, h, round(widened(9)), out) for h, out in outs.items()]
         time.sleep(1.0)
         sender = start_sender(tn, 1400)
         time.sleep(1.5)
@@ -144,11 +145,11 @@ def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state
         log_path = run_dir / "controller.log"
         seen = log_path.read_text().count("connected:")
         tn.controller.start()
-        deadline = time.time() + 15
+        deadline = time.time() + widened(15)
         while log_path.read_text().count("connected:") < seen + 3 and time.time() < deadline:
             time.sleep(0.05)  # every switch back, its state re-installed
         print(f"switches re-programmed {time.time() - t_start:.2f} s after the restart")
-        time.sleep(1.0)  # the members answer the new controller's queries
+        time.sleep(widened(1.0))  # the members answer the new controller's queries
         view = NetView.from_json((run_dir / "topology.json").read_text())
         intended_rules, intended_groups = mc.multicast_state(
             view, "m1", {GROUP: ["h1", "h4"]}, fast_failover=True)
@@ -172,14 +173,14 @@ def test_controller_restart_keeps_forwarding_and_converges_to_the_intended_state
             assert groups == [g for g in intended_groups if g.dpid == sw.dpid], sw.name
         assert sender.wait(30) == 0
         for p in recvs:
-            p.wait(30)
+            p.wait(widened(30))
     for h, out in outs.items():
         times = arrivals(out)
         during = [t for t in times if t_stop + 0.2 < t < t_start]
         assert len(during) > 200, (h, len(during))  # kept forwarding without a controller
         gaps = [b - a for a, b in zip(times, times[1:])]
         print(f"{h}: {len(times)} of 1400 packets, longest gap {max(gaps) * 1000:.0f} ms")
-        assert max(gaps) <= 1.0
+        assert max(gaps) <= widened(1.0)
 
 
 def triangle():
@@ -205,7 +206,7 @@ def test_fast_failover_covers_a_tree_link_without_the_controller(run_dir, tmp_pa
     worst = max(gaps)
     print(f"fast failover: longest gap {worst * 1000:.0f} ms, {len(times)} of 800 packets")
     assert times[-1] > t_fail + 1.0  # delivery went on over the detour
-    assert worst <= 0.050, worst
+    assert worst <= widened(0.050), worst
 
 
 def diamond():
@@ -230,12 +231,13 @@ def test_trees_follow_the_tiers_published_through_the_api(run_dir, tmp_path):
         return {(e["from"], e["to"]) for e in tree.get("edges", [])}
 
     with TestbedNetwork(diamond(), run_dir, apps=("l2", "multicast", "mesh")) as tn:
-        recvs = [start_receiver(tn, h, 4, tmp_path / f"{h}.recv") for h in ("h1", "h2")]
-        time.sleep(1.0)
+        recvs = [start_receiver(tn, h, round(widened(4)), tmp_path / f"{h}.recv")
+                 for h in ("h1", "h2")]
+        time.sleep(widened(1.0))
         before = edges()
         assert ("s1", "s3") in before and ("s2", "s3") not in before, before
         assert api("PUT", "/tiers", {"tiers": {"h1": 1, "h2": 2}})
-        time.sleep(0.5)
+        time.sleep(widened(0.5))
         after = edges()
         assert ("s2", "s3") in after and ("s1", "s3") not in after, after
         sender = start_sender(tn, 100)
