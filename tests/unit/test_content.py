@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -172,13 +171,12 @@ def test_segment_bytes_reject_bad_arguments():
         segment_bytes(1, v, 3, 1)
 
 
-def test_segment_bytes_are_fast_enough_for_many_viewers():
+def test_large_segments_have_their_size_and_differ():
+    # their generation rate is measured by benchmarks/delivery_core.py, not asserted here
     v = vod(duration=200.0, segment=2.0, bitrate=4000)   # 1 MB segments
-    segment_bytes(1, v, 0, 1)
-    start = time.perf_counter()
-    total = sum(len(segment_bytes(1, v, i, 1)) for i in range(40))
-    rate = total / (time.perf_counter() - start)
-    assert rate >= 200e6, f"{rate / 1e6:.0f} MB/s"
+    segs = [segment_bytes(1, v, i, 1) for i in range(3)]
+    assert [len(x) for x in segs] == [1_000_000] * 3
+    assert len(set(segs)) == 3
 
 
 # -- manifests ------------------------------------------------------------------------------

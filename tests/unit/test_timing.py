@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -320,16 +319,14 @@ def test_without_fanout_the_parent_is_the_nearest_of_the_tier_below(lat: dict, k
         assert abs(lat[tables[h].parent] - lat[h]) == best
 
 
-def test_ten_thousand_helpers_are_fast() -> None:
+def test_ten_thousand_helpers_get_tiers_and_bounded_fanout() -> None:
+    # how long it takes is measured by benchmarks/delivery_core.py, not asserted here
     rng = random.Random(4)
     lat = {f"h{i}": rng.lognormvariate(3, 1) for i in range(10_000)}
-    t0 = time.perf_counter()
     tiers = assign_tiers(lat, tier_count=4)
     tables = build_routing_tables("m", lat, tiers, 1, fanout=4)
-    elapsed = time.perf_counter() - t0
     assert len(tables) == 10_001
     assert all(len(t.children) <= 4 for n, t in tables.items() if n != "m")
-    assert elapsed < 1.0, f"{elapsed:.2f} s"
 
 
 # --------------------------------------------------------------------------- pingback
