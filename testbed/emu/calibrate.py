@@ -101,11 +101,17 @@ class CpuSampler:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop sampling (idempotent): what follows is not judged."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
         if not self.samples:  # shorter than one period: one reading over the whole span
             self.samples.append(M.idle_fraction(self._first, cpu_times()))
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def endpoints(g: nx.Graph, u: str, v: str) -> tuple[str, str]:

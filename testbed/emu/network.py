@@ -569,8 +569,13 @@ class TestbedNetwork:
         return self.net.get(name)
 
     def linkemu_stats(self) -> dict | None:
-        path = self.run_dir / "linkemu-stats.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return read_linkemu_stats(self.run_dir)
+
+
+def read_linkemu_stats(net_dir: Path) -> dict | None:
+    """The link emulator's counters, written when it stops (None: no emulator ran)."""
+    path = Path(net_dir) / "linkemu-stats.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _bridge_ready(bridge: str) -> bool:

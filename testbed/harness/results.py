@@ -161,6 +161,30 @@ def links_table(spec: nx.Graph, port_bytes: dict[str, tuple[int, int]],
     return pd.DataFrame(rows, columns=LINK_COLUMNS)
 
 
+#: The link emulator's counters in ``summary.csv`` (whole run, all lanes; empty in netem
+#: mode): frames in, frames dropped because a delay line was full, frames sent over 1 ms
+#: late (per million sent), and the worst lane's 99th-percentile lateness.
+EMULATOR_COLUMNS = ("emu_frames", "emu_overflow", "emu_overdue", "emu_overdue_ppm",
+                    "emu_late_p99_us")
+
+
+def emulator_figures(stats: dict | None) -> dict:
+    """``summary.csv``'s emulator columns from ``linkemu-stats.json`` (None: no emulator)."""
+    lanes = (stats or {}).get("lanes") or []
+    if not lanes:
+        return dict.fromkeys(EMULATOR_COLUMNS)
+    frames = sum(int(x.get("packets_in", 0)) for x in lanes)
+    sent = sum(int(x.get("sent", 0)) for x in lanes)
+    overdue = sum(int(x.get("overdue", 0)) for x in lanes)
+    p99 = [x["lateness_us"]["p99"] for x in lanes
+           if isinstance(x.get("lateness_us"), dict) and x["lateness_us"].get("p99") is not None]
+    return {"emu_frames": frames,
+            "emu_overflow": sum(int(x.get("overflow", 0)) for x in lanes),
+            "emu_overdue": overdue,
+            "emu_overdue_ppm": round(1e6 * overdue / sent, 1) if sent else None,
+            "emu_late_p99_us": max(p99) if p99 else None}
+
+
 def topology_view(spec: nx.Graph, records: list[dict]) -> dict:
     """The network for a drawing: nodes with role and tier, links, the last tree (parent ->
     child) the master set up and the mesh the helpers last chose."""

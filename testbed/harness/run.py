@@ -40,7 +40,7 @@ from testbed.core import workload as W
 from testbed.core.content import CatalogueConfig, build_catalogue
 from testbed.core.measure import judge_cpu
 from testbed.emu.calibrate import CpuSampler
-from testbed.emu.network import TestbedNetwork, address_plan
+from testbed.emu.network import TestbedNetwork, address_plan, read_linkemu_stats
 from testbed.emu.proc import ManagedProcess
 from testbed.harness import manifest, results
 from testbed.scenario import Scenario
@@ -422,6 +422,7 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     manifest.write(out, status="running", started_at=started, **_identity(scenario))
     with Deployment(scenario, out, say, mode) as dep, CpuSampler() as cpu:
         t_play = time.monotonic()
+        net_dir = dep.tn.run_dir  # the emulator's counters are there once the network stops
         ports = dep.tn.link_ports()
         counted: dict = {}  # the link counters from the warm-up's end on
 
@@ -431,6 +432,7 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
         if scenario.warmup_s <= 0:
             warmed_up()
         _play(scenario, dep.tn, dep.t0, say, warmed_up)
+        cpu.stop()  # the CPU verdict judges the played run, not the daemons' shutdown
         played_s = time.monotonic() - t_play
         t_down = time.monotonic()
         dep.stop_daemons()
@@ -454,6 +456,7 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     summary = results.write_results(
         dep.out, {"policy": scenario.policy or scenario.delivery.prefetch_policy,
                   "seed": scenario.seed, **cpu_fields, "link_mode": dep.link_mode,
+                  **results.emulator_figures(read_linkemu_stats(net_dir)),
                   "fidelity_passed": fid.get("passed"),
                   "fidelity_rows": fid.get("measurements")},
         end_at=scenario.duration_s, spec=dep.spec, links=links, warmup_s=scenario.warmup_s,
