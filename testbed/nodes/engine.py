@@ -106,16 +106,19 @@ class Engine:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         self.pool = ProcessPoolExecutor(
             1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-        await asyncio.gather(asyncio.get_running_loop().run_in_executor(self.pool, _import_models),
-                             asyncio.to_thread(_import_models))
         runner = await C.serve_http([
             web.post("/telemetry", self.h_telemetry),
             web.post("/predict", self.h_predict),
             web.get("/status", self.h_status),
         ], self.cfg.ip, int(self.cfg.extra["engine"]["port"]))
         tasks = [C.every(1.0, self.maybe_train, "training", first_delay=1.0)]
-        C.announce_ready(self.cfg, self.events, port=int(self.cfg.extra["engine"]["port"]))
         try:
+            # serving already (the master asks for forecasts from its first seconds); ready
+            # once the model libraries are in
+            await asyncio.gather(
+                asyncio.get_running_loop().run_in_executor(self.pool, _import_models),
+                asyncio.to_thread(_import_models))
+            C.announce_ready(self.cfg, self.events, port=int(self.cfg.extra["engine"]["port"]))
             await stop.wait()
         finally:
             await C.cancel_tasks(tasks)
