@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -66,8 +67,14 @@ class _Stop(BaseException):
     """Raised by the SIGTERM handler so that every context manager unwinds."""
 
 
+#: Set by the SIGTERM handler: a stop stays asked for even if a failing clean-up on the way
+#: out replaces the _Stop it raised by an ordinary exception (a sweep would go on otherwise).
+_stop_asked = threading.Event()
+
+
 def _raise_stop(*_: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough
+    _stop_asked.set()
     raise _Stop
 
 
@@ -392,6 +399,8 @@ def _run_collection(what: str, collection, out: Path, mode: Optional[str],
         def progress(point, state: str) -> None:
             if state in ("kept", "done", "failed"):
                 bar.update(task, advance=1)
+            if _stop_asked.is_set():
+                raise _Stop
             if state == "kept":
                 say(f"{point.id}: kept (complete from before): {point.label()}")
 

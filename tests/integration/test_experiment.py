@@ -3,6 +3,7 @@ SIGTERM after its first point, then resumed: the first point is kept as it was, 
 three run, every run directory has its manifest (with the network's fidelity check, run
 once), the points played the same viewers, and the reports' numbers are summary.csv's."""
 
+import contextlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 from conftest import REPO
@@ -42,9 +44,29 @@ axes:
 """
 
 
-def run_cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "testbed", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+@contextlib.contextmanager
+def run_cli(log, *args):
+    """The CLI in a child process writing to ``log`` (a file: a pipe nobody reads until the
+    end could fill and stall it); stopped by SIGTERM, then SIGKILL, whatever ends the test."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "testbed", *args], cwd=REPO,
+                                stdout=f, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def finish(proc, log, timeout):
+    """Wait for ``proc`` to end; its output."""
+    proc.wait(timeout=timeout)
+    return Path(log).read_text()
 
 
 def manifest(out, point):
@@ -57,19 +79,20 @@ def test_a_sweep_stopped_after_its_first_point_resumes_without_redoing_it(tmp_pa
     sweep.write_text(SWEEP)
     out = tmp_path / "sweep"
 
-    first = run_cli("sweep", str(sweep), "--out", str(out))
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and first.poll() is None:
-        try:
-            if manifest(out, "p00").get("status") == "complete":
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.5)
-    assert first.poll() is None, first.communicate()[0][-3000:]
-    time.sleep(3)  # into the second point
-    first.send_signal(signal.SIGTERM)
-    text = first.communicate(timeout=120)[0]
+    log = tmp_path / "first.log"
+    with run_cli(log, "sweep", str(sweep), "--out", str(out)) as first:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                if manifest(out, "p00").get("status") == "complete":
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        assert first.poll() is None, log.read_text()[-3000:]
+        time.sleep(3)  # into the second point
+        first.send_signal(signal.SIGTERM)
+        text = finish(first, log, 120)
     print(text[-3000:])
     assert first.returncode == 1 and "resume" in text, text[-2000:]
     kept = manifest(out, "p00")
@@ -79,8 +102,9 @@ def test_a_sweep_stopped_after_its_first_point_resumes_without_redoing_it(tmp_pa
     assert list(table["status"])[0] == "complete"
     assert "complete" not in list(table["status"])[1:], table[["point", "status"]]
 
-    second = run_cli("sweep", str(sweep), "--out", str(out))
-    text = second.communicate(timeout=600)[0]
+    log = tmp_path / "second.log"
+    with run_cli(log, "sweep", str(sweep), "--out", str(out)) as second:
+        text = finish(second, log, 600)
     print(text[-4000:])
     assert second.returncode == 0, text[-3000:]
     assert re.search(r"p00: kept", text) and "ran 3, kept 1, failed 0" in text, text[-2000:]
