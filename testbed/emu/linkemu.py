@@ -9,12 +9,6 @@ one heap ordered by departure time, and writes them to the other end on time
 receive timestamps, so the time a frame waits to be read does not add delay.
 The rate limit is not done here: htb on the nodes' interfaces does it.
 
-Frames arrive in a ``PACKET_MMAP`` receive ring (``TPACKET_V2``) shared with the
-kernel: reading one is a header unpack and a copy, with no system call (``recvmsg``
-cost two per frame, one of them Python's look-up of the interface name for the
-address it returns).  A frame the ring has no room for is dropped by the kernel and
-counted (``ring_drops``), where a full socket buffer used to drop it unseen.
-
 Edge cases, side by side with netem:
 - the delay line holds at most ``queue_pkts`` (1000 if unset) plus the link's
   bandwidth-delay product in frames, netem's ``limit`` as this testbed renders it;
@@ -40,12 +34,10 @@ import errno
 import gc
 import heapq
 import json
-import mmap
 import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import asdict
@@ -53,24 +45,13 @@ from pathlib import Path
 
 from testbed.core.linkmodel import Direction
 from testbed.core.spec import LinkParams
-from testbed.stamps import SO_TIMESTAMPNS
+from testbed.stamps import ANC_SIZE, SO_TIMESTAMPNS, kernel_stamp_ns
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
-PACKET_RX_RING = 5
-PACKET_STATISTICS = 6
-PACKET_VERSION = 10
 PACKET_IGNORE_OUTGOING = 23
-TPACKET_V2 = 1
-TP_STATUS_USER = 1
-#: struct tpacket2_hdr: status, len, snaplen, mac, net, sec, nsec (then vlan, padding)
-TPACKET2_HDR = struct.Struct("=IIIHHII")
-#: sll_pkttype of the struct sockaddr_ll that follows the 32-byte header
-PKTTYPE_AT = 32 + 10
-#: where the kernel puts a frame's first byte in its slot, plus the frame itself: the
-#: header and address (52 bytes), aligned, and room for an Ethernet header with a VLAN tag
-SLOT_OVERHEAD = 80 + 18
-RING_BYTES = 2 * 1024 * 1024  # per socket: 1,024 slots at a 1,500-byte MTU
+FRAME_MAX = 65_600  # larger than any frame: a truncated read would be counted
+RCVBUF = 4 * 1024 * 1024
 BATCH = 64  # frames read from one socket before looking at the heap again
 LATE_BUCKET_US = 10
 LATE_MIN_US = -1000  # send-time error histogram: -1..+9 ms in 10 us steps, clamped
@@ -78,13 +59,12 @@ LATE_BUCKETS = 1000
 EARLY_MAX_NS = 300_000
 OVERDUE_NS = 1_000_000  # a frame sent over 1 ms after its time is overdue
 DEFAULT_LIMIT = 1000    # frames in one delay line when the link sets no queue (netem's)
-RELEASE = struct.Struct("=I")  # a slot's status word, written back as TP_STATUS_KERNEL
 
 
 def open_relay_socket(ifname: str) -> socket.socket:
     """A non-blocking raw socket on ``ifname`` that time-stamps arrivals."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    # the ring's stamp is the frame's receive time when receive stamping is on
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     try:
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -95,59 +75,11 @@ def open_relay_socket(ifname: str) -> socket.socket:
     return s
 
 
-def slot_size(mtu: int) -> int:
-    """Bytes of one ring slot for frames of ``mtu``: a power of two, so that slots tile
-    the ring's blocks."""
-    need = SLOT_OVERHEAD + mtu
-    size = 2048
-    while size < need:
-        size *= 2
-    return size
-
-
-class RxRing:
-    """A socket's ``TPACKET_V2`` receive ring: the kernel fills slots in order and marks
-    them ``TP_STATUS_USER``; the reader takes each frame and hands the slot back."""
-
-    __slots__ = ("mm", "size", "count", "head")
-
-    def __init__(self, sock: socket.socket, mtu: int, ring_bytes: int = RING_BYTES):
-        self.size = slot_size(mtu)
-        block = max(self.size, mmap.PAGESIZE)
-        self.count = max(ring_bytes // self.size, block // self.size)
-        blocks = self.count * self.size // block
-        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-        sock.setsockopt(SOL_PACKET, PACKET_RX_RING,
-                        struct.pack("=IIII", block, blocks, self.size, self.count))
-        self.mm = mmap.mmap(sock.fileno(), self.count * self.size, mmap.MAP_SHARED,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
-        self.head = 0
-
-    def close(self) -> None:
-        self.mm.close()
-
-
-def interface_mtu(ifname: str) -> int:
-    try:
-        return int(Path(f"/sys/class/net/{ifname}/mtu").read_text())
-    except (OSError, ValueError):
-        return 1500
-
-
-def ring_drops(sock: socket.socket) -> int:
-    """Frames the kernel dropped since the last call because the ring was full."""
-    try:
-        _, drops = struct.unpack("=II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-    except OSError:
-        return 0
-    return drops
-
-
 class Lane:
     """One direction of one link: where frames come from and go to."""
 
     __slots__ = ("name", "src", "dst", "model", "sent", "send_errors", "queue_drops",
-                 "oversize", "late", "ring", "ring_drops",
+                 "oversize", "late",
                  "limit", "queued", "overflow", "overdue", "bursts", "max_burst")
 
     def __init__(self, name: str, src: socket.socket, dst: socket.socket, model: Direction,
@@ -160,8 +92,6 @@ class Lane:
         self.send_errors = 0
         self.queue_drops = 0  # refused by a full shaping queue on the way out (ENOBUFS)
         self.oversize = 0
-        self.ring: RxRing | None = None  # where frames from ``src`` arrive
-        self.ring_drops = 0  # dropped by the kernel: the receive ring was full
         self.late = [0] * LATE_BUCKETS
         self.limit = line_limit(model.params) if limit is None else limit
         self.queued = 0     # frames in the delay line now
@@ -179,7 +109,6 @@ class Lane:
             "send_errors": self.send_errors,
             "queue_drops": self.queue_drops,
             "oversize": self.oversize,
-            "ring_drops": self.ring_drops,
             "limit": self.limit,
             "overflow": self.overflow,
             "overdue": self.overdue,
@@ -257,7 +186,6 @@ class Emulator:
                     f"{link['name']}:{tag}", src, dst,
                     Direction.make(params, seed * 1_000_003 + index * 2 + k),
                 )
-                lane.ring = RxRing(src, interface_mtu(link["a" if k == 0 else "b"]))
                 self.lanes[src.fileno()] = lane
                 self.all_lanes.append(lane)
         self.by_link: dict[str, list[Lane]] = {}
@@ -302,22 +230,18 @@ class Emulator:
                           for name, lanes in self.by_link.items()}}))
 
     def _read(self, lane: Lane) -> None:
-        ring = lane.ring
-        mm, size, count, head = ring.mm, ring.size, ring.count, ring.head
-        unpack, release = TPACKET2_HDR.unpack_from, RELEASE.pack_into
+        src = lane.src
         for _ in range(BATCH):
-            at = head * size
-            status, length, snap, mac, _, sec, nsec = unpack(mm, at)
-            if not status & TP_STATUS_USER:
-                break
-            if mm[at + PKTTYPE_AT] != socket.PACKET_OUTGOING:
-                if snap < length:
-                    lane.oversize += 1
-                else:
-                    self.admit(lane, sec * 1_000_000_000 + nsec, mm[at + mac:at + mac + snap])
-            release(mm, at, 0)  # the slot is the kernel's again
-            head = head + 1 if head + 1 < count else 0
-        ring.head = head
+            try:
+                data, anc, flags, addr = src.recvmsg(FRAME_MAX, ANC_SIZE)
+            except BlockingIOError:
+                return
+            if addr[2] == socket.PACKET_OUTGOING:
+                continue
+            if flags & socket.MSG_TRUNC:
+                lane.oversize += 1
+                continue
+            self.admit(lane, kernel_stamp_ns(anc) or time.time_ns(), data)
 
     def admit(self, lane: Lane, arrival: int, data: bytes) -> None:
         """Put one frame in its lane's delay line, unless the line is full or it is lost."""
@@ -380,15 +304,10 @@ class Emulator:
             self._send_due()
 
     def report(self) -> dict:
-        for lane in self.all_lanes:
-            lane.ring_drops += ring_drops(lane.src)
         return {"pid": os.getpid(), "early_us": self.early_ns / 1000,
                 "lanes": [lane.report() for lane in self.all_lanes]}
 
     def close(self) -> None:
-        for lane in self.all_lanes:
-            if lane.ring is not None:
-                lane.ring.close()
         for s in self.sockets:
             s.close()
 

@@ -156,8 +156,6 @@ class EmuLink(Link):
             cmd = (f"ip link add name {relay} type veth peer name {name}{address} "
                    f"netns {node.pid}")
             _check(quietRun(cmd), cmd, "relay")
-            # the root namespace's own IPv6 stays off the link (no solicitations, no MLD)
-            quietRun(f"sysctl -qw net.ipv6.conf.{relay}.disable_ipv6=1")
             for cmd in (f"ip link set dev {relay} up", f"ip link set dev {relay} mtu 1500"):
                 _check(quietRun(cmd), cmd, "relay")
             quietRun(tc.offload_command(relay))

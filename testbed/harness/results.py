@@ -164,8 +164,8 @@ def links_table(spec: nx.Graph, port_bytes: dict[str, tuple[int, int]],
 #: The link emulator's counters in ``summary.csv`` (whole run, all lanes; empty in netem
 #: mode): frames in, frames dropped because a delay line was full, frames sent over 1 ms
 #: late (per million sent), and the worst lane's 99th-percentile lateness.
-EMULATOR_COLUMNS = ("emu_frames", "emu_overflow", "emu_ring_drops", "emu_overdue",
-                    "emu_overdue_ppm", "emu_late_p99_us")
+EMULATOR_COLUMNS = ("emu_frames", "emu_overflow", "emu_overdue", "emu_overdue_ppm",
+                    "emu_late_p99_us")
 
 
 def emulator_figures(stats: dict | None) -> dict:
@@ -180,8 +180,6 @@ def emulator_figures(stats: dict | None) -> dict:
            if isinstance(x.get("lateness_us"), dict) and x["lateness_us"].get("p99") is not None]
     return {"emu_frames": frames,
             "emu_overflow": sum(int(x.get("overflow", 0)) for x in lanes),
-            # frames the kernel dropped before the emulator read them (its receive ring full)
-            "emu_ring_drops": sum(int(x.get("ring_drops", 0)) for x in lanes),
             "emu_overdue": overdue,
             "emu_overdue_ppm": round(1e6 * overdue / sent, 1) if sent else None,
             "emu_late_p99_us": max(p99) if p99 else None}

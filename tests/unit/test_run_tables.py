@@ -333,20 +333,18 @@ def test_predictions_table_skips_torn_files_and_has_columns_without_models(tmp_p
 
 
 def _lane(frames: int, sent: int, overflow: int = 0, overdue: int = 0,
-          p99: float | None = 50.0, ring_drops: int = 0) -> dict:
+          p99: float | None = 50.0) -> dict:
     return {"lane": "a-b:ab", "packets_in": frames, "sent": sent, "overflow": overflow,
-            "ring_drops": ring_drops, "overdue": overdue,
-            "lateness_us": {"p50": 10.0, "p99": p99, "max_bucket": 900.0}}
+            "overdue": overdue, "lateness_us": {"p50": 10.0, "p99": p99, "max_bucket": 900.0}}
 
 
 def test_the_emulator_counters_add_up_over_lanes_and_take_the_worst_tail():
     stats = {"pid": 1, "lanes": [_lane(1000, 990, overflow=10, overdue=3, p99=70.0),
-                                 _lane(3000, 3000, overdue=1, p99=1400.0, ring_drops=7),
+                                 _lane(3000, 3000, overdue=1, p99=1400.0),
                                  _lane(0, 0, p99=None)]}
     got = emulator_figures(stats)
     assert set(got) == set(EMULATOR_COLUMNS)
     assert got["emu_frames"] == 4000 and got["emu_overflow"] == 10
-    assert got["emu_ring_drops"] == 7
     assert got["emu_overdue"] == 4
     assert got["emu_overdue_ppm"] == pytest.approx(1e6 * 4 / 3990, abs=0.1)
     assert got["emu_late_p99_us"] == 1400.0
