@@ -111,7 +111,8 @@ class Engine:
             web.post("/predict", self.h_predict),
             web.get("/status", self.h_status),
         ], self.cfg.ip, int(self.cfg.extra["engine"]["port"]))
-        tasks = [C.every(1.0, self.maybe_train, "training", first_delay=1.0)]
+        tasks = C.watch(self.events,
+                        [C.every(1.0, self.maybe_train, "training", first_delay=1.0)])
         try:
             # serving already (the master asks for forecasts from its first seconds); ready
             # once the model libraries are in

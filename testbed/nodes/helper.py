@@ -114,13 +114,13 @@ class Helper:
         self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
         self.relay_out = C.multicast_sender(self.cfg.ip)
         d = self.cfg.delivery
-        self.tasks = [
+        self.tasks = C.watch(self.events, [
             C.every(float(d["neighbour_interval_s"]), self.neighbour_round, "neighbours",
                     first_delay=0.5),
             C.every(2.0, self.send_telemetry, "telemetry", first_delay=2.0),
             C.every(1.0, self.live_round, "live"),
             C.every(5.0, self.housekeeping, "housekeeping", first_delay=5.0),
-        ]
+        ])
         C.announce_ready(self.cfg, self.events, ip=self.cfg.ip,
                          cache_bytes=self.cache.capacity_bytes)
         try:

@@ -22,7 +22,6 @@ down the tree, the origin for misses, prefetch pushes through the mesh, republis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -156,7 +155,7 @@ class Master:
         self.mcast = C.multicast_sender(self.cfg.ip)
         d = self.cfg.delivery
         loop = asyncio.get_running_loop()
-        self.tasks = [
+        self.tasks = C.watch(self.events, [
             C.every(float(d["pingback_interval_s"]), self.pingback_round, "pingback",
                     first_delay=1.0),
             *([C.every(max(float(d["prefetch_interval_s"]), FORECAST_EVERY_S),
@@ -168,7 +167,7 @@ class Master:
             *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
             *(loop.create_task(self.scheduled(e), name="event") for e in self.cfg.events
               if e.get("action") == "republish"),
-        ]
+        ])
         C.announce_ready(self.cfg, self.events, ip=self.cfg.ip, policy=self.policy.name,
                           videos=len(self.catalogue))
         try:
@@ -369,20 +368,23 @@ class Master:
         """Produce the channel in real time: segment i leaves at live_t0 + (i+1)*segment_s."""
         v = self.catalogue[video]
         group = relay_group(self.cfg.ip, self.live_ids.index(video) + 1)
-        loop = asyncio.get_running_loop()
         for i in range(v.n_segments):
             due = self.live_t0 + (i + 1) * v.segment_s
             await asyncio.sleep(max(0.0, due - self.clock.now()))
             data = self.segment(video, i)
             chunks = P.encode_chunks(video, i, self.versions[video], data)
+            dropped = 0
             for j in range(0, len(chunks), 16):  # paced: 16 datagrams per 2 ms
                 for c in chunks[j:j + 16]:
-                    with contextlib.suppress(BlockingIOError):
-                        await loop.sock_sendto(self.mcast, c, (group, C.LIVE_PORT))
+                    try:  # non-blocking: a full 4 MB send buffer loses the datagram
+                        self.mcast.sendto(c, (group, C.LIVE_PORT))
+                    except (BlockingIOError, InterruptedError):
+                        dropped += 1
+                    else:
                         self.traffic.sent("live", len(c))
                 await asyncio.sleep(0.002)
             self.events.write("live_tx", video=video, index=i, version=self.versions[video],
-                              group=group, bytes=len(data))
+                              group=group, bytes=len(data), send_drops=dropped)
 
     # -- prefetch ---------------------------------------------------------------------
     async def ask_engine(self) -> None:
