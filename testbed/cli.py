@@ -188,6 +188,9 @@ def _calibrate(scenario: Path, out: Optional[Path], sample: Optional[int],
     else:
         path = _run_dir(out, sc.name, what) / "fidelity.json"
 
+    # SIGTERM tears the check's network down (Mininet hosts, emulator, controller, iperf)
+    signal.signal(signal.SIGTERM, _raise_stop)
+
     def started(tn) -> None:
         console.print(f"network up in {tn.timings['start_s']:.1f} s: {len(tn.net.hosts)} "
                       f"hosts (with probes), {len(tn.net.switches)} switches, link mode "
@@ -218,7 +221,10 @@ def calibrate(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario Y
               mode: Optional[str] = typer.Option(None, help=MODE_HELP),
               throughput: bool = typer.Option(True, help="Also measure TCP throughput.")) -> None:
     """Measure every link and master->helper path against the configuration."""
-    report = _calibrate(scenario, out, sample, mode, throughput, "calibrate")
+    try:
+        report = _calibrate(scenario, out, sample, mode, throughput, "calibrate")
+    except _Stop:
+        _fail("stopped by SIGTERM; the network was torn down", 1)
     if report["summary"]["failed"]:
         raise typer.Exit(1)
 
@@ -328,6 +334,8 @@ def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fi
             fidelity = _calibrate(scenario, path, None, mode, True, "run", sc=sc)["summary"]
         except typer.Exit:
             raise
+        except _Stop:
+            _fail("stopped by SIGTERM during the fidelity check; the network was torn down", 1)
         except Exception as exc:  # --require-fidelity: a check that cannot run refuses
             if not require_fidelity:
                 raise

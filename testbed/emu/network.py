@@ -237,7 +237,8 @@ class TestbedNetwork:
             try:
                 self.net.stop()
             except Exception as exc:  # keep tearing down whatever is left
-                print(f"warning: mininet stop: {exc}", file=sys.stderr)
+                print(f"warning: mininet stop: {type(exc).__name__}: {exc}".rstrip(": "),
+                      file=sys.stderr)
             self.net = None
         if self.linkemu is not None:
             self.linkemu.stop()

@@ -152,6 +152,34 @@ def test_calibrate_writes_the_fidelity_table_and_json(tmp_path):
     assert abs(rows["h1->h2"]["rtt_median_ms"] - 34.0) < 3.0
 
 
+def test_calibrate_stopped_by_sigterm_mid_measurement_leaves_nothing(tmp_path):
+    """SIGTERM while a probe is running (here a 30 s ping) tears the check's whole network
+    down: hosts, emulator, controller and the tools running in the hosts."""
+    scen = tmp_path / "two.yaml"
+    scen.write_text(
+        "name: two\ntopology: {generator: chain, params: {delays_ms: [2, 15]}}\n"
+        "calibration: {probes: 3000, interval_s: 0.01, iperf_seconds: 0}\n")
+    log = tmp_path / "calibrate.log"
+    before = residue.Snapshot.take()
+    with log.open("w") as f:
+        proc = subprocess.Popen([*TESTBED, "calibrate", str(scen), "--out",
+                                 str(tmp_path / "f.json")], cwd=REPO, stdout=f, stderr=f)
+    try:
+        deadline = time.monotonic() + 120
+        while "network up" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        time.sleep(2)  # measuring the first link
+        proc.terminate()
+        assert proc.wait(60) == 1, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "stopped by SIGTERM; the network was torn down" in log.read_text()
+    assert not any(residue.Snapshot.take().minus(before).values())
+
+
 def test_doctor_reports_the_kernel_and_ovs():
     res = run_cli("doctor")
     assert "kernel netem" in res.stdout and "Open vSwitch running" in res.stdout, res.stdout
