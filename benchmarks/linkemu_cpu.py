@@ -1,9 +1,10 @@
 """CPU of the link emulation at 10 and 50 Mbit/s, per packet and per Mbit/s (root).
 
 A three-link path (5, 10, 20 ms; every link delayed by the userspace emulator) carries one
-iperf3 TCP flow for a few seconds at each rate, once with Open vSwitch's AF_PACKET
-``system`` ports (before) and once with XDP ``afxdp-nonpmd`` ports (after; where the
-kernel and OVS offer them).  Read from /proc: CPU seconds of the emulator and of
+iperf3 TCP flow for a few seconds at each rate with each kind of Open vSwitch port: AF_PACKET
+``system`` ports, XDP ports polled by the switch's main thread (``afxdp-nonpmd``), and XDP
+``afxdp`` ports polled by a PMD thread that sleeps when idle (the testbed's choice, where
+the kernel and OVS offer them).  Read from /proc: CPU seconds of the emulator and of
 ovs-vswitchd, and the whole machine's busy time (nice time left out, so a background job
 at low priority does not count); frames from the hosts' interface counters.  Writes
 benchmarks/out/linkemu_cpu.json with the rows and the after/before ratios.
@@ -26,7 +27,7 @@ from topologies.chain import make_chain  # noqa: E402
 
 RATES = [10, 50]
 SECONDS = 8
-PORTS = ["system", "afxdp"]
+PORTS = ["system", "afxdp-nonpmd", "afxdp"]
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -89,14 +90,15 @@ def main() -> None:
     for r in rows:
         print(r, flush=True)
     by = {(r["ports"], r["rate_mbit"]): r for r in rows}
-    ratios = {}
-    for rate in RATES:
-        before, after = by.get(("system", rate)), by.get((N.XDP_PORT_TYPE, rate))
-        if before and after:
-            ratios[f"{rate}mbit"] = {
-                k: round(after[k] / before[k], 3) for k in (
-                    "machine_cpu_per_mbit", "ovs_cpu_per_mbit", "linkemu_cpu_per_mbit",
-                    "machine_us_per_frame") if before[k]}
+    ratios: dict = {}
+    for base in ("system", "afxdp-nonpmd"):
+        for rate in RATES:
+            before, after = by.get((base, rate)), by.get((N.XDP_PORT_TYPE, rate))
+            if before and after:
+                ratios[f"{N.XDP_PORT_TYPE}_over_{base}_{rate}mbit"] = {
+                    k: round(after[k] / before[k], 3) for k in (
+                        "machine_cpu_per_mbit", "ovs_cpu_per_mbit", "linkemu_cpu_per_mbit",
+                        "machine_us_per_frame") if before[k]}
     write("linkemu_cpu", {"rows": rows, "after_over_before": ratios})
 
 

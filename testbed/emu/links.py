@@ -7,7 +7,7 @@ between two veth pairs:
 
     node1:intf1 <-veth-> relay_a (root ns)  [linkemu]  relay_b (root ns) <-veth-> node2:intf2
 
-With XDP switch ports (Open vSwitch's userspace datapath on ``afxdp-nonpmd`` ports) a
+With XDP switch ports (Open vSwitch's userspace datapath on ``afxdp`` ports) a
 switch sends through an XDP socket, which hands frames to the veth past its qdiscs, so a
 switch's egress shaping cannot sit on the switch's own port.  It sits on the next egress
 its frames meet instead: the far relay's (``relay_b`` for a switch at ``node1``) when the

@@ -34,9 +34,11 @@ from testbed.emu.links import EmuIntf, EmuLink
 from testbed.emu.ovs import (
     OvsError,
     bridge_connected,
+    claim_pmd_sleep,
     dump_flows,
     ensure_ovs_running,
     interface_types,
+    release_pmd_sleep,
 )
 from testbed.emu.proc import ManagedProcess
 
@@ -45,15 +47,18 @@ ROLE_ORDER = {S.MASTER: 0, S.HELPER: 1, S.VIEWER: 2, S.PROBE: 3}
 
 
 COMPENSATION_ENV = "MESHCAST_SWITCH_COMPENSATION"  # "off": delay lines keep the configuration
-XDP_PORT_TYPE = "afxdp-nonpmd"
+XDP_PORT_TYPE = "afxdp"
 PORTS_ENV = "MESHCAST_SWITCH_PORTS"  # "system" keeps AF_PACKET ports on userspace bridges
+#: auto: XDP_PORT_TYPE where it works; afxdp-nonpmd: XDP sockets polled by the switch's
+#: main thread (no PMD thread; for comparison)
+PORT_CHOICES = ("auto", "system", "afxdp", "afxdp-nonpmd")
 
 
 class LabeledOVSSwitch(OVSSwitch):
     """An OVS bridge that carries the run label, so clean-up can find it.
 
     ``port_type`` (class-wide, set per network): the Interface type of its ports, e.g.
-    ``afxdp-nonpmd``; empty for OVS's default (``system``).
+    ``afxdp``; empty for OVS's default (``system``).
     """
 
     run_label = ""
@@ -83,22 +88,24 @@ def switch_port_type(datapath: str, mode: str, ports: int = 0) -> str:
     """XDP ports where they pay and work: the userspace datapath, userspace link mode
     (netem qdiscs on a switch port would be passed by), a kernel with XDP sockets, an
     OVS that offers the type, and memory for ``ports`` of them (each locks
-    ``XDP_PORT_MB``); ``MESHCAST_SWITCH_PORTS=system`` keeps AF_PACKET ports."""
+    ``XDP_PORT_MB``); ``MESHCAST_SWITCH_PORTS=system`` keeps AF_PACKET ports and
+    ``afxdp-nonpmd`` asks for XDP ports polled by the switch's main thread."""
     wanted = os.environ.get(PORTS_ENV, "auto")
-    if wanted not in ("auto", "system", "afxdp"):
-        raise ValueError(f"{PORTS_ENV}={wanted!r}: use auto, system or afxdp")
+    if wanted not in PORT_CHOICES:
+        raise ValueError(f"{PORTS_ENV}={wanted!r}: use {', '.join(PORT_CHOICES)}")
     if datapath != "user" or mode != tc.USERSPACE or wanted == "system":
         return ""
+    kind = wanted if wanted.startswith("afxdp") else XDP_PORT_TYPE
     why = ""
-    if not (has_xdp_sockets() and XDP_PORT_TYPE in interface_types()):
-        why = f"this kernel or Open vSwitch has no {XDP_PORT_TYPE} ports"
+    if not (has_xdp_sockets() and kind in interface_types()):
+        why = f"this kernel or Open vSwitch has no {kind} ports"
     elif ports * XDP_PORT_MB > XDP_MEMORY_SHARE * available_mb():
         why = (f"{ports} XDP ports would lock {ports * XDP_PORT_MB} MB, more than "
                f"{XDP_MEMORY_SHARE:.0%} of the {available_mb():.0f} MB available")
     if not why:
-        return XDP_PORT_TYPE
-    if wanted == "afxdp":
-        raise RuntimeError(f"{PORTS_ENV}=afxdp: {why}")
+        return kind
+    if wanted != "auto":
+        raise RuntimeError(f"{PORTS_ENV}={wanted}: {why}")
     print(f"note: switch ports are AF_PACKET (system): {why}", file=sys.stderr)
     return ""
 
@@ -171,6 +178,8 @@ class TestbedNetwork:
         self.tag = uuid.uuid4().hex[:3]
         self.mode = ""
         self.port_type = ""
+        self.pmd_sleep_us: int | None = None  # PMD threads' max sleep (XDP ports only)
+        self._pmd_keys: list[str] = []  # OVS settings this network made, undone at stop
         self._user_datapath = False
         self.net: Mininet | None = None
         self.controller: ControllerProcess | None = None
@@ -247,6 +256,8 @@ class TestbedNetwork:
             self.controller.stop()
             self.controller = None
         residue.clean(self.run_id)
+        release_pmd_sleep(self._pmd_keys)
+        self._pmd_keys = []
         if self._saved_label is None:
             os.environ.pop(residue.LABEL_ENV, None)
         else:
@@ -267,6 +278,8 @@ class TestbedNetwork:
         self.port_type = switch_port_type(datapath, self.mode, ports)
         LabeledOVSSwitch.port_type = self.port_type
         xdp = bool(self.port_type)
+        if self.port_type == "afxdp":  # before the first port: its PMD thread starts sleepy
+            self.pmd_sleep_us, self._pmd_keys = claim_pmd_sleep()
         net = Mininet(topo=None, build=False, controller=None, host=Host,
                       switch=LabeledOVSSwitch, link=EmuLink, intf=EmuIntf, autoSetMacs=False,
                       waitConnected=False)
@@ -379,7 +392,8 @@ class TestbedNetwork:
             }
         return {
             "datapath": "user" if self.port_type or self._user_datapath else "kernel",
-            "port_type": self.port_type or "system", "compensated": self.compensate
+            "port_type": self.port_type or "system", "pmd_sleep_us": self.pmd_sleep_us,
+            "compensated": self.compensate
             and self.mode == tc.USERSPACE,
             "measured": bool(self.switch_latency),
             "median_ms": medians[len(medians) // 2] if medians else None,

@@ -90,6 +90,52 @@ def interface_types() -> set[str]:
     return {t.strip() for t in value.strip().strip("[]").split(",") if t.strip()}
 
 
+#: OVS's load-based sleeping for polling (PMD) threads: a pass that finds fewer than 16
+#: frames waiting on every port sleeps a little longer, up to this many microseconds (3.1
+#: calls the key ``pmd-maxsleep``, later releases ``pmd-sleep-max``).  100 us keeps the
+#: added latency within a switch's own spread while the thread stays mostly asleep.
+PMD_SLEEP_US = 100
+PMD_SLEEP_KEYS = ("pmd-maxsleep", "pmd-sleep-max")
+
+
+def other_config() -> dict[str, str]:
+    """``Open_vSwitch . other_config`` as a dict (empty if unreadable)."""
+    try:
+        value = vsctl("get", "Open_vSwitch", ".", "other_config", timeout=10).strip()
+    except OvsError:
+        return {}
+    out = {}
+    for item in value.strip("{}").split(","):
+        key, _, val = item.partition("=")
+        if key.strip():
+            out[key.strip().strip('"')] = val.strip().strip('"')
+    return out
+
+
+def claim_pmd_sleep(us: int = PMD_SLEEP_US) -> tuple[int, list[str]]:
+    """Let PMD threads sleep when their ports are nearly idle: (the max sleep in force, the
+    keys set here, for :func:`release_pmd_sleep`).  A value the machine's owner set is
+    kept."""
+    have = other_config()
+    for key in PMD_SLEEP_KEYS:
+        if key in have:
+            try:
+                return int(have[key]), []
+            except ValueError:
+                return 0, []
+    vsctl("set", "Open_vSwitch", ".", *(f"other_config:{k}={us}" for k in PMD_SLEEP_KEYS))
+    return us, list(PMD_SLEEP_KEYS)
+
+
+def release_pmd_sleep(keys: list[str]) -> None:
+    """Remove the keys :func:`claim_pmd_sleep` set (OVS as it was found)."""
+    for key in keys:
+        try:
+            vsctl("remove", "Open_vSwitch", ".", "other_config", key, timeout=10)
+        except OvsError:
+            pass
+
+
 def bridge_connected(bridge: str) -> bool:
     """True if ``bridge`` has controllers and every one reports ``is_connected``."""
     value = vsctl("get", "Bridge", bridge, "controller").strip().strip("[]")

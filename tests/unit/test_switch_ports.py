@@ -45,7 +45,59 @@ def test_too_many_ports_for_memory_fall_back_with_a_note(xdp_here, capsys):
 def test_no_xdp_here(monkeypatch, xdp_here, capsys):
     monkeypatch.setattr(N, "has_xdp_sockets", lambda: False)
     assert N.switch_port_type("user", "userspace", ports=4) == ""
-    assert "no afxdp-nonpmd ports" in capsys.readouterr().err
+    assert "no afxdp ports" in capsys.readouterr().err
     monkeypatch.setenv(N.PORTS_ENV, "afxdp")
     with pytest.raises(RuntimeError, match="afxdp"):
         N.switch_port_type("user", "userspace", ports=4)
+
+
+def test_main_thread_xdp_ports_when_asked(xdp_here, monkeypatch):
+    monkeypatch.setattr(N, "interface_types", lambda: {"system", "afxdp", "afxdp-nonpmd"})
+    monkeypatch.setenv(N.PORTS_ENV, "afxdp-nonpmd")
+    assert N.switch_port_type("user", "userspace", ports=4) == "afxdp-nonpmd"
+    monkeypatch.setattr(N, "interface_types", lambda: {"system", "afxdp"})
+    with pytest.raises(RuntimeError, match="no afxdp-nonpmd ports"):
+        N.switch_port_type("user", "userspace", ports=4)
+
+
+class FakeOvs:
+    """ovs-vsctl's Open_vSwitch other_config, in memory."""
+
+    def __init__(self, config: dict[str, str]):
+        self.config = dict(config)
+
+    def __call__(self, *args: str, timeout: float = 30.0) -> str:
+        if args[:4] == ("get", "Open_vSwitch", ".", "other_config"):
+            return "{" + ", ".join(f'{k}="{v}"' for k, v in self.config.items()) + "}\n"
+        if args[:3] == ("set", "Open_vSwitch", "."):
+            for item in args[3:]:
+                key, _, value = item.removeprefix("other_config:").partition("=")
+                self.config[key] = value
+            return ""
+        if args[:4] == ("remove", "Open_vSwitch", ".", "other_config"):
+            self.config.pop(args[4], None)
+            return ""
+        raise AssertionError(args)
+
+
+def test_pmd_sleep_is_set_for_the_network_and_removed_after(monkeypatch):
+    from testbed.emu import ovs
+
+    fake = FakeOvs({"emc-insert-inv-prob": "100"})
+    monkeypatch.setattr(ovs, "vsctl", fake)
+    us, keys = ovs.claim_pmd_sleep()
+    assert us == ovs.PMD_SLEEP_US == 100
+    assert fake.config == {"emc-insert-inv-prob": "100", "pmd-maxsleep": "100",
+                           "pmd-sleep-max": "100"}
+    ovs.release_pmd_sleep(keys)
+    assert fake.config == {"emc-insert-inv-prob": "100"}
+
+
+def test_a_pmd_sleep_the_owner_set_is_kept(monkeypatch):
+    from testbed.emu import ovs
+
+    fake = FakeOvs({"pmd-sleep-max": "0"})
+    monkeypatch.setattr(ovs, "vsctl", fake)
+    assert ovs.claim_pmd_sleep() == (0, [])
+    ovs.release_pmd_sleep([])
+    assert fake.config == {"pmd-sleep-max": "0"}
