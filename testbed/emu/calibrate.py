@@ -3,7 +3,9 @@
 For every link (or a seeded sample) and for the path from the master to each
 helper, ping (>= 20 probes) and iperf3 (TCP) between hosts at its two ends
 (probe hosts stand in for switches), with the CPU's idle share sampled every
-second.  Verdicts come from :mod:`testbed.core.measure`.
+second.  An unshaped link has no rate to check; its iperf3 is paced at the
+fastest rate the scenario configures (:func:`unshaped_iperf_mbit`).  Verdicts
+come from :mod:`testbed.core.measure`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ from testbed.core import spec as S
 from testbed.emu.kernel import cpu_times
 
 IPERF_PORT = 5201
+#: the pace of iperf3 on an unshaped link when no link of the scenario sets a rate
+UNSHAPED_IPERF_MBIT = 100.0
+
+
+def unshaped_iperf_mbit(g: nx.Graph) -> float:
+    """The rate an unshaped link is loaded at: the fastest rate configured anywhere in the
+    scenario (nothing it carries can go faster), else :data:`UNSHAPED_IPERF_MBIT`.  Enough
+    to show the link carries what the scenario can send, without saturating the CPU (at
+    full speed one TCP flow through the emulator takes every cycle of a 2-core machine)."""
+    rates = [S.link_params(g, a, b).bw_mbit for a, b in g.edges]
+    return max((r for r in rates if r), default=UNSHAPED_IPERF_MBIT)
 
 
 @dataclass(frozen=True)
@@ -168,7 +181,9 @@ def measure_pair(net, g: nx.Graph, kind: str, name: str, src: str, dst: str,
         # iperf_seconds 0 skips the test (iperf3 -t 0 would run until killed)
         if plan.throughput and plan.iperf_seconds > 0 and (prof.bottleneck_mbit
                                                            or kind == "link"):
-            m.throughput, err = iperf_pair(hs, hd, plan.iperf_seconds, prof.bottleneck_mbit)
+            pace = None if prof.bottleneck_mbit else unshaped_iperf_mbit(g)
+            m.throughput, err = iperf_pair(hs, hd, plan.iperf_seconds, prof.bottleneck_mbit,
+                                           pace_mbit=pace)
             if err:
                 m.error = "; ".join(x for x in (m.error, err) if x)
     m.cpu = M.judge_cpu(cpu.samples)
@@ -179,13 +194,15 @@ def _lossy(g: nx.Graph, prof: S.PathProfile) -> bool:
     return any(S.link_params(g, a, b).loss_pct for a, b in zip(prof.nodes, prof.nodes[1:]))
 
 
-def iperf_pair(hs, hd, seconds: float, bw: float | None
+def iperf_pair(hs, hd, seconds: float, bw: float | None, pace_mbit: float | None = None
                ) -> tuple[M.ThroughputVerdict | None, str]:
-    """One iperf3 TCP test from host ``hs`` to ``hd``, judged against rate ``bw``."""
+    """One iperf3 TCP test from host ``hs`` to ``hd``, judged against rate ``bw``; the
+    sender is paced at ``pace_mbit`` if given."""
     server = hd.popen(["iperf3", "-s", "-1", "-p", str(IPERF_PORT)])
+    pace = f" -b {pace_mbit:g}M" if pace_mbit else ""
     try:
         time.sleep(0.3)
-        out = hs.cmd(f"iperf3 -c {hd.IP()} -p {IPERF_PORT} -t {seconds} -O 1 -J")
+        out = hs.cmd(f"iperf3 -c {hd.IP()} -p {IPERF_PORT} -t {seconds} -O 1 -J{pace}")
         try:
             res = M.parse_iperf3(out)
         except M.ParseError as exc:

@@ -1,7 +1,13 @@
 """Which measurements the fidelity check makes, and between which hosts."""
 
 from testbed.core.spec import path_profile
-from testbed.emu.calibrate import CalibrationPlan, endpoints, plan_targets
+from testbed.emu.calibrate import (
+    UNSHAPED_IPERF_MBIT,
+    CalibrationPlan,
+    endpoints,
+    plan_targets,
+    unshaped_iperf_mbit,
+)
 from testbed.emu.network import add_probes, address_plan, host_order
 from topologies import generate
 
@@ -51,3 +57,14 @@ def test_addresses_are_deterministic_and_unique():
     assert plan["m1"]["mac"] == "02:00:0a:00:00:01"
     assert sorted(plan[s]["dpid"] for s in g.nodes if g.nodes[s]["role"] == "switch") == \
         list(range(1, 6))
+
+
+def test_an_unshaped_link_is_loaded_at_the_fastest_rate_the_scenario_configures():
+    from topologies.chain import make_chain
+
+    # only the middle link has a rate: the others carry at most 50 Mbit/s of its traffic
+    assert unshaped_iperf_mbit(make_chain(delays_ms=(5, 10, 20), bw_mbit=50,
+                                          bottleneck=2)) == 50
+    # no rate anywhere: a fixed pace rather than the CPU's limit
+    assert unshaped_iperf_mbit(make_chain(delays_ms=(5, 10), bw_mbit=None)) \
+        == UNSHAPED_IPERF_MBIT == 100
