@@ -98,10 +98,16 @@ PMD_SLEEP_US = 100
 PMD_SLEEP_KEYS = ("pmd-maxsleep", "pmd-sleep-max")
 
 
-def other_config() -> dict[str, str]:
-    """``Open_vSwitch . other_config`` as a dict (empty if unreadable)."""
+#: ``Open_vSwitch . external_ids`` key naming the sleep keys a network set, so that a later
+#: network also removes them when the one that set them was killed before its stop
+PMD_SLEEP_MARK = "meshcast-pmd-sleep"
+
+
+def other_config(column: str = "other_config") -> dict[str, str]:
+    """``Open_vSwitch . other_config`` (or another map column) as a dict (empty if
+    unreadable)."""
     try:
-        value = vsctl("get", "Open_vSwitch", ".", "other_config", timeout=10).strip()
+        value = vsctl("get", "Open_vSwitch", ".", column, timeout=10).strip()
     except OvsError:
         return {}
     out = {}
@@ -117,21 +123,25 @@ def claim_pmd_sleep(us: int = PMD_SLEEP_US) -> tuple[int, list[str]]:
     keys set here, for :func:`release_pmd_sleep`).  A value the machine's owner set is
     kept."""
     have = other_config()
+    ours = [k for k in other_config("external_ids").get(PMD_SLEEP_MARK, "").split(";") if k]
     for key in PMD_SLEEP_KEYS:
         if key in have:
             try:
-                return int(have[key]), []
+                value = int(have[key])
             except ValueError:
-                return 0, []
-    vsctl("set", "Open_vSwitch", ".", *(f"other_config:{k}={us}" for k in PMD_SLEEP_KEYS))
+                value = 0
+            return value, ours  # a killed network's keys are still ours to remove
+    vsctl("set", "Open_vSwitch", ".", *(f"other_config:{k}={us}" for k in PMD_SLEEP_KEYS),
+          f'external_ids:{PMD_SLEEP_MARK}="{";".join(PMD_SLEEP_KEYS)}"')
     return us, list(PMD_SLEEP_KEYS)
 
 
 def release_pmd_sleep(keys: list[str]) -> None:
     """Remove the keys :func:`claim_pmd_sleep` set (OVS as it was found)."""
-    for key in keys:
+    for column, key in [("other_config", k) for k in keys] + \
+            ([("external_ids", PMD_SLEEP_MARK)] if keys else []):
         try:
-            vsctl("remove", "Open_vSwitch", ".", "other_config", key, timeout=10)
+            vsctl("remove", "Open_vSwitch", ".", column, key, timeout=10)
         except OvsError:
             pass
 

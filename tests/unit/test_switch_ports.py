@@ -61,21 +61,27 @@ def test_main_thread_xdp_ports_when_asked(xdp_here, monkeypatch):
 
 
 class FakeOvs:
-    """ovs-vsctl's Open_vSwitch other_config, in memory."""
+    """ovs-vsctl's Open_vSwitch other_config and external_ids, in memory."""
 
-    def __init__(self, config: dict[str, str]):
+    def __init__(self, config: dict[str, str], ids: dict[str, str] | None = None):
         self.config = dict(config)
+        self.ids = dict(ids or {})
+
+    def column(self, name: str) -> dict[str, str]:
+        return {"other_config": self.config, "external_ids": self.ids}[name]
 
     def __call__(self, *args: str, timeout: float = 30.0) -> str:
-        if args[:4] == ("get", "Open_vSwitch", ".", "other_config"):
-            return "{" + ", ".join(f'{k}="{v}"' for k, v in self.config.items()) + "}\n"
+        if args[:3] == ("get", "Open_vSwitch", "."):
+            items = self.column(args[3]).items()
+            return "{" + ", ".join(f'{k}="{v}"' for k, v in items) + "}\n"
         if args[:3] == ("set", "Open_vSwitch", "."):
             for item in args[3:]:
-                key, _, value = item.removeprefix("other_config:").partition("=")
-                self.config[key] = value
+                column, _, rest = item.partition(":")
+                key, _, value = rest.partition("=")
+                self.column(column)[key] = value.strip('"')
             return ""
-        if args[:4] == ("remove", "Open_vSwitch", ".", "other_config"):
-            self.config.pop(args[4], None)
+        if args[:3] == ("remove", "Open_vSwitch", "."):
+            self.column(args[3]).pop(args[4], None)
             return ""
         raise AssertionError(args)
 
@@ -89,8 +95,21 @@ def test_pmd_sleep_is_set_for_the_network_and_removed_after(monkeypatch):
     assert us == ovs.PMD_SLEEP_US == 100
     assert fake.config == {"emc-insert-inv-prob": "100", "pmd-maxsleep": "100",
                            "pmd-sleep-max": "100"}
+    assert fake.ids == {ovs.PMD_SLEEP_MARK: "pmd-maxsleep;pmd-sleep-max"}
     ovs.release_pmd_sleep(keys)
-    assert fake.config == {"emc-insert-inv-prob": "100"}
+    assert fake.config == {"emc-insert-inv-prob": "100"} and fake.ids == {}
+
+
+def test_keys_a_killed_network_left_are_removed_by_the_next_one(monkeypatch):
+    from testbed.emu import ovs
+
+    fake = FakeOvs({})
+    monkeypatch.setattr(ovs, "vsctl", fake)
+    ovs.claim_pmd_sleep()  # ... and the network is killed before its stop
+    us, keys = ovs.claim_pmd_sleep()
+    assert us == 100 and keys == list(ovs.PMD_SLEEP_KEYS)
+    ovs.release_pmd_sleep(keys)
+    assert fake.config == {} and fake.ids == {}
 
 
 def test_a_pmd_sleep_the_owner_set_is_kept(monkeypatch):
