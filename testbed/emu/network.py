@@ -278,7 +278,7 @@ class TestbedNetwork:
         self.port_type = switch_port_type(datapath, self.mode, ports)
         LabeledOVSSwitch.port_type = self.port_type
         xdp = bool(self.port_type)
-        if self.port_type == "afxdp":  # before the first port: its PMD thread starts sleepy
+        if self.port_type == XDP_PORT_TYPE:  # before the first port: its PMD thread sleeps
             self.pmd_sleep_us, self._pmd_keys = claim_pmd_sleep()
         net = Mininet(topo=None, build=False, controller=None, host=Host,
                       switch=LabeledOVSSwitch, link=EmuLink, intf=EmuIntf, autoSetMacs=False,

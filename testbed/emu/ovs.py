@@ -103,34 +103,25 @@ PMD_SLEEP_KEYS = ("pmd-maxsleep", "pmd-sleep-max")
 PMD_SLEEP_MARK = "meshcast-pmd-sleep"
 
 
-def other_config(column: str = "other_config") -> dict[str, str]:
-    """``Open_vSwitch . other_config`` (or another map column) as a dict (empty if
-    unreadable)."""
+def _setting(column: str, key: str) -> str | None:
+    """``Open_vSwitch . column:key`` (``other_config``, ``external_ids``), None if unset."""
     try:
-        value = vsctl("get", "Open_vSwitch", ".", column, timeout=10).strip()
+        value = vsctl("--if-exists", "get", "Open_vSwitch", ".", f"{column}:{key}",
+                      timeout=10).strip()
     except OvsError:
-        return {}
-    out = {}
-    for item in value.strip("{}").split(","):
-        key, _, val = item.partition("=")
-        if key.strip():
-            out[key.strip().strip('"')] = val.strip().strip('"')
-    return out
+        return None
+    return value.strip('"') if value else None
 
 
-def claim_pmd_sleep(us: int = PMD_SLEEP_US) -> tuple[int, list[str]]:
-    """Let PMD threads sleep when their ports are nearly idle: (the max sleep in force, the
-    keys set here, for :func:`release_pmd_sleep`).  A value the machine's owner set is
-    kept."""
-    have = other_config()
-    ours = [k for k in other_config("external_ids").get(PMD_SLEEP_MARK, "").split(";") if k]
+def claim_pmd_sleep(us: int = PMD_SLEEP_US) -> tuple[int | None, list[str]]:
+    """Let PMD threads sleep when their ports are nearly idle: (the max sleep in force, if
+    a plain number, and the keys set here, for :func:`release_pmd_sleep`).  A value the
+    machine's owner set is kept."""
+    ours = (_setting("external_ids", PMD_SLEEP_MARK) or "").split(";")
     for key in PMD_SLEEP_KEYS:
-        if key in have:
-            try:
-                value = int(have[key])
-            except ValueError:
-                value = 0
-            return value, ours  # a killed network's keys are still ours to remove
+        value = _setting("other_config", key)
+        if value is not None:  # the owner's, or a killed network's (still ours to remove)
+            return (int(value) if value.isdigit() else None), [k for k in ours if k]
     vsctl("set", "Open_vSwitch", ".", *(f"other_config:{k}={us}" for k in PMD_SLEEP_KEYS),
           f'external_ids:{PMD_SLEEP_MARK}="{";".join(PMD_SLEEP_KEYS)}"')
     return us, list(PMD_SLEEP_KEYS)
@@ -138,8 +129,9 @@ def claim_pmd_sleep(us: int = PMD_SLEEP_US) -> tuple[int, list[str]]:
 
 def release_pmd_sleep(keys: list[str]) -> None:
     """Remove the keys :func:`claim_pmd_sleep` set (OVS as it was found)."""
-    for column, key in [("other_config", k) for k in keys] + \
-            ([("external_ids", PMD_SLEEP_MARK)] if keys else []):
+    if not keys:
+        return
+    for column, key in [*(("other_config", k) for k in keys), ("external_ids", PMD_SLEEP_MARK)]:
         try:
             vsctl("remove", "Open_vSwitch", ".", column, key, timeout=10)
         except OvsError:

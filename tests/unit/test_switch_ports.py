@@ -71,9 +71,10 @@ class FakeOvs:
         return {"other_config": self.config, "external_ids": self.ids}[name]
 
     def __call__(self, *args: str, timeout: float = 30.0) -> str:
-        if args[:3] == ("get", "Open_vSwitch", "."):
-            items = self.column(args[3]).items()
-            return "{" + ", ".join(f'{k}="{v}"' for k, v in items) + "}\n"
+        if args[:4] == ("--if-exists", "get", "Open_vSwitch", "."):
+            column, _, key = args[4].partition(":")
+            value = self.column(column).get(key)
+            return "" if value is None else f'"{value}"\n'
         if args[:3] == ("set", "Open_vSwitch", "."):
             for item in args[3:]:
                 column, _, rest = item.partition(":")
