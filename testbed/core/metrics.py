@@ -38,12 +38,15 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-REQUEST_SOURCES = ("cache_prefetch", "cache_tree", "cache_mesh", "cache_live", "tree", "mesh",
-                   "origin")
+from testbed.core import records as R
+from testbed.core.records import Root, Source
+
+#: Every source a request can be answered from, in table order (plain strings).
+REQUEST_SOURCES = tuple(s.value for s in Source)
 TRAFFIC_CLASSES = ("tree", "mesh", "prefetch", "telemetry", "prediction", "control", "live",
                    "viewer", "origin")
 #: Sources that count as offload from the origin: any helper cache, or a mesh neighbour.
-OFFLOAD_SOURCES = ("mesh",)
+OFFLOAD_SOURCES = (Source.MESH.value,)
 #: Traffic classes that are the mesh's upkeep (``overhead_ratio``); pushes are apart.
 OVERHEAD_CLASSES = ("telemetry", "prediction", "control")
 #: The class of pushed segments, on every hop.
@@ -86,7 +89,7 @@ _BOOL_VIEWER = ("ended", "abandoned", "abandoned_at_start", "completed")
 
 def is_cache_source(source: object) -> bool:
     """A request answered from a helper's cache (whatever put the segment there)."""
-    return isinstance(source, str) and source.startswith("cache_")
+    return R.is_cache(source)
 
 
 def is_offload_source(source: object) -> bool:
@@ -101,7 +104,7 @@ def offloaded(requests: pd.DataFrame) -> pd.Series:
     if not len(requests):
         return pd.Series([], dtype=bool)
     src = requests["source"]
-    via_tree = (src == "tree") & (requests["root"] == "cache")
+    via_tree = (src == Source.TREE.value) & (requests["root"] == Root.CACHE.value)
     return (src.map(is_offload_source).astype(bool) | via_tree.fillna(False)).astype(bool)
 
 
@@ -164,7 +167,7 @@ def requests_table(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFra
     """One row per segment a helper served to a viewer (``serve`` records)."""
     fields = REQUEST_COLUMNS[:-1]
     rows = []
-    for r in _of(records, "serve"):
+    for r in _of(records, R.SERVE):
         row = {c: r.get(c) for c in fields}
         row["helper"] = r.get("node", r.get("helper"))
         rows.append(row)
@@ -180,7 +183,7 @@ def asks_table(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFrame:
     ``request_failed``: given up), timed, so that a warm-up can cut it where sessions
     cannot; ``digest_ok`` is NA for failed ones."""
     rows = []
-    for kind, answered in (("request", True), ("request_failed", False)):
+    for kind, answered in ((R.REQUEST, True), (R.REQUEST_FAILED, False)):
         for r in _of(records, kind):
             ok = r.get("digest_ok") if answered else None
             rows.append({"node": r.get("node"), "player": r.get("player"),
@@ -215,7 +218,7 @@ def viewers_table(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFram
     rows = []
     starts = []
     extra: set[str] = set()
-    for r in _of(records, "qoe"):
+    for r in _of(records, R.QOE):
         row = {k: v for k, v in r.items() if k not in ("kind", "bytes_by_source", "warmup")
                and (v is None or isinstance(v, (str, int, float, bool)))}
         by_source = r.get("bytes_by_source")
@@ -262,7 +265,7 @@ def start_state(viewers: pd.DataFrame) -> pd.Series:
 
 def traffic_table(records: Iterable[dict]) -> pd.DataFrame:
     """One row per ``traffic`` record: bytes a node sent (tx) or received (rx) by class."""
-    rows = [{c: r.get(c) for c in TRAFFIC_COLUMNS} for r in _of(records, "traffic")]
+    rows = [{c: r.get(c) for c in TRAFFIC_COLUMNS} for r in _of(records, R.TRAFFIC)]
     df = pd.DataFrame(rows, columns=TRAFFIC_COLUMNS)
     _numeric(df, ["bytes"], integer=True)
     return df
@@ -277,7 +280,7 @@ def egress_table(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFrame
     interval's end, so its own ``at`` would let a second of warm-up in."""
     rows = []
     seen: set[str] = set()
-    for r in _of(records, "egress"):
+    for r in _of(records, R.EGRESS):
         row = {"node": r.get("node"), "at": r.get("at")}
         by_cls = r.get("by_cls")
         if isinstance(by_cls, dict):
@@ -307,7 +310,7 @@ def push_hops_table(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFr
     rows = [{"push_id": r.get("push_id"), "helper": r.get("node"), "sender": r.get("sender"),
              "video": r.get("video"), "index": r.get("index"), "at": r.get("at"),
              "bytes": r.get("bytes"), "kept": bool(r.get("kept"))}
-            for r in _of(records, "mesh_rx")]
+            for r in _of(records, R.MESH_RX)]
     df = pd.DataFrame(rows, columns=HOP_COLUMNS[:-1])
     _numeric(df, ["index", "bytes"], integer=True)
     _numeric(df, ["at"], integer=False)
@@ -318,7 +321,7 @@ def push_hops_table(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFr
 
 def pushes_table(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFrame:
     """One row per push the master sent (``push`` records)."""
-    rows = [{c: r.get(c) for c in PUSH_COLUMNS[:-1]} for r in _of(records, "push")]
+    rows = [{c: r.get(c) for c in PUSH_COLUMNS[:-1]} for r in _of(records, R.PUSH)]
     df = pd.DataFrame(rows, columns=PUSH_COLUMNS[:-1])
     _numeric(df, ["index", "bytes"], integer=True)
     _numeric(df, ["at"], integer=False)
@@ -545,7 +548,7 @@ def overall(requests: pd.DataFrame, viewers: pd.DataFrame, *,
         "digest_failures": counts["digest_failures"],
         "serves": serves,
         "hit_ratio": cache_hits / requests_n if requests_n else math.nan,
-        "prefetch_hits": int((src == "cache_prefetch").sum()) if serves else 0,
+        "prefetch_hits": int((src == Source.CACHE_PREFETCH.value).sum()) if serves else 0,
         "serve_offload": offload_bytes / total_bytes if total_bytes > 0 else math.nan,
         "bytes_to_viewers": int(total_bytes),
         **_sessions(viewers),
@@ -629,9 +632,9 @@ def _copy_uses(records: list[dict]) -> dict[tuple, tuple[list[float], list[str]]
     who got it ("viewer": a ``serve``; "onward": an ``upstream_serve`` to another helper;
     a viewer first when both happened at the same time)."""
     uses: dict[tuple, list[tuple[float, int, str]]] = {}
-    for kind, use, rank in (("serve", "viewer", 0), ("upstream_serve", "onward", 1)):
+    for kind, use, rank in ((R.SERVE, "viewer", 0), (R.UPSTREAM_SERVE, "onward", 1)):
         for r in _of(records, kind):
-            if r.get("source") == "cache_prefetch":
+            if r.get("source") == Source.CACHE_PREFETCH:
                 key = (r.get("node"), r.get("video"), r.get("index"))
                 uses.setdefault(key, []).append((float(r.get("at", 0.0)), rank, use))
     out = {}
@@ -650,7 +653,7 @@ def prefetch_copies(records: Iterable[dict], warmup_s: float = 0.0) -> pd.DataFr
     ``warmup_s``."""
     records = list(records)
     copies = sorted(((r.get("node"), r.get("video"), r.get("index"), float(r.get("at", 0.0)),
-                      r) for r in _of(records, "mesh_rx") if r.get("kept")),
+                      r) for r in _of(records, R.MESH_RX) if r.get("kept")),
                     key=lambda c: (str(c[0]), str(c[1]), c[2] if isinstance(c[2], int) else -1,
                                    c[3]))
     uses = _copy_uses(records)

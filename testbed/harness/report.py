@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.core.metrics import REQUEST_SOURCES, TRAFFIC_CLASSES
+from testbed.core.records import is_cache
 from testbed.harness import stats
 
 #: Shown first, in this order, wherever they are present.
@@ -412,7 +413,7 @@ def _fig_sources(run: RunData, out: Path) -> None:
     by = _numeric(df["bytes"]).groupby(df["source"].astype(str)).sum()
     order = _ordered(by.index, REQUEST_SOURCES)
     fig, (ax,) = _figure()
-    colours = ["tab:green" if s.startswith("cache") else "tab:blue" for s in order]
+    colours = ["tab:green" if is_cache(s) else "tab:blue" for s in order]
     ax.bar(order, [by[s] for s in order], color=colours)
     ax.set(ylabel="bytes to viewers")
     ax.tick_params(axis="x", labelrotation=30)

@@ -17,6 +17,7 @@ import networkx as nx
 import pandas as pd
 
 from testbed.core import metrics
+from testbed.core import records as R
 from testbed.core.spec import MASTER
 
 
@@ -43,16 +44,16 @@ def invalidation_table(records: list[dict]) -> pd.DataFrame:
     """One row per (republish, helper): when the invalidation reached the helper."""
     rows = [{"inv_id": r["inv_id"], "helper": r["node"], "video": r["video"],
              "version": r["version"], "delay_ms": r["delay_ms"], "at": r["at"]}
-            for r in _of(records, "invalidated")]
+            for r in _of(records, R.INVALIDATED)]
     return pd.DataFrame(rows, columns=["inv_id", "helper", "video", "version", "delay_ms", "at"])
 
 
 def stale_serves(records: list[dict]) -> pd.DataFrame:
     """Segments of an old version served by a helper after its invalidation arrived."""
     arrived = {(r["node"], r["video"]): (r["at"], r["version"])
-               for r in _of(records, "invalidated")}
+               for r in _of(records, R.INVALIDATED)}
     rows = []
-    for r in _of(records, "serve"):
+    for r in _of(records, R.SERVE):
         got = arrived.get((r["node"], r["video"]))
         if got and r["at"] >= got[0] and r["version"] < got[1]:
             rows.append(r)
@@ -69,7 +70,7 @@ def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
     on, like the rest of the summary; requests cut at the stop come after any warm-up.
     """
     out: dict = {}
-    tiers = _of(records, "tiers")
+    tiers = _of(records, R.TIERS)
     if tiers:
         out["tiers"] = json.dumps(tiers[-1]["tiers"])
         out["tier_recomputes"] = len(tiers)
@@ -80,11 +81,11 @@ def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
         out["invalidation_helpers"] = int(inv["helper"].nunique())
     out["stale_serves"] = len(stale_serves(records))
     rejected: dict[str, int] = {}
-    for r in _of(records, "rejected"):
+    for r in _of(records, R.REJECTED):
         rejected[r["reason"]] = rejected.get(r["reason"], 0) + 1
     out["rejected"] = sum(rejected.values())
     out["rejected_by_reason"] = json.dumps(rejected, sort_keys=True)
-    caches = _of(records, "cache_state") + _of(records, "cache")
+    caches = _of(records, R.CACHE_STATE) + _of(records, R.CACHE)
     if caches:
         out["cache_over_capacity"] = sum(1 for c in caches
                                          if c["used_bytes"] > c["capacity_bytes"])
@@ -105,7 +106,7 @@ def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
         cut = pd.to_numeric(viewers.get("cut_at_stop", pd.Series([], dtype=float)),
                             errors="coerce")
         out["viewer_cut_at_stop"] = int(cut.fillna(0).sum())
-    live = pd.Series([r.get("at") for r in _of(records, "live_rx")], dtype="float64")
+    live = pd.Series([r.get("at") for r in _of(records, R.LIVE_RX)], dtype="float64")
     out["live_segments_received"] = int((~metrics.in_warmup(live, warmup_s)).sum())
     pushes = metrics.after_warmup(metrics.pushes_table(records, warmup_s))
     out["pushes"] = len(pushes)
@@ -189,14 +190,14 @@ def topology_view(spec: nx.Graph, records: list[dict]) -> dict:
     """The network for a drawing: nodes with role and tier, links, the last tree (parent ->
     child) the master set up and the mesh the helpers last chose."""
     tiers: dict[str, int] = {}
-    for i, names in enumerate((_of(records, "tiers") or [{"tiers": []}])[-1]["tiers"]):
+    for i, names in enumerate((_of(records, R.TIERS) or [{"tiers": []}])[-1]["tiers"]):
         tiers.update({h: i + 1 for h in names})
     parent: dict[str, str] = {}
     mesh: dict[str, list[str]] = {}
     for r in records:
-        if r.get("kind") == "routing" and r.get("parent"):
+        if r.get("kind") == R.ROUTING and r.get("parent"):
             parent[r["node"]] = r["parent"]
-        elif r.get("kind") == "neighbours":
+        elif r.get("kind") == R.NEIGHBOURS:
             mesh[r["node"]] = list(r.get("neighbours") or [])
     pairs = sorted({tuple(sorted((h, n))) for h, ns in mesh.items() for n in ns})
     return {
