@@ -1,0 +1,956 @@
+"""The helper's decisions as a state machine: requests in, effects out.
+
+:class:`HelperLogic` holds everything a helper knows (its cache, verified manifests, its
+place in the tree, mesh neighbours and peer measurements, the fetches in progress, the
+live relay's groups, telemetry waiting to go) and answers each event with a list of
+effects (:mod:`testbed.core.node.effects` and the helper-specific ones below).  The daemon
+(:mod:`testbed.nodes.helper`) turns HTTP, UDP and multicast into these events, verifies
+signatures and manifests before they get here, signs what leaves, and measures time on the
+wire (probe round trips, bandwidth trains).
+
+The rules it keeps:
+
+* **Fetch order** (requestContent): the cache first (a copy at least as new as the video's
+  version floor and its newest manifest); on a miss, one fetch per segment however many
+  viewers or children ask; with ``mesh_pull`` the neighbours nearer than the parent are
+  asked at once and the tree too after a hedge (twice the slowest neighbour's round trip,
+  50-300 ms) or when every neighbour has said no; the tree is asked ancestor by ancestor
+  (parent, its parent, ..., the master).  An answer counts only if its version is at least
+  the one asked for and its bytes match the digest in the signed manifest of that version.
+* **Pushes** (receiveMeshData): a push is accepted only on its route, from the previous hop,
+  for a known segment no older than the floor, with a matching digest; it is cached at the
+  destination and on the hops its ``keep`` list names, and forwarded to the next hop.
+* **Invalidations** raise the video's floor, drop older copies, and go on to children and
+  neighbours other than the sender, once per invalidation id.
+* **Neighbours** are re-chosen each round from the medians of the probe round trips and the
+  packet-train bandwidth estimates; the neighbours (and the cache inventory, when it
+  changed) are reported to the master.
+* **Live**: a helper joins its parent's relay group of a channel while children or its own
+  viewers (in the last 30 s) want it, relays each datagram to its own group when it has
+  children, and caches each reassembled segment whose digest checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from testbed.core import protocol as P
+from testbed.core.cache import SegmentCache
+from testbed.core.content import Catalogue, Manifest, iso_datetime, render_mpd
+from testbed.core.mesh import NeighbourSelector, PeerMetric
+from testbed.core.multicast import relay_group
+from testbed.core.node.effects import Record, Reply, Response, Send, SetTimer, Timer
+from testbed.core.records import ROOT_HEADER, SOURCE_HEADER, VERSION_HEADER, Root, Source
+from testbed.core.telemetry import TelemetryBuffer, TelemetryError, telemetry_record
+
+PEER_SAMPLE = 4           # non-neighbours probed per round (besides the neighbours)
+PROBE_STAGGER_S = 0.003   # between two peer probes: replies do not queue behind each other
+PROBE_WAIT_S = 0.3        # after the last probe, the round decides on what came back
+BW_PROBE_BYTES = 12 * 1024  # within TCP's first flight (10 segments), so one train
+BW_PROBE_EVERY_S = 120.0  # an active bandwidth probe per peer at most this often
+BW_WAIT_S = 3.5           # the longest a round waits for its bandwidth probes
+LIVE_WANTED_S = 30.0      # a viewer's request keeps its channel joined this long
+MESH_ASK_TIMEOUT_S = 2.0
+TREE_ASK_TIMEOUT_S = 8.0
+CONTROL_TIMEOUT_S = 5.0
+TELEMETRY_BATCH = 200
+MAX_VIEWER_BATCH = 1000
+
+
+# -- settings -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HelperSettings:
+    """What a helper is told by the run plan (typed, one place for each default)."""
+
+    name: str
+    master: str                       # the master's name
+    addresses: dict[str, str]         # node name -> address (helpers, master)
+    catalogue: Catalogue
+    cache_bytes: int
+    eviction: str = "lru"
+    mesh_degree: int = 3
+    mesh_pull: bool = False
+    push_port: int | None = None      # where pushes go (None: the usual HTTP port)
+    neighbour_interval_s: float = 5.0
+    telemetry_salt: bytes = b""
+    live_t0: float = 0.0              # run time of the live channels' first segment
+    t0: float = 0.0                   # wall-clock time of run second 0
+    engine: str | None = None         # the engine's name; None: no engine in this run
+    base_url: str = ""                # this helper's own URL, for MPDs
+
+    @property
+    def peers(self) -> list[str]:
+        return [n for n in self.addresses if n not in (self.name, self.master)]
+
+
+# -- helper-specific effects ---------------------------------------------------------------
+@dataclass(frozen=True)
+class FetchManifest:
+    """Get ``video``'s signed manifest from the master, verify it, and hand back
+    :class:`ManifestArrived`."""
+
+    video: str
+
+
+@dataclass(frozen=True)
+class MeasureBandwidth:
+    """Fetch ``nbytes`` of filler from ``peer`` and hand back :class:`BandwidthSample`
+    (the time from its first to its last byte here)."""
+
+    peer: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class JoinGroup:
+    video: str
+    group: str
+    parent: str
+
+
+@dataclass(frozen=True)
+class LeaveGroup:
+    video: str
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Send ``dgram`` on to this helper's own relay ``group``."""
+
+    video: str
+    group: str
+    dgram: bytes
+
+
+# -- events ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SegmentRequest:
+    ref: int
+    video: str
+    index: str          # as the viewer wrote it
+    viewer: str = ""
+
+
+@dataclass(frozen=True)
+class ManifestRequest:
+    ref: int
+    video: str
+    mpd: bool = False   # the MPEG-DASH MPD rather than the signed manifest
+
+
+@dataclass(frozen=True)
+class ViewerTelemetry:
+    ref: int
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """A verified ``fetch`` from another helper (``cache_only``: a mesh neighbour's)."""
+
+    ref: int
+    sender: str
+    body: dict
+    cache_only: bool
+
+
+@dataclass(frozen=True)
+class MeshData:
+    ref: int
+    sender: str
+    body: dict
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Control:
+    """A verified control message: routing, push_order (from the master) or invalidate."""
+
+    ref: int
+    sender: str
+    role: str
+    msg_type: str
+    body: dict
+
+
+@dataclass(frozen=True)
+class ManifestArrived:
+    """The outcome of :class:`FetchManifest`: a verified manifest and its signed form, or
+    ``error`` (HTTP status, unreachable, a bad signature)."""
+
+    video: str
+    manifest: Manifest | None = None
+    signed: dict | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class PeerRtt:
+    """A peer probe's round trip (kernel-stamped, the peer's holding time taken out)."""
+
+    peer: str
+    rtt_ms: float
+
+
+@dataclass(frozen=True)
+class BandwidthSample:
+    peer: str
+    nbytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LiveDatagram:
+    video: str
+    dgram: bytes
+
+
+Got = tuple[bytes, int, Source, Root]
+Done = Callable[["Got | None", str], list]
+
+
+@dataclass
+class _Fetch:
+    """One segment being fetched for everyone who asked for it."""
+
+    key: tuple[str, int]
+    version: int
+    waiters: list[Done] = field(default_factory=list)
+    asks: set[int] = field(default_factory=set)    # refs of mesh asks in flight
+    tree_at: int = -1                               # ancestor being asked; -1: not started
+    tree_ref: int | None = None
+    done: bool = False
+
+
+class HelperLogic:
+    """A helper's state and rules (see the module docstring); drive it with
+    :meth:`start`, :meth:`handle` and :meth:`stop`."""
+
+    def __init__(self, s: HelperSettings):
+        self.s = s
+        self.cache = SegmentCache(s.cache_bytes, s.eviction)
+        self.catalogue = s.catalogue
+        self.live_ids = s.catalogue.ids("live")
+        self.selector = NeighbourSelector(k=s.mesh_degree)
+        self.table: dict | None = None
+        self.peer_rtt: dict[str, deque] = {p: deque(maxlen=5) for p in s.peers}
+        self.peer_bw: dict[str, float] = {}
+        self.peer_bw_at: dict[str, float] = {}
+        self.rounds = 0
+        self.reported_inventory = b""
+        self.live_groups: dict[str, str] = {}          # video -> joined group
+        self.live_wanted_until: dict[str, float] = {}
+        self.seen_invalidations: set[str] = set()
+        self.telemetry = TelemetryBuffer()
+        self.reasm = P.Reassembler()
+        self.rejected: Counter[str] = Counter()
+        # verified manifests: newest per video, every version by (video, version)
+        self.manifests: dict[str, Manifest] = {}
+        self.signed: dict[str, dict] = {}
+        self.versions: dict[tuple[str, int], Manifest] = {}
+        self._manifest_waiters: dict[str, list[tuple[int, Callable]]] = {}
+        self._fetches: dict[tuple[str, int], _Fetch] = {}
+        self._on_response: dict[int, Callable[[Response, float], list]] = {}
+        self._next_ref = 0
+        self.now = 0.0  # the time of the event being handled
+        self._bw_pending: set[str] = set()
+        self._round_latency: dict[str, float] | None = None
+        self._handlers = {
+            SegmentRequest: self._segment_request, ManifestRequest: self._manifest_request,
+            ViewerTelemetry: self._viewer_telemetry, FetchRequest: self._fetch_request,
+            MeshData: self._mesh_data, Control: self._control,
+            ManifestArrived: self._manifest_arrived, Response: self._response,
+            PeerRtt: self._peer_rtt, BandwidthSample: self._bandwidth_sample,
+            LiveDatagram: self._live_datagram, Timer: self._timer,
+        }
+
+    # -- driving ------------------------------------------------------------------------
+    def start(self, now: float) -> list:
+        """The periodic timers (neighbours, telemetry, live, housekeeping)."""
+        return [SetTimer("neighbours", now + 0.5), SetTimer("telemetry", now + 2.0),
+                SetTimer("live", now), SetTimer("housekeeping", now + 5.0)]
+
+    def handle(self, event: object, now: float) -> list:
+        self.now = now  # continuations resumed by this event run at this time
+        return self._handlers[type(event)](event, now)
+
+    def stop(self, now: float) -> list:
+        """Leave the live groups, send what telemetry is left, and the closing records."""
+        out: list = [LeaveGroup(v) for v in list(self.live_groups)]
+        for v in list(self.live_groups):
+            out.append(self._record("live_leave", video=v))
+        self.live_groups.clear()
+        out += self._send_telemetry(now)
+        out.append(self._record("cache", used_bytes=self.cache.used_bytes,
+                                capacity_bytes=self.cache.capacity_bytes, **self.cache.stats))
+        return out
+
+    # -- small helpers --------------------------------------------------------------------
+    def _ref(self) -> int:
+        self._next_ref += 1
+        return self._next_ref
+
+    @staticmethod
+    def _record(kind: str, **fields) -> Record:
+        return Record(kind, fields)
+
+    def _reject(self, reason: str, sender: str, what: str) -> Record:
+        self.rejected[reason] += 1
+        return self._record("rejected", reason=reason, sender=sender[:64], what=what[:64])
+
+    def _ask(self, to: str, msg_type: str, body: dict, on: Callable[[Response, float], list],
+             **kw) -> Send:
+        ref = self._ref()
+        self._on_response[ref] = on
+        return Send(to=to, msg_type=msg_type, body=body, ref=ref, **kw)
+
+    def ancestors(self) -> list[str]:
+        """The nodes up the tree: parent, its parent, ..., the master."""
+        if not self.table:
+            return [self.s.master]
+        out = [n for n in self.table["ancestors"] if n in self.s.addresses]
+        return out or [self.s.master]
+
+    def children(self) -> list[str]:
+        return list(self.table["children"]) if self.table else []
+
+    def live_edge(self, video: str, now: float) -> int:
+        return self.catalogue[video].live_edge(now, self.s.live_t0)
+
+    def key_ok(self, video: object, index: object, now: float) -> tuple[str, int] | None:
+        if not isinstance(video, str) or video not in self.catalogue:
+            return None
+        try:
+            index = int(index)
+        except (TypeError, ValueError):
+            return None
+        v = self.catalogue[video]
+        if not 0 <= index < v.n_segments:
+            return None
+        if v.kind == "live" and index > self.live_edge(video, now):
+            return None
+        return video, index
+
+    # -- manifests ------------------------------------------------------------------------
+    def manifest(self, video: str, version: int | None = None) -> Manifest | None:
+        if version is None:
+            return self.manifests.get(video)
+        return self.versions.get((video, version))
+
+    def _with_manifest(self, video: str, min_version: int, then: Callable[[Manifest | None, str],
+                                                                          list]) -> list:
+        """``then(manifest, error)`` with a verified manifest of ``video`` at least
+        ``min_version`` (and the floor): at once when one is known, else when the master's
+        answer arrives (one fetch per video however many wait)."""
+        need = max(min_version, self.cache.floor(video))
+        m = self.manifests.get(video)
+        if m is not None and m.version >= need:
+            return then(m, "")
+        waiting = self._manifest_waiters.setdefault(video, [])
+        waiting.append((need, then))
+        return [FetchManifest(video)] if len(waiting) == 1 else []
+
+    def _manifest_arrived(self, ev: ManifestArrived, now: float) -> list:
+        out: list = []
+        if ev.manifest is not None:
+            m = ev.manifest
+            self.versions[(m.video_id, m.version)] = m
+            cur = self.manifests.get(m.video_id)
+            if cur is None or m.version >= cur.version:
+                self.manifests[m.video_id] = m
+                if ev.signed is not None:
+                    self.signed[m.video_id] = ev.signed
+        elif ev.error.startswith("rejected:"):
+            out.append(self._reject(ev.error.split(":", 1)[1], self.s.master, "manifest"))
+        waiting = self._manifest_waiters.pop(ev.video, [])
+        m = self.manifests.get(ev.video)
+        for need, then in waiting:
+            if m is not None and m.version >= need:
+                out += then(m, "")
+            else:
+                out += then(None, ev.error or f"manifest {ev.video}: only version "
+                                              f"{m.version if m else 0} < {need}")
+        return out
+
+    # -- viewers --------------------------------------------------------------------------
+    def _manifest_request(self, ev: ManifestRequest, now: float) -> list:
+        if ev.video not in self.catalogue:
+            return [Reply(ev.ref, 404, f"unknown video {ev.video[:64]!r}\n".encode())]
+
+        def then(m: Manifest | None, error: str) -> list:
+            if m is None:
+                return [Reply(ev.ref, 504, f"{error}\n".encode())]
+            if ev.mpd:
+                start = self.s.t0 + self.s.live_t0 if m.kind == "live" else None
+                text = render_mpd(m, self.s.base_url, availability_start=None if start is None
+                                  else iso_datetime(start))
+                return [Reply(ev.ref, 200, text.encode(), content_type="application/dash+xml")]
+            body = json.dumps(self.signed[ev.video]).encode()
+            return [Reply(ev.ref, 200, body, content_type="application/json", cls="viewer")]
+
+        return self._with_manifest(ev.video, 0, then)
+
+    def _segment_request(self, ev: SegmentRequest, now: float) -> list:
+        key = self.key_ok(ev.video, ev.index, now)
+        if key is None:
+            return [Reply(ev.ref, 404, b"no such segment\n")]
+        viewer, asked = ev.viewer[:64], now
+
+        def done(got: Got | None, error: str, at: float) -> list:
+            if got is None:
+                return [self._record("serve_failed", video=key[0], index=key[1],
+                                     error=error[:200]),
+                        Reply(ev.ref, 504, f"unavailable: {error}\n".encode())]
+            data, version, source, root = got
+            anon = telemetry_record("request", viewer, self.s.telemetry_salt, key[0],
+                                    key[1] * self.catalogue[key[0]].segment_s, at, self.s.name)
+            self.telemetry.add({**anon, "index": key[1]})
+            if self.catalogue[key[0]].kind == "live":
+                self.live_wanted_until[key[0]] = at + LIVE_WANTED_S
+            return [self._record("serve", viewer=anon["viewer"], video=key[0], index=key[1],
+                                 version=version, bytes=len(data), source=source.value,
+                                 root=root.value,
+                                 latency_ms=round((at - asked) * 1000, 3)),
+                    Reply(ev.ref, 200, data, {VERSION_HEADER: str(version),
+                                              SOURCE_HEADER: source.value},
+                          content_type="video/mp4", cls="viewer")]
+
+        return self.obtain(key, now, done)
+
+    def _viewer_telemetry(self, ev: ViewerTelemetry, now: float) -> list:
+        """A viewer host's batch of player events; anonymised before it leaves."""
+        try:
+            batch = json.loads(ev.raw)
+            viewer, events = batch["viewer"], batch["events"]
+            if not isinstance(viewer, str) or not isinstance(events, list) \
+                    or len(events) > MAX_VIEWER_BATCH:
+                raise ValueError(f"viewer must be text and events a list of "
+                                 f"<= {MAX_VIEWER_BATCH}")
+            records = [telemetry_record(e["kind"], viewer, self.s.telemetry_salt, e["video"],
+                                        float(e["playhead_s"]), float(e["at"]), self.s.name)
+                       for e in events]
+        except (ValueError, KeyError, TypeError, TelemetryError) as exc:
+            body = json.dumps({"error": f"telemetry: {exc}"[:200]}).encode()
+            return [Reply(ev.ref, 400, body, content_type="application/json")]
+        for rec in records:
+            self.telemetry.add(rec)
+            if rec["video"] in self.live_ids:
+                self.live_wanted_until[rec["video"]] = now + LIVE_WANTED_S
+        return [Reply(ev.ref, 200, json.dumps({"ok": len(records)}).encode(),
+                      content_type="application/json")]
+
+    # -- obtaining segments -----------------------------------------------------------------
+    def obtain(self, key: tuple[str, int], now: float,
+               done: Callable[[Got | None, str, float], list]) -> list:
+        """``done(got, error, at)`` with the segment: from the cache, else one shared fetch."""
+
+        def with_manifest(m: Manifest | None, error: str) -> list:
+            now = self.now
+            if m is None:
+                return done(None, error, now)
+            entry = self.cache.get(key, now, min_version=m.version)
+            if entry is not None:
+                return done((entry.data, entry.version, Source.cached(entry.origin),
+                             Root.CACHE), "", now)
+            job = self._fetches.get(key)
+            if job is not None:
+                job.waiters.append(done)
+                return []
+            job = self._fetches[key] = _Fetch(key, m.version, [done])
+            return self._start_fetch(job, now)
+
+        return self._with_manifest(key[0], 0, with_manifest)
+
+    def pull_peers(self) -> list[str]:
+        """The neighbours worth asking on a miss: not up the tree (the tree fetch asks
+        those anyway) and nearer than the parent (a neighbour behind the same far link as
+        the parent only doubles what crosses it)."""
+        up = set(self.ancestors())
+        parent = self.ancestors()[0]
+        limit = min(self.peer_rtt[parent]) if self.peer_rtt.get(parent) else math.inf
+        return [p for p in self.selector.neighbours if p not in up
+                and (min(self.peer_rtt[p]) if self.peer_rtt.get(p) else math.inf) < limit]
+
+    def hedge_s(self) -> float:
+        """How long mesh neighbours get before the tree is asked too: twice the slowest
+        neighbour's round trip, within 50-300 ms."""
+        rtts = [statistics.median(self.peer_rtt[p]) for p in self.pull_peers()
+                if self.peer_rtt.get(p)]
+        return min(0.3, max(0.05, 2 * max(rtts, default=100.0) / 1000))
+
+    def _start_fetch(self, job: _Fetch, now: float) -> list:
+        peers = self.pull_peers() if self.s.mesh_pull else []
+        if not peers:
+            return self._ask_tree(job, now)
+        out: list = []
+        body = {"video": job.key[0], "index": job.key[1], "min_version": job.version}
+        for peer in peers:
+            send = self._ask(peer, "fetch", body,
+                             lambda r, t, peer=peer: self._mesh_answer(job, peer, r, t),
+                             path="/peer-fetch", cls="mesh", timeout_s=MESH_ASK_TIMEOUT_S)
+            job.asks.add(send.ref)
+            out.append(send)
+        out.append(SetTimer(f"hedge:{job.key[0]}/{job.key[1]}", now + self.hedge_s(), job))
+        return out
+
+    def _ask_tree(self, job: _Fetch, now: float) -> list:
+        """Ask the next ancestor (the parent first)."""
+        job.tree_at += 1
+        ancestors = self.ancestors()
+        if job.tree_at >= len(ancestors):
+            job.tree_ref = None
+            if job.asks:
+                return []  # neighbours may still answer
+            return self._finish(job, None, f"{job.key[0]}/{job.key[1]}: no ancestor answered",
+                                now)
+        name = ancestors[job.tree_at]
+        body = {"video": job.key[0], "index": job.key[1], "min_version": job.version}
+        send = self._ask(name, "fetch", body,
+                         lambda r, t: self._tree_answer(job, name, r, t),
+                         path="/fetch", cls="tree", timeout_s=TREE_ASK_TIMEOUT_S)
+        job.tree_ref = send.ref
+        return [send]
+
+    def _checked(self, job: _Fetch, sender: str, cls: str, r: Response,
+                 then: Callable[[bytes, int, Root | None], list],
+                 failed: Callable[[], list]) -> list:
+        """``then(data, version, root)`` for an answer whose version and digest check (a
+        newer version's manifest is fetched first), else ``failed()``."""
+        if r.status != 200:
+            return failed()
+        try:
+            ver = int(r.headers.get(VERSION_HEADER, "0"))
+        except (TypeError, ValueError):
+            ver = 0
+        if ver < job.version:
+            return failed()
+        root = Root.CACHE if r.headers.get(ROOT_HEADER) == Root.CACHE else Root.ORIGIN
+
+        def check(m: Manifest | None, error: str) -> list:
+            m = self.versions.get((job.key[0], ver))
+            if m is None or not m.digest_ok(job.key[1], r.body):
+                return [self._reject("bad_digest", sender, cls), *failed()]
+            return then(r.body, ver, root)
+
+        if (job.key[0], ver) in self.versions:
+            return check(None, "")
+        return self._with_manifest(job.key[0], ver, check)
+
+    def _mesh_answer(self, job: _Fetch, peer: str, r: Response, now: float) -> list:
+        job.asks.discard(r.ref)
+        if job.done:
+            return []
+
+        def got(data: bytes, ver: int, _root: Root | None) -> list:
+            if job.done:
+                return []
+            self.cache.put(job.key, ver, data, "mesh", self.now)
+            return self._finish(job, (data, ver, Source.MESH, Root.CACHE), "", self.now)
+
+        def failed() -> list:
+            now = self.now
+            if job.done or job.asks:
+                return []
+            if job.tree_at < 0:          # every neighbour said no: the tree at once
+                return self._ask_tree(job, now)
+            if job.tree_ref is None:     # the tree had already failed
+                return self._finish(job, None, f"{job.key[0]}/{job.key[1]}: "
+                                                "no ancestor answered", now)
+            return []
+
+        return self._checked(job, peer, "mesh", r, got, failed)
+
+    def _tree_answer(self, job: _Fetch, name: str, r: Response, now: float) -> list:
+        if job.done or r.ref != job.tree_ref:
+            return []
+
+        def got(data: bytes, ver: int, root: Root | None) -> list:
+            if job.done:
+                return []
+            self.cache.put(job.key, ver, data, "tree", self.now)
+            return self._finish(job, (data, ver, Source.TREE, root or Root.ORIGIN), "",
+                                self.now)
+
+        return self._checked(job, name, "tree", r, got, lambda: self._ask_tree(job, self.now))
+
+    def _hedge(self, job: _Fetch, now: float) -> list:
+        if job.done or job.tree_at >= 0:
+            return []
+        return self._ask_tree(job, now)
+
+    def _finish(self, job: _Fetch, got: Got | None, error: str, now: float) -> list:
+        job.done = True
+        if self._fetches.get(job.key) is job:
+            del self._fetches[job.key]
+        out: list = []
+        for done in job.waiters:
+            out += done(got, error, now)
+        return out
+
+    def _fetch_request(self, ev: FetchRequest, now: float) -> list:
+        cls = "mesh" if ev.cache_only else "tree"
+        try:
+            video, index = ev.body["video"], ev.body["index"]
+            min_version = int(ev.body["min_version"])
+        except (KeyError, TypeError, ValueError):
+            return [self._reject("malformed", ev.sender, "fetch"),
+                    Reply(ev.ref, 400, b"malformed fetch\n")]
+        key = self.key_ok(video, index, now)
+        if key is None:
+            return [Reply(ev.ref, 404, b"no such segment\n")]
+
+        def answer(got: Got | None, error: str, at: float) -> list:
+            if got is None:
+                return [Reply(ev.ref, 504, f"{error}\n".encode())]
+            data, version, source, root = got
+            if version < min_version:
+                return [Reply(ev.ref, 409, b"only an older version\n")]
+            return [self._record("upstream_serve", to=ev.sender, video=key[0], index=key[1],
+                                 version=version, source=source.value, bytes=len(data),
+                                 cls=cls),
+                    Reply(ev.ref, 200, data, {VERSION_HEADER: str(version),
+                                              SOURCE_HEADER: source.value,
+                                              ROOT_HEADER: root.value},
+                          content_type="application/octet-stream", cls=cls)]
+
+        if ev.cache_only:
+            entry = self.cache.get(key, now, min_version=max(min_version,
+                                                             self.cache.floor(key[0])))
+            if entry is None:
+                return [Reply(ev.ref, 404, b"not cached\n")]
+            return answer((entry.data, entry.version, Source.cached(entry.origin), Root.CACHE),
+                          "", now)
+        return self.obtain(key, now, answer)
+
+    # -- mesh data (receiveMeshData) --------------------------------------------------------
+    def _mesh_data(self, ev: MeshData, now: float) -> list:
+        b = ev.body
+        try:
+            route, hop = [str(n) for n in b["route"]], int(b["hop"])
+            video, index, version = str(b["video"]), int(b["index"]), int(b["version"])
+            keep = {str(n) for n in b["keep"]}
+            push_id = str(b["push_id"])
+        except (KeyError, TypeError, ValueError):
+            return [self._reject("malformed", ev.sender, "mesh"),
+                    Reply(ev.ref, 400, b"malformed mesh data\n")]
+        if not (0 < hop < len(route) and route[hop] == self.s.name
+                and route[hop - 1] == ev.sender):
+            return [self._reject("bad_route", ev.sender, "mesh"),
+                    Reply(ev.ref, 400, b"not on this message's route\n")]
+        if video not in self.catalogue or not 0 <= index < self.catalogue[video].n_segments:
+            return [self._reject("unknown_segment", ev.sender, "mesh"),
+                    Reply(ev.ref, 404, b"no such segment\n")]
+        if version < self.cache.floor(video):
+            return [self._reject("stale_version", ev.sender, "mesh"),
+                    Reply(ev.ref, 409, b"stale version\n")]
+
+        def check(_m: Manifest | None, error: str) -> list:
+            m = self.versions.get((video, version))
+            if m is None:
+                return [Reply(ev.ref, 503, b"manifest unavailable\n")]
+            if not m.digest_ok(index, ev.payload):
+                return [self._reject("bad_digest", ev.sender, "mesh"),
+                        Reply(ev.ref, 422, b"digest does not match the manifest\n")]
+            dest = hop == len(route) - 1
+            kept = dest or self.s.name in keep
+            if kept:
+                self.cache.put((video, index), version, ev.payload, "prefetch", self.now)
+            out: list = [self._record("mesh_rx", sender=ev.sender, video=video, index=index,
+                                      version=version, push_id=push_id, dest=dest, kept=kept,
+                                      bytes=len(ev.payload))]
+            if not dest:
+                out.append(self._forward(route[hop + 1], {**b, "hop": hop + 1}, ev.payload,
+                                         push_id))
+            out.append(Reply(ev.ref, 200, b"ok\n"))
+            return out
+
+        if (video, version) in self.versions:
+            return check(None, "")
+        return self._with_manifest(video, version, check)
+
+    def _forward(self, peer: str, body: dict, payload: bytes, push_id: str) -> Send:
+        def outcome(r: Response, now: float) -> list:
+            if r.status == 200:
+                return []
+            status = r.status or f"error {r.body.decode(errors='replace')[:40]}"
+            return [self._record("mesh_forward_failed", to=peer, push_id=push_id,
+                                 status=status)]
+
+        return self._ask(peer, "mesh_data", body, outcome, payload=payload, path="/mesh",
+                         cls="prefetch", port=self.s.push_port)
+
+    # -- control: routing tables, push orders, invalidations ----------------------------------
+    def _control(self, ev: Control, now: float) -> list:
+        if ev.msg_type == "routing" and ev.role == "master":
+            return [*self.set_table(dict(ev.body)), Reply(ev.ref, 200, b"ok\n")]
+        if ev.msg_type == "push_order" and ev.role == "master":
+            return self.push_order(ev.ref, dict(ev.body))
+        if ev.msg_type == "invalidate":
+            return [*self.invalidate(ev.sender, dict(ev.body), now), Reply(ev.ref, 200, b"ok\n")]
+        return [self._reject("wrong_type", ev.sender, "control"),
+                Reply(ev.ref, 400, b"unexpected message type\n")]
+
+    def set_table(self, table: dict) -> list:
+        try:
+            version, parent = int(table["version"]), str(table["parent"])
+            children = [str(c) for c in table["children"]]
+            table = {**table, "version": version, "parent": parent, "children": children,
+                     "ancestors": [str(a) for a in table["ancestors"]]}
+        except (KeyError, TypeError, ValueError):
+            return [self._reject("malformed", self.s.master, "routing")]
+        if self.table and version <= self.table["version"]:
+            return []
+        old_parent = self.table["parent"] if self.table else None
+        self.table = table
+        out: list = [self._record("routing", version=version, tier=table.get("tier"),
+                                  parent=parent, children=children)]
+        if old_parent != parent:  # re-joined on the new parent's group by the live round
+            out += self._leave_all()
+        return out
+
+    def push_order(self, ref: int, b: dict) -> list:
+        """The master asks this helper to push its own copy of a segment along a route that
+        starts here (the copy nearest the destination); 404 when the copy is gone, so the
+        master sends it itself."""
+        try:
+            video, index, version = str(b["video"]), int(b["index"]), int(b["version"])
+            route, push_id = [str(n) for n in b["route"]], str(b["push_id"])
+            keep = [str(n) for n in b.get("keep", [])]
+        except (KeyError, TypeError, ValueError):
+            return [self._reject("malformed", "master", "push_order"),
+                    Reply(ref, 400, b"malformed push order\n")]
+        if len(route) < 2 or route[0] != self.s.name or route[1] not in self.peer_rtt:
+            return [self._reject("bad_route", "master", "push_order"),
+                    Reply(ref, 400, b"not a route from this helper\n")]
+        entry = self.cache.peek((video, index))
+        if entry is None or entry.version < version:
+            return [self._record("push_order_missed", push_id=push_id, video=video,
+                                 index=index),
+                    Reply(ref, 404, b"no such copy\n")]
+        body = {"video": video, "index": index, "version": entry.version, "route": route,
+                "hop": 1, "push_id": push_id, "keep": keep}
+        return [self._record("push_sent", push_id=push_id, video=video, index=index,
+                             to=route[1], dest=route[-1], bytes=len(entry.data),
+                             source=Source.cached(entry.origin).value),
+                self._forward(route[1], body, entry.data, push_id),
+                Reply(ref, 200, b"ok\n")]
+
+    def invalidate(self, sender: str, b: dict, now: float) -> list:
+        try:
+            inv_id, video, version = str(b["inv_id"]), str(b["video"]), int(b["version"])
+            issued, route = float(b["issued"]), list(b["route"])
+        except (KeyError, TypeError, ValueError):
+            return [self._reject("malformed", sender, "invalidate")]
+        if inv_id in self.seen_invalidations:
+            return []
+        self.seen_invalidations.add(inv_id)
+        if video not in self.catalogue:
+            return []
+        dropped = self.cache.invalidate(video, version)
+        out: list = [self._record("invalidated", video=video, version=version, issued=issued,
+                                  inv_id=inv_id, sender=sender, dropped=len(dropped),
+                                  delay_ms=round((self.s.t0 + now - issued) * 1000, 3))]
+        targets = [c for c in self.children() if c != sender]
+        targets += [n for n in self.selector.neighbours if n != sender and n not in targets]
+        fwd = {**b, "route": [*route, self.s.name]}
+        out += [Send(peer, "invalidate", fwd, path="/control", cls="control",
+                     timeout_s=CONTROL_TIMEOUT_S) for peer in targets if peer in self.s.addresses]
+        out += self._with_manifest(video, version, lambda m, e: [])
+        return out
+
+    # -- peers: probes, bandwidth, neighbour choice -------------------------------------------
+    def probe_targets(self) -> list[str]:
+        """This round's peers to probe: the neighbours, then a rotating sample of the
+        others (``PEER_SAMPLE`` a round), so the cost stays flat as helpers are added and
+        every peer is still measured within a few rounds."""
+        others = [p for p in self.peer_rtt if p not in self.selector.neighbours]
+        if not others:
+            return list(self.selector.neighbours)
+        start = (self.rounds * PEER_SAMPLE) % len(others)
+        sample = (others[start:] + others[:start])[:PEER_SAMPLE]
+        self.rounds += 1
+        return [*self.selector.neighbours, *sample]
+
+    def _neighbour_round(self, now: float) -> list:
+        targets = self.probe_targets()
+        out: list = [Send(p, "peer_probe", {}, via="udp", cls="control",
+                          delay_s=i * PROBE_STAGGER_S) for i, p in enumerate(targets)]
+        out.append(SetTimer("neighbours_measured",
+                            now + len(targets) * PROBE_STAGGER_S + PROBE_WAIT_S))
+        out.append(SetTimer("neighbours", now + self.s.neighbour_interval_s))
+        return out
+
+    def _peer_rtt(self, ev: PeerRtt, now: float) -> list:
+        if ev.peer in self.peer_rtt and 0 <= ev.rtt_ms < 10_000:
+            self.peer_rtt[ev.peer].append(ev.rtt_ms)
+        return []
+
+    def _measured(self, now: float) -> list:
+        """The probes are in: refresh stale bandwidth estimates of the peers that matter,
+        then choose."""
+        latency = {p: statistics.median(s) for p, s in self.peer_rtt.items() if s}
+        nearest = sorted(latency, key=latency.get)[:self.selector.k + 2]
+        probe_set = set(self.selector.neighbours) | set(nearest)
+        stale = sorted(p for p in probe_set if p in latency
+                       and now - self.peer_bw_at.get(p, -1e9) > BW_PROBE_EVERY_S)
+        self._round_latency = latency
+        if not stale:
+            return self._choose(now)
+        self._bw_pending = set(stale)
+        return [*(MeasureBandwidth(p, BW_PROBE_BYTES) for p in stale),
+                SetTimer("bandwidth_wait", now + BW_WAIT_S)]
+
+    def _bandwidth_sample(self, ev: BandwidthSample, now: float) -> list:
+        if ev.seconds > 0.0002 and ev.nbytes >= 4096:
+            sample = ev.nbytes * 8 / ev.seconds / 1e6
+            old = self.peer_bw.get(ev.peer)
+            self.peer_bw[ev.peer] = sample if old is None else 0.7 * old + 0.3 * sample
+            self.peer_bw_at[ev.peer] = now
+        if ev.peer in self._bw_pending:
+            self._bw_pending.discard(ev.peer)
+            if not self._bw_pending:
+                return self._choose(now)
+        return []
+
+    def _choose(self, now: float) -> list:
+        latency, self._round_latency, self._bw_pending = self._round_latency, None, set()
+        if latency is None:
+            return []
+        known = sorted(self.peer_bw.values())
+        unknown_bw = known[len(known) // 2] if known else 10.0  # not measured yet: typical
+        metrics = {p: PeerMetric(latency_ms=lat, bw_mbit=self.peer_bw.get(p, unknown_bw))
+                   for p, lat in latency.items()}
+        out: list = [self._record("peers", metrics={
+            p: [round(m.latency_ms, 3), round(m.bw_mbit, 2)] for p, m in metrics.items()})]
+        change = self.selector.update(metrics, now)
+        if change.added or change.dropped:
+            out.append(self._record("neighbours", neighbours=list(change.neighbours),
+                                    added=list(change.added), dropped=list(change.dropped),
+                                    reasons=dict(change.reasons)))
+        report = {p: {"latency_ms": round(metrics[p].latency_ms, 3),
+                      "bw_mbit": round(metrics[p].bw_mbit, 3)}
+                  for p in change.neighbours if p in metrics}
+        inventory = json.dumps([[k[0], k[1], self.cache.peek(k).version]
+                                for k in list(self.cache.keys())]).encode()
+        if inventory == self.reported_inventory:
+            inventory = b""  # unchanged since the last report: the master keeps that one
+        else:
+            self.reported_inventory = inventory
+        out.append(Send(self.s.master, "neighbours", {"neighbours": report}, inventory,
+                        path="/control", cls="control", timeout_s=CONTROL_TIMEOUT_S))
+        return out
+
+    # -- telemetry --------------------------------------------------------------------------
+    def _send_telemetry(self, now: float) -> list:
+        batch = self.telemetry.drain(TELEMETRY_BATCH)
+        if not batch or self.s.engine is None:
+            return []  # nothing to send, or no engine in this run (no prediction)
+
+        def outcome(r: Response, at: float) -> list:
+            if r.status == 0:
+                return [self._record("telemetry_lost", events=len(batch))]
+            if r.status != 200:
+                return [self._record("telemetry_refused", status=r.status, events=len(batch),
+                                     answer=r.body[:200].decode(errors="replace"))]
+            return []
+
+        return [self._ask(self.s.engine, "telemetry", {"events": batch}, outcome,
+                          path="/telemetry", cls="telemetry", timeout_s=CONTROL_TIMEOUT_S)]
+
+    # -- live channels ------------------------------------------------------------------------
+    def _channel(self, video: str) -> int:
+        return self.live_ids.index(video) + 1
+
+    def _leave_all(self) -> list:
+        out: list = []
+        for video in list(self.live_groups):
+            del self.live_groups[video]
+            out += [LeaveGroup(video), self._record("live_leave", video=video)]
+        return out
+
+    def _live_round(self, now: float) -> list:
+        """Join the parent's relay group of each channel this helper's viewers or children
+        may want; leave the others."""
+        out: list = []
+        for video in self.live_ids:
+            wanted = bool(self.children()) or self.live_wanted_until.get(video, -1) > now
+            if wanted and self.table and video not in self.live_groups:
+                parent = self.table["parent"]
+                addr = self.s.addresses.get(parent)
+                if addr is None:
+                    continue
+                group = relay_group(addr, self._channel(video))
+                self.live_groups[video] = group
+                out += [JoinGroup(video, group, parent),
+                        self._record("live_join", video=video, group=group, parent=parent)]
+            elif not wanted and video in self.live_groups:
+                del self.live_groups[video]
+                out += [LeaveGroup(video), self._record("live_leave", video=video)]
+        self.reasm.expire(now)
+        out.append(SetTimer("live", now + 1.0))
+        return out
+
+    def _live_datagram(self, ev: LiveDatagram, now: float) -> list:
+        try:
+            chunk = P.decode_chunk(ev.dgram)
+        except P.ProtocolError:
+            return [self._reject("malformed", "multicast", "live")]
+        if chunk.video_id != ev.video:
+            return []
+        out: list = []
+        if self.children():
+            out.append(Relay(ev.video, relay_group(self.s.addresses[self.s.name],
+                                                   self._channel(ev.video)), ev.dgram))
+        done = self.reasm.add(chunk, now)
+        if done is not None:
+            out += self._live_segment(*done, now)
+        return out
+
+    def _live_segment(self, key: tuple[str, int], version: int, data: bytes,
+                      now: float) -> list:
+        def check(_m: Manifest | None, error: str) -> list:
+            m = self.versions.get((key[0], version))
+            if m is None:
+                return []
+            if not m.digest_ok(key[1], data):
+                return [self._reject("bad_digest", "multicast", "live")]
+            self.cache.put(key, version, data, "live", self.now)
+            return [self._record("live_rx", video=key[0], index=key[1], version=version,
+                                 parent=self.table["parent"] if self.table else "",
+                                 bytes=len(data))]
+
+        if (key[0], version) in self.versions:
+            return check(None, "")
+        return self._with_manifest(key[0], version, check)
+
+    # -- timers and responses -------------------------------------------------------------------
+    def _timer(self, ev: Timer, now: float) -> list:
+        name = ev.name
+        if name.startswith("hedge:"):
+            return self._hedge(ev.token, now)
+        if name == "neighbours":
+            return self._neighbour_round(now)
+        if name == "neighbours_measured":
+            return self._measured(now)
+        if name == "bandwidth_wait":
+            return self._choose(now) if self._round_latency is not None else []
+        if name == "telemetry":
+            return [*self._send_telemetry(now), SetTimer("telemetry", now + 2.0)]
+        if name == "live":
+            return self._live_round(now)
+        if name == "housekeeping":
+            return [self._record("cache_state", used_bytes=self.cache.used_bytes,
+                                 capacity_bytes=self.cache.capacity_bytes,
+                                 entries=len(self.cache)),
+                    SetTimer("housekeeping", now + 5.0)]
+        return []
+
+    def _response(self, ev: Response, now: float) -> list:
+        on = self._on_response.pop(ev.ref, None)
+        return on(ev, now) if on is not None else []
+

@@ -1,0 +1,292 @@
+"""The master's pingback rounds, tier tables and helpers' neighbour reports, sans I/O.
+
+:class:`MasterLogic` holds what the master decides about the tree: which probes to send
+each round and when, which answers count as samples, when the first tables may be built,
+which helpers are told their new place, and what the controller is told (tiers and mesh
+pairs).  The latencies, tiers and tables themselves come from
+:class:`testbed.core.timing.Pingback`.  It is driven by :meth:`MasterLogic.handle` with
+these events and answers with effects (:mod:`testbed.core.node.effects`, and
+:class:`WriteSync`):
+
+* ``Timer("pingback")``: a round starts.  A helper none of whose probes of the round before
+  was answered gets a timeout; then ``probes`` probes go to every helper
+  (``Send(to, "probe", {"nonce": n}, via="udp", delay_s=...)``: the driver adds the
+  wall-clock ``sent`` field as the probe leaves, and remembers when it left), and two
+  timers are set: the decision (``"pingback_decide"``) and the next round, ``interval_s``
+  after this one started.
+* :class:`ProbeReply`: a helper's answer, with the round trip the driver measured from its
+  own send and arrival stamps; it is a sample only if the nonce was sent to that helper in
+  this round, the helper's hold time is >= 0 and the round trip is in [0, 10 s).
+* ``Timer("pingback_decide")``: the tables are recomputed; when they change, a ``tiers``
+  record, a :class:`WriteSync`, and one signed ``routing`` message to every helper whose
+  place in the tree changed.  The first tables wait for every helper to answer, until
+  :data:`FIRST_TABLES_WAIT_S` after the start.
+* :class:`Neighbours`: a helper's report of its mesh neighbours (and, in its payload, its
+  cache inventory when that changed).
+
+Stagger: the probes of a round go one helper after another, ``PROBE_GAP_S`` apart, the
+passes ``PASS_GAP_S`` apart (so replies do not queue behind each other), which takes
+``probes * (helpers * PROBE_GAP_S + PASS_GAP_S)``; when that exceeds ``STAGGER_SHARE`` of
+the interval (about 600 helpers at 3 probes and 5 s) every offset is scaled down to fit it,
+so a round of 10,000 helpers still ends well inside its interval.  The decision comes
+``SETTLE_S`` after the stagger ends.  Nonces come from a keyed hash of a counter (the
+driver gives an unpredictable key; tests and simulations a fixed one): the same key gives
+the same nonces, and a helper cannot guess the next probe's nonce to answer it early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from testbed.core.mesh import PeerMetric
+from testbed.core.multicast import relay_group
+from testbed.core.node.effects import Record, Send, SetTimer, Timer
+from testbed.core.timing import Pingback, RoutingTable, tiers_as_lists
+
+PROBE_GAP_S = 0.004      # between two probes of a pass
+PASS_GAP_S = 0.03        # after each pass over the helpers
+STAGGER_SHARE = 0.5      # the probes of a round leave within this share of the interval
+SETTLE_S = 0.5           # the decision waits this long after the last probe left
+FIRST_DELAY_S = 1.0      # the first round, after start
+FIRST_TABLES_WAIT_S = 15.0  # the first tables wait this long at most for every helper
+MAX_RTT_MS = 10_000.0    # a round trip this long or longer is no sample
+
+PINGBACK = "pingback"
+DECIDE = "pingback_decide"
+
+
+@dataclass(frozen=True)
+class ProbeReply:
+    """Event: ``sender`` answered the probe ``nonce``.  ``rtt_ms`` is the round trip the
+    driver measured (from the probe leaving to the reply arriving, both its own stamps,
+    less ``held_s``); ``held_s`` is the time the helper says it held the probe."""
+
+    sender: str
+    nonce: int
+    rtt_ms: float
+    held_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Event: a (verified) ``neighbours`` report from ``sender``: ``body["neighbours"]``
+    maps peer -> {"latency_ms", "bw_mbit"}; ``payload`` is the JSON cache inventory
+    ``[[video, index, version], ...]``, empty when it has not changed since the last one."""
+
+    sender: str
+    body: Mapping[str, Any]
+    payload: bytes = b""
+
+
+@dataclass(frozen=True)
+class WriteSync:
+    """Effect: replace what the controller is told (the sync file) with ``data``."""
+
+    data: dict
+
+
+Event = Union[Timer, ProbeReply, Neighbours]
+Effect = Union[Send, SetTimer, Record, WriteSync]
+
+
+def stagger(helpers: int, probes: int, interval_s: float) -> tuple[float, float, float]:
+    """``(probe gap, pass gap, span)`` in seconds for a round: the unscaled gaps when the
+    round fits in ``STAGGER_SHARE * interval_s``, else both scaled to fit it exactly."""
+    span = probes * (helpers * PROBE_GAP_S + PASS_GAP_S)
+    budget = STAGGER_SHARE * interval_s
+    scale = 1.0 if span <= budget or span == 0 else budget / span
+    return PROBE_GAP_S * scale, PASS_GAP_S * scale, span * scale
+
+
+class MasterLogic:
+    """Pingback rounds, tier tables, routing messages and neighbour reports (see module).
+
+    helpers: name -> address, in probing order.  master_ip: the parent address of tier 1.
+    started_at: run time the master started (the first tables' wait counts from it).
+    live: whether there are live channels (a routing message then names the parent's
+    relay group).  versions: the content versions, read (never written) when an inventory
+    is parsed: an older copy than the current version does not count.  nonce_key: key of
+    the nonce source.
+    """
+
+    def __init__(self, master: str, master_ip: str, helpers: Mapping[str, str], *,
+                 pingback: Pingback, interval_s: float, probes: int, started_at: float = 0.0,
+                 live: bool = False, versions: Optional[Mapping[str, int]] = None,
+                 nonce_key: bytes = b"") -> None:
+        if probes < 1:
+            raise ValueError(f"probes: {probes!r} (must be >= 1)")
+        if not interval_s > 0:
+            raise ValueError(f"interval_s: {interval_s!r} (must be > 0)")
+        self.master = master
+        self.master_ip = master_ip
+        self.helpers = dict(helpers)
+        self.pingback = pingback
+        self.interval_s = float(interval_s)
+        self.probes = int(probes)
+        self.started_at = float(started_at)
+        self.live = live
+        self.versions: Mapping[str, int] = versions if versions is not None else {}
+        self.nonces: dict[int, str] = {}  # outstanding this round: nonce -> helper
+        self.sent_place: dict[str, tuple] = {}
+        self.reports: dict[str, dict[str, PeerMetric]] = {}
+        self.inventory: dict[str, set[tuple[str, int]]] = {}
+        self.round = 0
+        self._deciding: Optional[int] = None  # the round whose decision is pending
+        self._key = bytes(nonce_key)
+        self._counter = 0
+
+    @classmethod
+    def from_delivery(cls, master: str, master_ip: str, helpers: Mapping[str, str],
+                      delivery: Mapping[str, Any], **kw: Any) -> MasterLogic:
+        """From a run's ``delivery`` settings (``tiers``: a count or bands in ms,
+        ``fanout``, ``pingback_interval_s``, ``pingback_probes``)."""
+        tiers = delivery["tiers"]
+        pingback = Pingback(master,
+                            tier_count=tiers if isinstance(tiers, int) else None,
+                            bands_ms=tiers if isinstance(tiers, list) else None,
+                            fanout=delivery.get("fanout"), rel=0.5, abs_ms=5.0)
+        return cls(master, master_ip, helpers, pingback=pingback,
+                   interval_s=float(delivery["pingback_interval_s"]),
+                   probes=int(delivery["pingback_probes"]), **kw)
+
+    # -- driving ----------------------------------------------------------------------
+    def start(self, now: float) -> list[Effect]:
+        """The first round's timer."""
+        return [SetTimer(PINGBACK, now + FIRST_DELAY_S)]
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        if isinstance(event, ProbeReply):
+            self.on_reply(event, now)
+            return []
+        if isinstance(event, Neighbours):
+            return self.on_neighbours(event)
+        if isinstance(event, Timer) and event.name == PINGBACK:
+            return self.start_round(now)
+        if isinstance(event, Timer) and event.name == DECIDE:
+            if event.token != self._deciding:
+                return []  # a decision already taken (or of a round since replaced)
+            return self.decide(now)
+        return []
+
+    # -- pingback ---------------------------------------------------------------------
+    def _nonce(self) -> int:
+        while True:
+            self._counter += 1
+            digest = hashlib.blake2b(self._counter.to_bytes(8, "big"), key=self._key[:64],
+                                     digest_size=6).digest()
+            nonce = int.from_bytes(digest, "big")
+            if nonce not in self.nonces:
+                return nonce
+
+    def start_round(self, now: float) -> list[Effect]:
+        """Time out the helpers that answered nothing last round; probe every helper."""
+        out: list[Effect] = []
+        if self._deciding is not None:  # the last round's decision is still due: first
+            out += self.decide(now)
+        # A probe is lost only when the next round starts without its answer: a reply
+        # handled late (either end's event loop busy) still gives the right round trip,
+        # both ends being kernel-stamped, so it counts as a sample, not a timeout.
+        lost = Counter(self.nonces.values())
+        for helper, n in lost.items():
+            if n >= self.probes:  # not one of its probes answered
+                self.pingback.record(helper, None, now)
+        self.nonces.clear()
+        self.round += 1
+        probe_gap, pass_gap, span = stagger(len(self.helpers), self.probes, self.interval_s)
+        at = 0.0
+        for _ in range(self.probes):
+            for helper in self.helpers:
+                nonce = self._nonce()
+                self.nonces[nonce] = helper
+                out.append(Send(helper, "probe", {"nonce": nonce}, via="udp", cls="control",
+                                delay_s=at))
+                at += probe_gap
+            at += pass_gap
+        self._deciding = self.round
+        out.append(SetTimer(DECIDE, now + span + SETTLE_S, self.round))
+        out.append(SetTimer(PINGBACK, now + self.interval_s))
+        return out
+
+    def on_reply(self, reply: ProbeReply, now: float) -> bool:
+        """Fold one answer into the index; False when it is no sample."""
+        if self.nonces.get(reply.nonce) != reply.sender:
+            return False  # not a probe of this round, or not one sent to this helper
+        del self.nonces[reply.nonce]
+        if not (reply.held_s >= 0.0 and 0.0 <= reply.rtt_ms < MAX_RTT_MS):
+            return False  # an answer that cannot be right is no sample
+        self.pingback.record(reply.sender, reply.rtt_ms, now)
+        return True
+
+    def decide(self, now: float) -> list[Effect]:
+        """New tables, if due: the ``tiers`` record, the sync file, routing messages."""
+        self._deciding = None
+        ready, _ = self.pingback.ready(now)
+        if (self.pingback.version == 0 and set(ready) != set(self.helpers)
+                and now < self.started_at + FIRST_TABLES_WAIT_S):
+            return []  # the first tables wait (a while) for every helper to answer
+        tables = self.pingback.recompute(now)
+        if tables is None:
+            return []
+        tiers = tiers_as_lists(self.pingback.tiers)
+        index = self.pingback.index.index(now)
+        out: list[Effect] = [
+            Record("tiers", {"version": self.pingback.version, "tiers": tiers,
+                             "index_ms": {h: round(v, 3) for h, v in index.items()}}),
+            WriteSync(self.sync_data()),
+        ]
+        for helper, t in tables.items():
+            if helper == self.master or helper not in self.helpers:
+                continue
+            if self.sent_place.get(helper) == t.place:
+                continue  # latencies moved but this helper's place in the tree did not
+            self.sent_place[helper] = t.place
+            out.append(Send(helper, "routing", self.routing_body(t, tiers), path="/control",
+                            cls="control"))
+        return out
+
+    def routing_body(self, t: RoutingTable, tiers: list[list[str]]) -> dict:
+        parent_ip = self.helpers.get(t.parent, self.master_ip)
+        return {"version": t.version, "tier": t.tier, "parent": t.parent,
+                "parent_addr": parent_ip, "children": list(t.children),
+                "ancestors": list(t.ancestors), "tiers": tiers,
+                "live_group": relay_group(parent_ip, 1) if self.live else ""}
+
+    def sync_data(self) -> dict:
+        """What the controller should know: tiers and mesh pairs."""
+        tiers = self.pingback.tiers
+        return {"tiers": tiers_as_lists(tiers) if tiers else [],
+                "mesh": {h: sorted(r) for h, r in sorted(self.reports.items())}}
+
+    # -- helpers' reports -------------------------------------------------------------
+    def on_neighbours(self, report: Neighbours) -> list[Effect]:
+        sender = report.sender
+        metrics = {}
+        try:
+            for peer, m in report.body["neighbours"].items():
+                metrics[str(peer)] = PeerMetric(latency_ms=float(m["latency_ms"]),
+                                                bw_mbit=float(m["bw_mbit"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return [_rejected(sender, "neighbours")]
+        out: list[Effect] = []
+        changed = set(metrics) != set(self.reports.get(sender, {}))
+        self.reports[sender] = metrics
+        if report.payload:  # empty: the inventory has not changed since the last report
+            try:
+                inv = json.loads(report.payload)
+                self.inventory[sender] = {(str(v), int(i)) for v, i, ver in inv
+                                          if ver >= self.versions.get(v, 1)}
+            except (ValueError, TypeError):
+                out.append(_rejected(sender, "inventory"))
+        if changed:
+            out.append(Record("mesh_report", {"helper": sender, "neighbours": sorted(metrics)}))
+            out.append(WriteSync(self.sync_data()))
+        return out
+
+
+def _rejected(sender: str, what: str) -> Record:
+    return Record("rejected", {"reason": "malformed", "sender": sender[:64], "what": what[:64]})

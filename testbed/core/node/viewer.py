@@ -1,0 +1,373 @@
+"""A viewer host's sessions as a state machine: timers and answers in, fetches out.
+
+:class:`ViewerHostLogic` plays every session planned for one viewer host through its
+helper: at the session's start it asks for the signed manifest (the driver verifies it),
+then drives a :class:`~testbed.core.player.Player` — each segment it wants is fetched, its
+bytes checked against the manifest of the version the helper says it is, and the player
+told — and sends the player's events to the helper as telemetry.  A failed request is
+retried (``retries`` attempts, ``0.2 s x attempt`` apart; a manifest ``0.5 s x attempt``
+apart); a session whose first frame takes longer than its patience leaves.  Sessions of one
+chain (one emulated player watching back to back) start one after the other.
+
+Records: ``player`` (each player event), ``request`` (each segment, with its source and
+whether its digest checked), ``request_retry``, ``request_failed``, ``manifest_error`` and
+one ``qoe`` per session that started (or could not: ``error`` "no manifest").
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from testbed.core.content import Catalogue, Manifest
+from testbed.core.node.effects import Record, SetTimer, Timer
+from testbed.core.player import Player, SessionPlan
+
+RETRIES = 4
+MANIFEST_BACKOFF_S = 0.5
+SEGMENT_BACKOFF_S = 0.2
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    catalogue: Catalogue
+    live_t0: float
+    startup_buffer_s: float
+    max_buffer_s: float
+    max_inflight: int = 2
+    retries: int = RETRIES
+
+
+@dataclass(frozen=True)
+class PlannedSession:
+    """A session to play: ``viewer`` (the player's id, sent to the helper), ``helper`` (the
+    helper's base URL), the plan (run time), and how long it waits for its first frame."""
+
+    viewer: str
+    helper: str
+    plan: SessionPlan
+    patience_s: float | None = None
+
+
+# -- effects ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GetManifest:
+    """GET ``helper``/manifest/``video``, verify the master's signature, and hand back
+    :class:`ManifestResult` with ``ref``."""
+
+    ref: int
+    helper: str
+    video: str
+
+
+@dataclass(frozen=True)
+class GetSegment:
+    """GET ``helper``/seg/``video``/``index`` (header X-Viewer) and hand back
+    :class:`SegmentResult` with ``ref``."""
+
+    ref: int
+    helper: str
+    video: str
+    index: int
+    viewer: str
+
+
+@dataclass(frozen=True)
+class PostTelemetry:
+    """POST the batch (``{"viewer": ..., "events": [...]}``) to ``helper``/telemetry."""
+
+    helper: str
+    batch: dict
+
+
+# -- events ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ManifestResult:
+    ref: int
+    manifest: Manifest | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """A segment answer: ``status`` 200 with the bytes, the version and source headers; or
+    ``error`` (any other status, a timeout, a connection refused)."""
+
+    ref: int
+    status: int = 0
+    data: bytes = b""
+    version: int = 0
+    source: str = "?"
+    error: str = ""
+
+
+@dataclass
+class _Session:
+    sid: int
+    planned: PlannedSession
+    chain: list[PlannedSession]          # what this player watches next
+    asked_at: float = 0.0
+    manifest_attempt: int = 0
+    player: Player | None = None
+    requests: int = 0
+    answered: int = 0
+    digest_failures: int = 0
+    bytes_by_source: Counter = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    inflight: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # ref -> ...
+    telemetry: list[dict] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def video(self) -> str:
+        return self.planned.plan.video_id
+
+
+class ViewerHostLogic:
+    def __init__(self, s: ViewerSettings, chains: Sequence[Sequence[PlannedSession]]):
+        self.s = s
+        self.chains = [list(c) for c in chains if c]
+        self.sessions: dict[int, _Session] = {}
+        self.manifests: dict[str, Manifest] = {}
+        self.versions: dict[tuple[str, int], Manifest] = {}
+        self._refs: dict[int, tuple[str, int, object]] = {}   # ref -> (what, sid, detail)
+        # answers of a version not known yet, waiting for its manifest
+        self._verifying: dict[tuple[str, int], list[tuple]] = {}
+        self._next = 0
+        self.now = 0.0
+
+    def _ref(self) -> int:
+        self._next += 1
+        return self._next
+
+    # -- driving --------------------------------------------------------------------------------
+    def start(self, now: float) -> list:
+        out = []
+        for chain in self.chains:
+            out += self._schedule(chain[0], chain[1:], now)
+        return out
+
+    def handle(self, event: object, now: float) -> list:
+        self.now = now
+        if isinstance(event, Timer):
+            return self._timer(event, now)
+        if isinstance(event, ManifestResult):
+            return self._manifest_result(event, now)
+        if isinstance(event, SegmentResult):
+            return self._segment_result(event, now)
+        raise TypeError(f"viewer host: no handler for {event!r}")
+
+    def stop(self, now: float) -> list:
+        """The sessions still playing are recorded as they stand (requests in flight cut)."""
+        out: list = []
+        for sess in self.sessions.values():
+            if not sess.done and sess.player is not None:
+                sess.done = True
+                out.append(self._qoe(sess, cut=len(sess.inflight)))
+        return out
+
+    # -- sessions -------------------------------------------------------------------------------
+    def _schedule(self, planned: PlannedSession, rest: list, now: float) -> list:
+        sid = self._ref()
+        self.sessions[sid] = _Session(sid, planned, rest)
+        return [SetTimer(f"start:{sid}", max(now, planned.plan.start_at), sid)]
+
+    def _begin(self, sess: _Session, now: float) -> list:
+        sess.asked_at = now  # the session's first request: start-up counts from here
+        return self._ask_manifest(sess)
+
+    def _ask_manifest(self, sess: _Session) -> list:
+        m = self.manifests.get(sess.video)
+        if m is not None:
+            return self._play(sess, self.now)
+        ref = self._ref()
+        self._refs[ref] = ("manifest", sess.sid, None)
+        return [GetManifest(ref, sess.planned.helper, sess.video)]
+
+    def _keep(self, m: Manifest) -> None:
+        self.versions[(m.video_id, m.version)] = m
+        cur = self.manifests.get(m.video_id)
+        if cur is None or m.version >= cur.version:
+            self.manifests[m.video_id] = m
+
+    def _manifest_result(self, ev: ManifestResult, now: float) -> list:
+        what, sid, detail = self._refs.pop(ev.ref, (None, 0, None))
+        sess = self.sessions.get(sid)
+        if ev.manifest is not None:
+            self._keep(ev.manifest)
+        if (sess is None or sess.done) and what != "verify":
+            return []
+        if what == "verify":
+            out: list = []
+            for wsid, index, t0, seg in self._verifying.pop(detail, []):
+                w = self.sessions[wsid]
+                if not w.done:
+                    out += self._checked(w, index, t0, seg, now)
+            return out
+        if ev.manifest is not None:
+            return self._play(sess, now)
+        out: list = [Record("manifest_error", {"player": sess.planned.viewer,
+                                               "error": ev.error[:200]})]
+        sess.manifest_attempt += 1
+        if sess.manifest_attempt < self.s.retries:
+            return [*out, SetTimer(f"manifest:{sid}",
+                                   now + MANIFEST_BACKOFF_S * sess.manifest_attempt, sid)]
+        sess.done = True  # never started: recorded, not lost
+        out.append(Record("qoe", {
+            "viewer": sess.planned.viewer, "video": sess.video, "helper": sess.planned.helper,
+            "asked_at": sess.asked_at, "startup_s": None, "abandoned": True,
+            "abandoned_at_start": True, "ended": True, "requests": sess.requests,
+            "answered": sess.answered, "error": "no manifest"}))
+        return [*out, *self._next_in_chain(sess, now)]
+
+    def _play(self, sess: _Session, now: float) -> list:
+        video = self.s.catalogue[sess.video]
+        live_edge = None
+        if video.kind == "live":
+            live_edge = functools.partial(video.live_edge, started=self.s.live_t0)
+        sess.player = Player(sess.planned.viewer, sess.planned.plan, video.n_segments,
+                             video.segment_s, startup_buffer_s=self.s.startup_buffer_s,
+                             max_buffer_s=self.s.max_buffer_s,
+                             max_inflight=self.s.max_inflight, live_edge=live_edge,
+                             asked_at=sess.asked_at)
+        return self._poll(sess, now)
+
+    def _poll(self, sess: _Session, now: float) -> list:
+        player = sess.player
+        out: list = []
+        fetches, events = player.poll(now)
+        out += self._notes(sess, events)
+        for f in fetches:
+            out.append(self._get(sess, f.index, 0, now))
+        patience = sess.planned.patience_s
+        if (patience is not None and player.state == "startup"
+                and now - sess.planned.plan.start_at > patience):
+            out += self._notes(sess, player.abandon(now))  # start-up took longer than it waits
+        out += self._flush(sess)
+        if player.done:
+            sess.done = True
+            out.append(self._qoe(sess, cut=len(sess.inflight)))
+            return [*out, *self._next_in_chain(sess, now)]
+        delay = max(0.01, min(1.0, player.next_wakeup(now) - now))
+        out.append(SetTimer(f"wake:{sess.sid}", now + delay, sess.sid))
+        return out
+
+    def _next_in_chain(self, sess: _Session, now: float) -> list:
+        if not sess.chain:
+            return []
+        return self._schedule(sess.chain[0], sess.chain[1:], now)
+
+    def _get(self, sess: _Session, index: int, attempt: int, t0: float) -> GetSegment:
+        ref = self._ref()
+        sess.inflight[ref] = (index, attempt, t0)
+        self._refs[ref] = ("segment", sess.sid, None)
+        return GetSegment(ref, sess.planned.helper, sess.video, index, sess.planned.viewer)
+
+    def _segment_result(self, ev: SegmentResult, now: float) -> list:
+        _, sid, _ = self._refs.pop(ev.ref, (None, 0, None))
+        sess = self.sessions.get(sid)
+        if sess is None or sess.done or ev.ref not in sess.inflight:
+            return []
+        index, attempt, t0 = sess.inflight.pop(ev.ref)
+        if ev.status != 200:
+            error = ev.error or f"HTTP {ev.status}"
+            out: list = [Record("request_retry", {"player": sess.planned.viewer,
+                                                  "video": sess.video, "index": index,
+                                                  "attempt": attempt, "error": error[:120]})]
+            if attempt + 1 < self.s.retries:
+                # held in flight while it waits, so the player does not ask for it again
+                sess.inflight[-ev.ref] = (index, attempt + 1, t0)
+                return [*out, SetTimer(f"retry:{ev.ref}",
+                                       now + SEGMENT_BACKOFF_S * (attempt + 1),
+                                       (sid, -ev.ref))]
+            sess.requests += 1
+            out.append(Record("request_failed", {"player": sess.planned.viewer,
+                                                 "video": sess.video, "index": index}))
+            out += self._notes(sess, sess.player.on_segment(index, now, False))
+            return [*out, *self._poll(sess, now)]
+        if (sess.video, ev.version) in self.versions or \
+                self.manifests.get(sess.video, None) is not None and \
+                self.manifests[sess.video].version >= ev.version:
+            return self._checked(sess, index, t0, ev, now)
+        # a newer version than this host knows: its manifest first (one fetch for all)
+        waiting = self._verifying.setdefault((sess.video, ev.version), [])
+        waiting.append((sid, index, t0, ev))
+        sess.inflight[-ev.ref] = (index, attempt, t0)
+        if len(waiting) > 1:
+            return []
+        ref = self._ref()
+        self._refs[ref] = ("verify", sid, (sess.video, ev.version))
+        return [GetManifest(ref, sess.planned.helper, sess.video)]
+
+    def _checked(self, sess: _Session, index: int, t0: float, ev: SegmentResult,
+                 now: float) -> list:
+        for ref in [r for r, (i, _, _) in sess.inflight.items() if i == index]:
+            del sess.inflight[ref]
+        m = self.versions.get((sess.video, ev.version))
+        ok = m is not None and m.digest_ok(index, ev.data)
+        sess.digest_failures += not ok
+        sess.requests += 1
+        sess.answered += 1
+        sess.bytes_by_source[ev.source] += len(ev.data)
+        ms = (now - t0) * 1000
+        sess.latencies.append(ms)
+        out: list = [Record("request", {
+            "player": sess.planned.viewer, "video": sess.video, "index": index,
+            "version": ev.version, "source": ev.source, "bytes": len(ev.data),
+            "latency_ms": round(ms, 3), "digest_ok": ok,
+            "sha256": hashlib.sha256(ev.data).hexdigest()[:16]})]
+        out += self._notes(sess, sess.player.on_segment(index, now, ok))
+        return [*out, *self._poll(sess, now)]
+
+    # -- records and telemetry ------------------------------------------------------------------
+    def _notes(self, sess: _Session, events) -> list:
+        out = []
+        for e in events:
+            fields = dict(e.fields)
+            out.append(Record("player", {"player": sess.planned.viewer, "video": sess.video,
+                                         "event": e.kind, "t": round(e.at, 3), **fields}))
+            sess.telemetry.append({"kind": e.kind, "video": sess.video,
+                                   "playhead_s": float(fields.get("playhead_s", 0.0)),
+                                   "at": e.at})
+        return out
+
+    def _flush(self, sess: _Session) -> list:
+        if not sess.telemetry:
+            return []
+        batch, sess.telemetry = sess.telemetry, []
+        return [PostTelemetry(sess.planned.helper, {"viewer": sess.planned.viewer,
+                                                    "events": batch})]
+
+    def _qoe(self, sess: _Session, cut: int) -> Record:
+        lat = sorted(sess.latencies)
+        return Record("qoe", {
+            "viewer": sess.planned.viewer, "video": sess.video, "helper": sess.planned.helper,
+            "requests": sess.requests, "answered": sess.answered, "cut_at_stop": cut,
+            "digest_failures": sess.digest_failures,
+            "bytes_by_source": dict(sess.bytes_by_source),
+            "latency_p50_ms": round(lat[len(lat) // 2], 3) if lat else None,
+            "ended": sess.player.done, **sess.player.qoe()})
+
+    # -- timers ---------------------------------------------------------------------------------
+    def _timer(self, ev: Timer, now: float) -> list:
+        kind = ev.name.split(":", 1)[0]
+        if kind == "retry":
+            sid, held = ev.token
+            sess = self.sessions.get(sid)
+            if sess is None or sess.done or held not in sess.inflight:
+                return []
+            index, attempt, t0 = sess.inflight.pop(held)
+            return [self._get(sess, index, attempt, t0)]
+        sess = self.sessions.get(ev.token)
+        if sess is None or sess.done:
+            return []
+        if kind == "start":
+            return self._begin(sess, now)
+        if kind == "manifest":
+            return self._ask_manifest(sess)
+        if kind == "wake" and sess.player is not None:
+            return self._poll(sess, now)
+        return []

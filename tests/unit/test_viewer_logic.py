@@ -1,0 +1,191 @@
+"""A viewer host's sessions, driven with a fake clock and a fake helper."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from testbed.core.content import CatalogueConfig, build_catalogue, build_manifest, segment_bytes
+from testbed.core.node import viewer as V
+from testbed.core.node.effects import Record, SetTimer, Timer
+from testbed.core.player import SessionPlan
+
+SEED = 3
+CAT = build_catalogue(CatalogueConfig(videos=2, live_channels=0, duration_s=10.0))
+VOD = "vod-0000"
+HELPER = "http://10.0.1.1:8080"
+
+
+def seg(index: int, version: int = 1, video: str = VOD) -> bytes:
+    return segment_bytes(SEED, CAT[video], index, version)
+
+
+class Loop:
+    """Fake clock and helper: a segment answers after ``latency`` s; ``fail`` says how
+    many times each index fails first; ``version`` what the helper serves."""
+
+    def __init__(self, chains, latency=0.05, fail=None, manifest_fails=0, version=1,
+                 patience=None):
+        self.logic = V.ViewerHostLogic(V.ViewerSettings(CAT, 0.0, 2.0, 6.0), chains)
+        self.latency = latency
+        self.fail = dict(fail or {})
+        self.manifest_fails = manifest_fails
+        self.version = version
+        self.now = 0.0
+        self.queue: list = []
+        self.seq = itertools.count()
+        self.records: list[Record] = []
+        self.gets: list[V.GetSegment] = []
+        self.manifest_gets = 0
+        self.telemetry: list[dict] = []
+        self.timers: dict[str, int] = {}
+        self.apply(self.logic.start(0.0))
+
+    def at(self, t, ev, name=None):
+        seq = next(self.seq)
+        if name is not None:
+            self.timers[name] = seq      # a newer timer of the same name replaces it
+        heapq.heappush(self.queue, (t, seq, name, ev))
+
+    def apply(self, effects):
+        for e in effects:
+            if isinstance(e, Record):
+                self.records.append(e)
+            elif isinstance(e, SetTimer):
+                self.at(e.at, Timer(e.name, e.token), e.name)
+            elif isinstance(e, V.GetManifest):
+                self.manifest_gets += 1
+                if self.manifest_fails > 0:
+                    self.manifest_fails -= 1
+                    self.at(self.now + self.latency, V.ManifestResult(e.ref, error="HTTP 504"))
+                else:
+                    m = build_manifest(SEED, CAT[e.video], self.version)
+                    self.at(self.now + self.latency, V.ManifestResult(e.ref, m))
+            elif isinstance(e, V.GetSegment):
+                self.gets.append(e)
+                if self.fail.get(e.index, 0) > 0:
+                    self.fail[e.index] -= 1
+                    ev = V.SegmentResult(e.ref, 504, error="HTTP 504")
+                else:
+                    ev = V.SegmentResult(e.ref, 200, seg(e.index, self.version, e.video),
+                                         self.version, "cache_prefetch")
+                self.at(self.now + self.latency, ev)
+            elif isinstance(e, V.PostTelemetry):
+                self.telemetry.append(e.batch)
+
+    def run(self, until):
+        while self.queue and self.queue[0][0] <= until:
+            t, seq, name, ev = heapq.heappop(self.queue)
+            if name is not None and self.timers.get(name) != seq:
+                continue
+            self.now = t
+            self.apply(self.logic.handle(ev, t))
+        self.now = until
+
+    def kinds(self, kind):
+        return [r.fields for r in self.records if r.kind == kind]
+
+
+def session(start=1.0, viewer="p1", video=VOD, patience=None, actions=()):
+    return V.PlannedSession(viewer, HELPER, SessionPlan(video, start, 0, tuple(actions)),
+                            patience)
+
+
+def test_a_session_plays_to_the_end_checking_every_segment():
+    loop = Loop([[session()]])
+    loop.run(30.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["completed"] and qoe["ended"] and qoe["digest_failures"] == 0
+    n = CAT[VOD].n_segments
+    assert sorted(g.index for g in loop.gets) == list(range(n))   # each segment once
+    assert qoe["requests"] == qoe["answered"] == n
+    assert qoe["bytes_by_source"] == {"cache_prefetch": sum(len(seg(i)) for i in range(n))}
+    assert all(r["digest_ok"] for r in loop.kinds("request"))
+    assert loop.manifest_gets == 1
+    kinds = [e["kind"] for b in loop.telemetry for e in b["events"]]
+    assert kinds[0] == "start" and kinds[-1] == "complete"
+    assert qoe["startup_s"] is not None and qoe["startup_s"] < 0.5
+
+
+def test_at_most_two_requests_in_flight():
+    loop = Loop([[session()]], latency=0.5)
+    loop.run(1.8)                   # the manifest came at 1.5, no segment yet
+    assert len(loop.gets) == 2
+
+
+def test_a_failing_request_is_retried_then_given_up():
+    loop = Loop([[session()]], fail={0: 2, 1: V.RETRIES})
+    loop.run(40.0)
+    retries = loop.kinds("request_retry")
+    assert [r["attempt"] for r in retries if r["index"] == 0] == [0, 1]
+    assert [r["attempt"] for r in retries if r["index"] == 1] == [0, 1, 2, 3]
+    assert [r["index"] for r in loop.kinds("request_failed")] == [1]
+    assert [r["index"] for r in loop.kinds("request")].count(0) == 1
+    # the player asks for the segment it lost again, and gets it
+    assert [r["index"] for r in loop.kinds("request")].count(1) == 1
+    assert loop.kinds("qoe")[0]["completed"]
+
+
+def test_no_manifest_is_recorded_as_a_session_that_never_started():
+    loop = Loop([[session()]], manifest_fails=10)
+    loop.run(20.0)
+    assert loop.manifest_gets == V.RETRIES
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["error"] == "no manifest" and qoe["abandoned_at_start"]
+    assert len(loop.kinds("manifest_error")) == V.RETRIES
+    assert loop.gets == []
+
+
+def test_a_bad_digest_is_counted_and_played_as_a_failure():
+    loop = Loop([[session()]])
+    real = loop.apply
+
+    def corrupt(effects):
+        for e in effects:
+            if isinstance(e, V.GetSegment) and e.index == 2 and not any(
+                    g.index == 2 for g in loop.gets):
+                loop.gets.append(e)
+                loop.at(loop.now + 0.05, V.SegmentResult(e.ref, 200, b"x" * 100, 1, "tree"))
+            else:
+                real([e])
+
+    loop.apply = corrupt
+    loop.run(30.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["digest_failures"] == 1
+    # the player asked for it again and played on
+    assert [r["digest_ok"] for r in loop.kinds("request") if r["index"] == 2] == [False, True]
+    assert qoe["completed"]
+
+
+def test_a_newer_version_is_checked_against_its_own_manifest():
+    loop = Loop([[session()]])
+    loop.run(1.12)                  # two segments of version 1 are in
+    loop.version = 2                # the master republished
+    loop.run(30.0)
+    assert loop.manifest_gets == 2
+    assert all(r["digest_ok"] for r in loop.kinds("request"))
+    assert {r["version"] for r in loop.kinds("request")} == {1, 2}
+
+
+def test_patience_runs_out_when_the_first_frame_never_comes():
+    loop = Loop([[session(patience=3.0)]], fail={0: 1000})
+    loop.run(10.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["abandoned_at_start"] and not qoe["completed"]
+
+
+def test_a_players_sessions_play_one_after_the_other():
+    loop = Loop([[session(start=1.0), session(start=2.0, video="vod-0001")]])
+    loop.run(60.0)
+    q1, q2 = loop.kinds("qoe")
+    assert q1["video"] == VOD and q2["video"] == "vod-0001"
+    assert q2["asked_at"] >= 1.0 + CAT[VOD].duration_s   # after the first one ended
+
+
+def test_stop_records_the_sessions_still_playing():
+    loop = Loop([[session()]], latency=0.5)
+    loop.run(1.8)
+    loop.records += [r for r in loop.logic.stop(3.0)]
+    (qoe,) = loop.kinds("qoe")
+    assert not qoe["ended"] and qoe["cut_at_stop"] >= 1
