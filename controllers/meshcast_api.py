@@ -82,11 +82,17 @@ class MeshcastApi(compat.BaseApp):
         self.state = NorthboundState(
             view, max_degree=degree,
             topology=lambda: topology_snapshot(view, self.graph),
-            paths=lambda: paths_snapshot(self.keeper.paths, self.graph, self.state.pairs))
+            paths=lambda: paths_snapshot(self.keeper.paths, self.graph, self.state.pairs),
+            on_error=self.fault)
         self.state.add_listener(self.changed)
         kwargs["wsgi"].register(self.state)
         self.logger.info("api: %s: %d helpers, mesh degree k=%d", self.topology,
                          len(self.state.helpers), degree)
+
+    def fault(self, what: str, exc: BaseException) -> None:
+        """A listener or provider of the northbound state failed (the API survived it)."""
+        self.logger.error("api: northbound %s", what,
+                          exc_info=(type(exc), exc, exc.__traceback__))
 
     def changed(self, change: Change) -> None:
         """An accepted change (called under the API lock): re-path the mesh pairs."""

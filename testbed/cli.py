@@ -37,7 +37,7 @@ def _require_root(what: str) -> None:
 
 
 def _load(path: Path):
-    """The scenario at ``path``, or one clear line and exit status 2."""
+    """The scenario at ``path`` and its topology spec, or one clear line and exit 2."""
     from testbed.scenario import ScenarioError, load_scenario
 
     try:
@@ -174,9 +174,9 @@ def clean(force: bool = typer.Option(False, "--force",
 
 
 def _calibrate(scenario: Path, out: Optional[Path], sample: Optional[int],
-               mode: Optional[str], throughput: bool, what: str, sc=None):
+               mode: Optional[str], throughput: bool, what: str, sc=None, spec=None):
     if sc is None:
-        sc, _ = _load(scenario)
+        sc, spec = _load(scenario)
     _require_root(f"testbed {what}")
     from rich.progress import Progress
 
@@ -203,7 +203,7 @@ def _calibrate(scenario: Path, out: Optional[Path], sample: Optional[int],
             progress.update(task, advance=1, description=f"measuring {name}")
 
         report = check_network(sc, path, mode, sample, throughput, progress=step,
-                               started=started)
+                               started=started, spec=spec)
     console.print(C.results_table(report["results"]))
     s = report["summary"]
     console.print(f"fidelity: {s['passed']}/{s['measurements']} within tolerance"
@@ -231,21 +231,25 @@ def calibrate(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario Y
 
 def _load_with(path: Path, sets: Optional[list[str]], duration: Optional[float],
                policy: Optional[str] = None, seed: Optional[int] = None):
-    """The scenario with ``--set key=value`` overrides (and ``--duration``, ``--policy``,
-    ``--seed``) applied, or one line and exit 2."""
-    from testbed.scenario import ScenarioError
+    """The run's plan: the scenario with ``--set key=value`` overrides (and
+    ``--duration``, ``--policy``, ``--seed``) applied, its topology built and checked and
+    its workload drawn, once (:class:`testbed.harness.plan.RunPlan`); or one line and
+    exit 2."""
+    from testbed.harness.plan import RunPlan
+    from testbed.scenario import load_scenario
 
-    sc, _ = _load(path)
     changes = _changes(sets)
     for key, value in (("duration_s", duration), ("policy", policy), ("seed", seed)):
         if value is not None:
             changes[key] = value
     try:
+        sc = load_scenario(path)
         sc = sc.with_overrides(changes) if changes else sc
-        sc.build_spec()
-    except ScenarioError as exc:
-        _fail(str(exc))
-    return sc
+        plan = RunPlan.build(sc)
+    except ValueError as exc:  # ScenarioError, WorkloadError (a trace), a topology's roles
+        _fail(" ".join(str(exc).split()))
+    _warn_below_floor(sc, plan.spec)
+    return plan
 
 
 def _changes(sets: Optional[list[str]]) -> dict:
@@ -324,14 +328,16 @@ def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fi
         require_fidelity: bool = typer.Option(False, "--require-fidelity", help=REQUIRE_HELP),
         mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
     """Play a scenario: master, helpers and viewers on the emulated network; tables out."""
-    sc = _load_with(scenario, sets, duration, policy, seed)
+    plan = _load_with(scenario, sets, duration, policy, seed)
+    sc = plan.scenario
     _require_root("testbed run")
     run_dir = _run_dir(out, sc.name, "run")
     fidelity = None
     if check or require_fidelity:
         path = run_dir / "fidelity" / "network.json"
         try:
-            fidelity = _calibrate(scenario, path, None, mode, True, "run", sc=sc)["summary"]
+            fidelity = _calibrate(scenario, path, None, mode, True, "run", sc=sc,
+                                  spec=plan.spec)["summary"]
         except typer.Exit:
             raise
         except _Stop:
@@ -342,16 +348,17 @@ def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fi
             fidelity = {"error": " ".join(f"{type(exc).__name__}: {exc}".split())}
         if require_fidelity:
             _refuse_unchecked(path, fidelity)
-    _play_run(sc, run_dir, mode, fidelity)
+    _play_run(plan, run_dir, mode, fidelity)
 
 
-def _play_run(sc, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] = None) -> None:
+def _play_run(plan, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] = None) -> None:
     from testbed.harness.run import RunDirError, run_scenario
 
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        result = run_scenario(sc, out_dir, say=lambda m: console.print(m, highlight=False),
-                              mode=mode, fidelity=fidelity)
+        result = run_scenario(plan.scenario, out_dir,
+                              say=lambda m: console.print(m, highlight=False),
+                              mode=mode, fidelity=fidelity, plan=plan)
     except RunDirError as exc:
         _fail(str(exc))
     except _Stop:

@@ -52,7 +52,7 @@ class EngineConfig:
     demand: D.DemandConfig = field(default_factory=D.DemandConfig)
     retrain_s: float = 30.0
     train_window_s: float = 900.0
-    min_train_s: float = 30.0
+    min_train_s: float = 40.0  # the scenario's default (testbed.scenario.EngineSection)
     top: int = 20
     max_future_s: float = 5.0
     max_age_s: float = 600.0

@@ -11,15 +11,16 @@ recompute paths, trees and rules.
 
 Every request gets an answer: a refused one is a :class:`NorthboundError` (4xx, one
 line naming the field and the value) turned into ``{"error": message}``; the state is
-left as it was.  There is no server here and no clock: the os-ken shim in
-``controllers/northbound.py`` serves this over HTTP on loopback.
+left as it was.  There is no server here, no clock and no logging: the os-ken shim in
+``controllers/northbound.py`` serves this over HTTP on loopback, and a failing listener or
+provider is counted and handed to the state's ``on_error`` callback (see
+:data:`FaultHandler`), which the controller app logs.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,6 @@ from testbed.core.l2 import NetView
 from testbed.core.linkmetrics import LINK, MetricGraph
 from testbed.core.routing import node_key, normal_pair, path_delay
 from testbed.core.spec import HELPER
-
-LOG = logging.getLogger(__name__)
 
 #: Largest request body accepted (bytes); a body of 8 helpers' tiers is ~100 bytes.
 MAX_BODY_BYTES = 64 * 1024
@@ -49,6 +48,8 @@ _SHOW_CHARS = 40
 Pair = tuple[str, str]
 Response = tuple[int, dict[str, Any]]
 Provider = Callable[[], Mapping[str, Any]]
+#: Hears a controller fault the API survived: what failed (one line) and the exception.
+FaultHandler = Callable[[str, BaseException], None]
 
 
 class NorthboundError(Exception):
@@ -408,11 +409,14 @@ class NorthboundState:
 
     ``max_degree`` is the mesh degree limit k; ``max_body`` the largest request body in
     bytes.  Providers default to the configured topology, no groups and no paths.
+    ``on_error(what, exc)`` hears each failing listener or provider (the caller logs it);
+    a failure never stops the other listeners, nor refuses or undoes a change.
     """
 
     def __init__(self, view: NetView, *, max_degree: int = DEFAULT_MAX_DEGREE,
                  max_body: int = MAX_BODY_BYTES, topology: Optional[Provider] = None,
-                 multicast: Optional[Provider] = None, paths: Optional[Provider] = None):
+                 multicast: Optional[Provider] = None, paths: Optional[Provider] = None,
+                 on_error: Optional[FaultHandler] = None):
         if isinstance(max_degree, bool) or not isinstance(max_degree, int) or max_degree < 1:
             raise ValueError(f"max_degree: {max_degree!r} (must be an integer >= 1)")
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
@@ -427,6 +431,7 @@ class NorthboundState:
         self._version = 0
         self._listeners: list[Listener] = []
         self.listener_errors = 0
+        self.on_error = on_error
         self._providers: dict[str, Provider] = {
             "topology": lambda: topology_snapshot(view),
             "multicast": lambda: multicast_snapshot({}),
@@ -538,10 +543,19 @@ class NorthboundState:
         for listener in list(self._listeners):
             try:
                 listener(change)
-            except Exception:  # a listener's fault must not undo or refuse the change
+            except Exception as exc:  # a listener's fault must not undo or refuse the change
                 self.listener_errors += 1
-                LOG.exception("northbound: listener %r failed on %s", listener,
-                              type(change).__name__)
+                self._fault(f"listener {listener!r} failed on {type(change).__name__}", exc)
+
+    def _fault(self, what: str, exc: BaseException) -> None:
+        """Hand a survived fault to ``on_error``; a failing handler is ignored, so that
+        ``handle`` still never raises."""
+        if self.on_error is None:
+            return
+        try:
+            self.on_error(what, exc)
+        except Exception:  # a broken handler: nothing is left to report it to
+            pass
 
     # ----------------------------------------------------------------- requests
 
@@ -599,7 +613,7 @@ class NorthboundState:
         try:
             return dict(self._providers[name]())
         except Exception as exc:  # a controller fault: reported, never propagated
-            LOG.exception("northbound: %s provider failed", name)
+            self._fault(f"{name} provider failed", exc)
             raise _ProviderFailed(f"{name} snapshot unavailable ({type(exc).__name__}: "
                                   f"{exc})") from None
 

@@ -7,14 +7,20 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import networkx as nx
+
 from testbed.scenario import Scenario
 
 
 def check_network(sc: Scenario, path: Path, mode: str | None = None,
                   sample: int | None = None, throughput: bool = True,
                   progress: Callable[[str], None] | None = None,
-                  started: Callable[[object], None] | None = None) -> dict:
+                  started: Callable[[object], None] | None = None,
+                  spec: nx.Graph | None = None) -> dict:
     """Measure ``sc``'s network; write the report to ``path`` (JSON) and return it.
+
+    ``spec`` is ``sc``'s topology when the caller built it already (a run's plan holds
+    it), else it is built here.
 
     The network's own files go to ``path``'s sibling directory ``<stem>-run``.
     ``started(tn)`` is called once the network is up (to announce it).
@@ -28,7 +34,7 @@ def check_network(sc: Scenario, path: Path, mode: str | None = None,
         sample=sample if sample is not None else cal.sample, paths=cal.paths,
         throughput=throughput, seed=sc.seed,
     )
-    probed = add_probes(sc.build_spec())
+    probed = add_probes(spec if spec is not None else sc.build_spec())
     run_dir = path.parent / f"{path.stem}-run"
     with TestbedNetwork(probed, run_dir, mode=mode or sc.links.mode, seed=sc.seed) as tn:
         if started is not None:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from testbed.core import demand as D
 from testbed.core import workload as W
+from testbed.traces import read_trace, write_trace
 
 
 def sidecar(trace: Path) -> Path:
@@ -36,7 +37,7 @@ def write_workload(cfg: W.WorkloadConfig, path: Path) -> pd.DataFrame:
     """Generate ``cfg``'s trace into ``path`` (CSV or Parquet) and its config beside it."""
     trace = W.generate(cfg).trace()
     path.parent.mkdir(parents=True, exist_ok=True)
-    W.write_trace(trace, path)
+    write_trace(trace, path)
     sidecar(path).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return trace
 
@@ -95,7 +96,7 @@ def predict_eval(trace_path: Path, holdout: Path | None = None, train_frac: floa
     """Train on the first ``train_frac`` of the trace; score on the rest and a held-out seed."""
     if not 0.1 <= train_frac <= 0.9:
         raise D.DemandError(f"train_frac must be within 0.1..0.9, got {train_frac!r}")
-    trace = W.read_trace(trace_path)
+    trace = read_trace(trace_path)
     wcfg = load_config(trace_path)
     notes: list[str] = []
     if wcfg is not None:
@@ -117,7 +118,7 @@ def predict_eval(trace_path: Path, holdout: Path | None = None, train_frac: floa
     tests = {"held-out time": data.between(cut, np.inf)}
     other = None
     if holdout is not None:
-        other = W.read_trace(holdout)
+        other = read_trace(holdout)
         notes.append(f"held-out seed: {holdout}")
     elif wcfg is not None:
         seed = wcfg.seed + 1

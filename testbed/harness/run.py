@@ -5,23 +5,24 @@ for its duration, everything stopped, logs turned into tables.
 
     scenario.json          the scenario as run (after overrides)
     net/                   the network's run directory (topology, controller, emulator)
-    nodes/<name>.json      each daemon's configuration; <name>.ready when it served
+    nodes/<name>.json      each daemon's configuration, with its part of the run's plan
+                           (testbed.plan.NodePlan); <name>.ready when it served
     secrets/               the CA secret and the credentials the master issued (0600)
     logs/<name>.jsonl      each daemon's event log (JSON lines)
     proc/<name>.log        each daemon's stdout and stderr
-    workload/planned.csv   the viewer sessions as the workload planned them (a trace)
+    workload/planned.csv   the viewer sessions of the run's plan, the ones played (a trace)
     engine/telemetry.csv   the telemetry the prediction engine accepted (a trace)
     engine/models/         each model the engine trained, with its scores
     tables/*.csv           per request, per viewer, by source, by traffic class
     summary.csv            the one-row summary
+
+The run is decided once, before the network starts (:class:`testbed.harness.plan.RunPlan`:
+topology, addresses, roles, catalogue, workload); everything here uses that plan.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import json
-import math
 import os
 import signal
 import sys
@@ -36,18 +37,22 @@ import networkx as nx
 
 from testbed.core import security as sec
 from testbed.core import spec as S
-from testbed.core import workload as W
-from testbed.core.content import CatalogueConfig, build_catalogue
 from testbed.core.measure import judge_cpu
 from testbed.emu.calibrate import CpuSampler
-from testbed.emu.network import TestbedNetwork, address_plan, read_linkemu_stats
+from testbed.emu.network import TestbedNetwork, read_linkemu_stats
 from testbed.emu.proc import ManagedProcess
 from testbed.harness import manifest, results
+from testbed.harness.plan import (  # noqa: F401  (the run's building blocks, re-exported)
+    PLANNED_CSV,
+    RunPlan,
+    assign_players,
+    hosts_for_helpers,
+    workload_config,
+    workload_sessions,
+)
+from testbed.plan import ENGINE_NAME, LIVE_T0_S, VIEWERS_START_S  # noqa: F401
 from testbed.scenario import Scenario
 
-LIVE_T0_S = 4.0          # live channels start producing this long after t0
-VIEWERS_START_S = 6.0    # players start after the first pingback round set the tree up
-ENGINE_NAME = "engine"   # the prediction engine daemon's name (its log, credential, config)
 MULTICAST_ROUTE = "224.0.0.0/4"
 
 
@@ -63,154 +68,12 @@ class RunResult:
     failures: list[str] = field(default_factory=list)
 
 
-def _roles(spec: nx.Graph) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {S.MASTER: [], S.HELPER: [], S.VIEWER: []}
-    for name in S.hosts(spec):
-        role = spec.nodes[name].get("role")
-        if role in out:
-            out[role].append(name)
-    for names in out.values():
-        names.sort(key=S.natural_key)
-    return out
-
-
-def assign_players(spec: nx.Graph, viewers: list[str], helpers: list[str],
-                   per_host: int) -> dict[str, list[tuple[str, str]]]:
-    """viewer host -> [(player id, helper)]: the helpers on the viewer's own switch in
-    turn, else the nearest helpers by hops."""
-    out = {}
-    for v in viewers:
-        sw = next(iter(spec.neighbors(v)))
-        local = sorted((h for h in helpers if sw in spec.neighbors(h)), key=S.natural_key)
-        if not local:
-            dist = nx.single_source_shortest_path_length(spec, v)
-            best = min(dist.get(h, 1 << 30) for h in helpers)
-            local = [h for h in helpers if dist.get(h) == best]
-        turn = itertools.cycle(local)
-        out[v] = [(f"{v}-{i}", next(turn)) for i in range(per_host)]
-    return out
-
-
-def workload_config(scenario: Scenario, helpers: list[str]) -> W.WorkloadConfig:
-    """The calibrated workload the scenario's viewers section describes, over its catalogue.
-
-    The workload's time 0 is ``VIEWERS_START_S`` into the run, so flash crowds (given in
-    run seconds) move that much earlier; a part before it is cut off.
-    """
-    content = scenario.content
-    cat = build_catalogue(CatalogueConfig(**dataclasses.asdict(content)))
-    v = scenario.viewers
-    live = tuple((vid, cat[vid].duration_s) for vid in cat.ids("live"))
-    crowds = (W.FlashCrowd(c.at_s, c.duration_s, c.rate, c.video, c.regions, c.ramp_s)
-              .rebased(VIEWERS_START_S) for c in v.flash_crowds)
-    return W.WorkloadConfig(
-        helpers=tuple(helpers), videos=tuple((vid, cat[vid].duration_s) for vid in cat.ids("vod")),
-        segment_s=content.segment_s, duration_s=max(1.0, scenario.duration_s - VIEWERS_START_S),
-        seed=scenario.seed, arrival_rate=v.arrival_rate, zipf_s=v.zipf_s,
-        regional_skew=v.regional_skew, live=live, live_share=v.live_share if live else 0.0,
-        max_buffer_s=v.max_buffer_s, flash_crowds=tuple(c for c in crowds if c is not None))
-
-
-def workload_sessions(scenario: Scenario, helpers: list[str]) -> list[W.Session]:
-    """The sessions the viewers play: drawn from the workload, or replayed from a trace.
-
-    A trace's helper names that the topology lacks are mapped onto its helpers in turn
-    (sorted), so a trace recorded elsewhere still spreads over every region.
-    """
-    cfg = workload_config(scenario, helpers)
-    if scenario.viewers.trace is None:
-        return list(W.generate(cfg).sessions)
-    trace = W.read_trace(scenario.viewers.trace)
-    durations = {**dict(cfg.videos), **dict(cfg.live)}
-    sessions = W.sessions_from_trace(trace, cfg.segment_s, durations,
-                                     lookahead_s=cfg.max_buffer_s,
-                                     live_ids=[vid for vid, _ in cfg.live])
-    foreign = sorted({s.helper for s in sessions} - set(helpers), key=S.natural_key)
-    mapping = {h: helpers[i % len(helpers)] for i, h in enumerate(foreign)}
-    return [dataclasses.replace(s, helper=mapping.get(s.helper, s.helper)) for s in sessions
-            if s.arrive_at < cfg.duration_s]
-
-
-def hosts_for_helpers(spec: nx.Graph, viewers: list[str], helpers: list[str],
-                      players: dict[str, list[tuple[str, str]]]) -> dict[str, list[str]]:
-    """helper -> the viewer hosts that play its region's sessions: those whose players it
-    serves, else the viewer hosts nearest to it by hops."""
-    out = {}
-    for h in helpers:
-        near = sorted((v for v, plist in players.items() if any(x == h for _, x in plist)),
-                      key=S.natural_key)
-        if not near and viewers:
-            dist = nx.single_source_shortest_path_length(spec, h)
-            best = min(dist.get(v, 1 << 30) for v in viewers)
-            near = [v for v in viewers if dist.get(v) == best]
-        out[h] = near
-    return out
-
-
-def session_dict(s: W.Session, helper_ip: str) -> dict:
-    return {"id": s.id, "helper": s.helper, "helper_ip": helper_ip, "video": s.video,
-            "start_at": s.arrive_at, "start_index": s.plan.start_index,
-            "actions": [list(a) for a in s.plan.actions],
-            "patience_s": s.patience_s if math.isfinite(s.patience_s) else None}
-
-
-def node_configs(scenario: Scenario, spec: nx.Graph, out: Path, t0: float,
+def node_configs(scenario: Scenario, spec: nx.Graph | None, out: Path, t0: float,
                  ca_public_key: bytes, salt: bytes) -> dict[str, dict]:
-    """Every daemon's configuration (what :class:`testbed.nodes.common.NodeConfig` loads)."""
-    plan = address_plan(spec)
-    roles = _roles(spec)
-    if len(roles[S.MASTER]) != 1:
-        raise ValueError(f"scenario {scenario.name}: needs exactly one master host, "
-                         f"has {len(roles[S.MASTER])}")
-    if not roles[S.HELPER]:
-        raise ValueError(f"scenario {scenario.name}: has no helper hosts")
-    master = roles[S.MASTER][0]
-    helpers = {h: plan[h]["ip"] for h in roles[S.HELPER]}
-    d = scenario.to_dict()
-    base = {
-        "run_dir": str(out), "seed": scenario.seed, "t0": t0,
-        "duration_s": scenario.duration_s,
-        "master": {"name": master, "ip": plan[master]["ip"]},
-        "helpers": helpers, "catalogue": d["content"],
-        "delivery": scenario.delivery_dict(),
-        "viewers": d["viewers"],
-        "events": [{"at_s": e.at_s, "action": e.action, "target": e.target}
-                   for e in scenario.events if e.action == "republish"],
-        "ca_public_key": ca_public_key.hex(),
-    }
-    eng = d["engine"]
-    engine_host = eng["host"] or master
-    # a policy that prefetches nothing needs no predictions: no engine, no telemetry to it
-    engine = {**{k: v for k, v in eng.items() if k != "host"}, "name": ENGINE_NAME,
-              "host": engine_host, "ip": plan[engine_host]["ip"],
-              "enabled": scenario.delivery.prefetch_policy != "none"}
-    # the emulated links, for the master's push planning (what each hop crosses, and
-    # each link's rate)
-    links = [[a, b, data.get("delay_ms"), data.get("bw_mbit")]
-             for a, b, data in sorted(spec.edges(data=True))]
-    extra = {"live_t0": LIVE_T0_S, "telemetry_salt": salt.hex(),
-             "viewers_start_s": VIEWERS_START_S, "engine": engine, "links": links}
-    configs = {master: {**base, "name": master, "role": "master", "ip": plan[master]["ip"],
-                        "extra": extra},
-               ENGINE_NAME: {**base, "name": ENGINE_NAME, "role": "engine",
-                             "ip": engine["ip"], "extra": extra}}
-    for h in roles[S.HELPER]:
-        configs[h] = {**base, "name": h, "role": "helper", "ip": plan[h]["ip"], "extra": extra}
-    players = assign_players(spec, roles[S.VIEWER], roles[S.HELPER],
-                             scenario.viewers.per_host)
-    sessions: dict[str, list[dict]] = {v: [] for v in players}
-    if scenario.viewers.model == "workload":
-        where = hosts_for_helpers(spec, roles[S.VIEWER], roles[S.HELPER], players)
-        turn = {h: itertools.cycle(hosts) for h, hosts in where.items() if hosts}
-        for sess in workload_sessions(scenario, roles[S.HELPER]):
-            if sess.helper in turn:
-                sessions[next(turn[sess.helper])].append(session_dict(sess, helpers[sess.helper]))
-    for v, plist in players.items():
-        own = {"sessions": sessions[v]} if scenario.viewers.model == "workload" else {
-            "players": [{"id": pid, "helper": h, "helper_ip": helpers[h]} for pid, h in plist]}
-        configs[v] = {**base, "name": v, "role": "viewer", "ip": plan[v]["ip"],
-                      "extra": {**extra, **own}}
-    return configs
+    """Every daemon's configuration (what :class:`testbed.nodes.common.NodeConfig` loads),
+    from the run's plan (:meth:`RunPlan.node_configs`; a run builds its plan once and
+    asks it directly)."""
+    return RunPlan.build(scenario, spec).node_configs(out, t0, ca_public_key, salt)
 
 
 class ControllerSync:
@@ -292,17 +155,22 @@ class Deployment:
     """``with Deployment(scenario, out) as dep:`` the network is up and every daemon
     serves; leaving stops the daemons (viewers, helpers, master, engine) and the network.
 
-    ``spec`` replaces the scenario's generated topology (tests inject their own);
+    ``plan`` is the run's :class:`RunPlan` (built here from ``scenario`` when not given;
+    ``spec`` then replaces the scenario's generated topology: tests inject their own);
     ``dep.t0`` is the run's second 0, ``dep.configs`` each daemon's configuration.
     """
 
     def __init__(self, scenario: Scenario, out: Path, say: Callable[[str], None] = print,
-                 mode: str | None = None, spec: nx.Graph | None = None):
+                 mode: str | None = None, spec: nx.Graph | None = None,
+                 plan: RunPlan | None = None):
+        if plan is not None and spec is not None and spec is not plan.spec:
+            raise ValueError("give a plan or a spec, not both")
+        self.plan = plan if plan is not None else RunPlan.build(scenario, spec)
         self.scenario = scenario
         self.out = Path(out).resolve()
         self.say = say
         self.mode = mode or scenario.links.mode
-        self.spec = spec if spec is not None else scenario.build_spec()
+        self.spec = self.plan.spec
         self.procs: dict[str, ManagedProcess] = {}
         self.failures: list[str] = []
         self.timings: dict[str, float] = {}
@@ -334,9 +202,10 @@ class Deployment:
         with os.fdopen(fd, "wb") as f:
             f.write(secret)
         ca_pub = sec.Authority.from_secret(secret).public_key
-        n_helpers = len(_roles(spec)[S.HELPER])
+        plan = self.plan
+        helpers = list(plan.roles.helpers)
         # each helper picks k neighbours but may be picked by any number of others
-        degree = {"MESHCAST_MESH_DEGREE": str(max(3, n_helpers - 1))}
+        degree = {"MESHCAST_MESH_DEGREE": str(max(3, len(helpers) - 1))}
         self.tn = TestbedNetwork(spec, run_dir=out / "net", mode=self.mode,
                                  seed=self.scenario.seed, controller_env=degree)
         self.tn.start()
@@ -349,29 +218,16 @@ class Deployment:
             host = self.tn.host(name)
             host.cmd(f"ip route replace {MULTICAST_ROUTE} dev {host.defaultIntf().name}")
         self.t0 = time.time() + 1.0
-        self.configs = node_configs(self.scenario, spec, out, self.t0, ca_pub, os.urandom(16))
-        if self.scenario.viewers.model == "workload":  # the sessions as planned, as a trace
-            helpers = _roles(spec)[S.HELPER]
-            planned = W.trace_frame(workload_sessions(self.scenario, helpers),
-                                    workload_config(self.scenario, helpers))
-            (out / "workload").mkdir(exist_ok=True)
-            W.write_trace(planned, out / "workload" / "planned.csv")
-        (out / "nodes").mkdir(exist_ok=True)
-        roles = _roles(spec)
-        engine = [ENGINE_NAME] if self.configs[ENGINE_NAME]["extra"]["engine"]["enabled"] else []
-        for group in (roles[S.MASTER], engine, roles[S.HELPER], roles[S.VIEWER]):
-            for name in group:
-                cfg = self.configs[name]
-                path = out / "nodes" / f"{name}.json"
-                path.write_text(json.dumps(cfg, indent=1))
-                where = cfg["extra"]["engine"]["host"] if name == ENGINE_NAME else name
-                p = _daemon(name, cfg["role"], self.tn.host(where), path, out,
-                            out / "nodes" / f"{name}.ready", self.tn.run_id)
-                self.procs[name] = p
-                p.start(timeout=30)
+        # workload/planned.csv and nodes/<name>.json, from the plan's one set of sessions
+        self.configs = plan.write(out, self.t0, ca_pub, os.urandom(16))
+        for name, role, where in plan.daemons():
+            p = _daemon(name, role, self.tn.host(where), out / "nodes" / f"{name}.json", out,
+                        out / "nodes" / f"{name}.ready", self.tn.run_id)
+            self.procs[name] = p
+            p.start(timeout=30)
         self.timings["daemons_s"] = time.monotonic() - t_start - self.timings["network_s"]
         self.sync = ControllerSync(out / "controller-sync.json", self.tn.api_port,
-                                   roles[S.HELPER], self.say, out / "link-load.json",
+                                   helpers, self.say, out / "link-load.json",
                                    self.t0).__enter__()
 
     def stop(self) -> None:
@@ -388,8 +244,8 @@ class Deployment:
         if self.sync is not None:
             self.sync.__exit__()
             self.sync = None
-        roles = _roles(self.spec)
-        for group in (roles[S.VIEWER], roles[S.HELPER], roles[S.MASTER], [ENGINE_NAME]):
+        r = self.plan.roles
+        for group in (r.viewers, r.helpers, [r.master], [ENGINE_NAME]):
             procs = [self.procs[n] for n in group if n in self.procs]
             for p in procs:  # all of a role at once, then wait for each
                 if p.alive():
@@ -409,18 +265,22 @@ class Deployment:
 
 
 def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
-                 mode: str | None = None, fidelity: dict | None = None) -> RunResult:
+                 mode: str | None = None, fidelity: dict | None = None,
+                 plan: RunPlan | None = None) -> RunResult:
     """Play ``scenario`` on a fresh emulated network; results land in ``out``.
 
     ``fidelity`` is the summary of the fidelity check of this network (from
-    ``testbed calibrate``), recorded in the manifest; None: not checked.
+    ``testbed calibrate``), recorded in the manifest; None: not checked.  ``plan`` is the
+    scenario's :class:`RunPlan` when the caller built it already (else built here, once).
     """
+    if plan is not None and plan.scenario is not scenario:
+        raise ValueError("run_scenario: the plan is of another scenario")
     if (Path(out) / "logs").exists() or (Path(out) / "manifest.json").exists():
         raise RunDirError(f"{out} already holds a run; give another directory")
     started = manifest.now_iso()
     t_start = time.monotonic()
     manifest.write(out, status="running", started_at=started, **_identity(scenario))
-    with Deployment(scenario, out, say, mode) as dep, CpuSampler() as cpu:
+    with Deployment(scenario, out, say, mode, plan=plan) as dep, CpuSampler() as cpu:
         t_play = time.monotonic()
         net_dir = dep.tn.run_dir  # the emulator's counters are there once the network stops
         ports = dep.tn.link_ports()
@@ -471,7 +331,7 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
                    cpu={"idle_min": cpu_fields["cpu_idle_min"],
                         "idle_mean": cpu_fields["cpu_idle_mean"], "trusted": verdict.trusted},
                    timings=timings, failures=dep.failures,
-                   workload_sha256=manifest.file_digest(dep.out / "workload" / "planned.csv"))
+                   workload_sha256=manifest.file_digest(dep.out / PLANNED_CSV))
     return RunResult(out=dep.out, summary=summary, timings=timings, failures=dep.failures)
 
 

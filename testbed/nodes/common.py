@@ -2,7 +2,7 @@
 signed messaging and the small asyncio plumbing around HTTP and UDP.
 
 A daemon runs inside a Mininet host as ``python -m testbed.nodes.<role> CONFIG.json``.
-The harness writes the configuration (see :func:`testbed.harness.run.node_configs`); the
+The harness writes the configuration (:meth:`testbed.harness.plan.RunPlan.write`); the
 daemon writes ``<run>/nodes/<name>.ready`` when it serves, JSON lines to
 ``<run>/logs/<name>.jsonl`` and stops cleanly on SIGTERM.  The decisions are in
 ``testbed.core``; this package only moves bytes and reads the clock.
@@ -29,6 +29,8 @@ import uvloop
 from testbed import stamps
 from testbed.core import protocol as P
 from testbed.core import security as sec
+from testbed.plan import NodePlan
+from testbed.plan import load as load_plan
 
 HTTP_PORT = 8080
 UDP_PORT = 7000
@@ -42,7 +44,9 @@ log = logging.getLogger("meshcast")
 
 @dataclass
 class NodeConfig:
-    """One daemon's configuration, as the harness wrote it."""
+    """One daemon's configuration, as the harness wrote it: who and where it is, the run's
+    clock and CA, the peer directory; everything it is to do is its typed plan
+    (:meth:`node_plan`)."""
 
     name: str
     role: str
@@ -53,18 +57,22 @@ class NodeConfig:
     duration_s: float
     master: dict                       # {"name": ..., "ip": ...}
     helpers: dict[str, str]            # helper name -> ip (the peer directory)
-    catalogue: dict                    # core.content.CatalogueConfig fields
-    delivery: dict
-    viewers: dict
-    events: list = field(default_factory=list)
     ca_public_key: str = ""            # hex; viewers and helpers check the master's signatures
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # {"engine": where the engine listens}
+    plan: dict = field(default_factory=dict)   # this node's testbed.plan.NodePlan, as JSON
 
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
         data = json.loads(Path(path).read_text())
         data["run_dir"] = Path(data["run_dir"])
         return cls(**data)
+
+    def node_plan(self) -> NodePlan:
+        """This node's part of the run plan, typed (read once, then kept)."""
+        typed = self.__dict__.get("_node_plan")
+        if typed is None:
+            typed = self.__dict__["_node_plan"] = load_plan(self.plan)
+        return typed
 
     @property
     def secrets_dir(self) -> Path:

@@ -31,7 +31,6 @@ import asyncio
 import csv
 import json
 import logging
-import math
 import multiprocessing
 import os
 import time
@@ -39,8 +38,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 from aiohttp import web
 
-from testbed.core import demand as D
-from testbed.core.content import CatalogueConfig, build_catalogue
 from testbed.core.engine import DemandEngine, EngineConfig, EngineError, train
 from testbed.core.workload import TRACE_COLUMNS
 from testbed.nodes import common as C
@@ -49,17 +46,8 @@ log = logging.getLogger("meshcast.engine")
 
 
 def engine_config(cfg: C.NodeConfig) -> EngineConfig:
-    e = cfg.extra["engine"]
-    seg = float(cfg.catalogue.get("segment_s", 2.0))
-    # a new session asks for its whole buffer at once: the popularity baseline's prefix
-    buffer_s = float(cfg.viewers.get("max_buffer_s", 12.0))
-    return EngineConfig(
-        demand=D.DemandConfig(horizon_s=float(e["horizon_s"]), segment_s=seg),
-        retrain_s=float(e["retrain_s"]), train_window_s=float(e["train_window_s"]),
-        min_train_s=float(e["min_train_s"]), top=int(e["top"]),
-        prefix=int(e.get("prefix_segments", 0)),
-        arrivals_horizon_s=float(e.get("arrivals_horizon_s", 60.0)),
-        popularity_prefix=max(1, math.ceil(buffer_s / seg - 1e-9)))
+    """The engine's settings: its part of the run plan."""
+    return cfg.node_plan().engine_config()
 
 
 def _init_worker() -> None:
@@ -88,7 +76,7 @@ class Engine:
         self.events = C.EventLog(cfg.run_dir / "logs" / f"{cfg.name}.jsonl", cfg.name,
                                  self.clock)
         self.traffic = C.Traffic()
-        catalogue = build_catalogue(CatalogueConfig(**cfg.catalogue))
+        catalogue = cfg.node_plan().catalogue()
         self.ecfg = engine_config(cfg)
         self.engine = DemandEngine(self.ecfg, {v: catalogue[v].n_segments
                                                for v in catalogue.ids()},
@@ -110,7 +98,7 @@ class Engine:
             web.post("/telemetry", self.h_telemetry),
             web.post("/predict", self.h_predict),
             web.get("/status", self.h_status),
-        ], self.cfg.ip, int(self.cfg.extra["engine"]["port"]))
+        ], self.cfg.ip, self.cfg.node_plan().engine_at.port)
         tasks = C.watch(self.events,
                         [C.every(1.0, self.maybe_train, "training", first_delay=1.0)])
         try:
@@ -119,7 +107,7 @@ class Engine:
             await asyncio.gather(
                 asyncio.get_running_loop().run_in_executor(self.pool, _import_models),
                 asyncio.to_thread(_import_models))
-            C.announce_ready(self.cfg, self.events, port=int(self.cfg.extra["engine"]["port"]))
+            C.announce_ready(self.cfg, self.events, port=self.cfg.node_plan().engine_at.port)
             await stop.wait()
         finally:
             await C.cancel_tasks(tasks)

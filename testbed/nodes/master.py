@@ -8,6 +8,10 @@ down the tree, the origin for misses, prefetch pushes through the mesh, republis
   the broadcast timing index, tiers and routing tables, which go to the helpers (signed
   ``routing`` messages) and, as tiers and mesh pairs, to the controller (through
   ``<run>/controller-sync.json``, which the harness forwards to the northbound API).
+  The rounds, the tables' messages and the helpers' neighbour reports are decided by
+  :class:`testbed.core.node.master.MasterLogic`; this daemon only feeds it timers, probe
+  replies and reports, and carries out its effects (:meth:`Master.apply`): it signs,
+  stamps each probe as it leaves, sends, logs and writes the sync file.
 - Live channels are produced in real time and sent on the master's relay group
   ``239.77.N.C``; tier-1 helpers relay them to theirs.
 - ``POST /fetch``: the origin, last stop of a miss that went up the tree.
@@ -17,6 +21,11 @@ down the tree, the origin for misses, prefetch pushes through the mesh, republis
   inventories; each goes through the mesh along a Dijkstra route.
 - Scenario events ``republish`` bump a video's version and send an invalidation down the
   tree and through the mesh.
+- The forecasts, prefetch rounds, pushes and republishing are decided by
+  :class:`testbed.core.node.origin.OriginLogic` (the delivery side), fed the same way:
+  its timers, the engine's and the holders' answers, and the links' load read from
+  ``<run>/link-load.json`` before each round; this daemon makes the pushed segments' bytes
+  (off the event loop), signs the manifests it publishes and sends the rest.
 """
 
 from __future__ import annotations
@@ -26,37 +35,36 @@ import json
 import logging
 import os
 import time
-import uuid
-from collections import Counter
 from pathlib import Path
 
-import networkx as nx
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from testbed.core import protocol as P
 from testbed.core import security as sec
 from testbed.core.content import (
-    CatalogueConfig,
-    build_catalogue,
     build_manifest,
     segment_bytes,
 )
-from testbed.core.headroom import LinkRoom, PhysicalPaths, PushLoad, link_room, parse_load
-from testbed.core.mesh import NearestCopy, PeerMetric, mesh_graph, push_route, push_routes
+from testbed.core.mesh import PeerMetric
 from testbed.core.multicast import relay_group
-from testbed.core.prefetch import Demand, FutureDemand, HelperView, make_policy
-from testbed.core.protocol import PUSH_PORT
-from testbed.core.timing import Pingback, tiers_as_lists
+from testbed.core.node.effects import Record, Response, Send, SetTimer, Timer
+from testbed.core.node.master import MasterLogic, Neighbours, ProbeReply, WriteSync
+from testbed.core.node.origin import (
+    PREFETCH,
+    LinkLoad,
+    OriginLogic,
+    OriginSettings,
+    Publish,
+    PushFromOrigin,
+)
+from testbed.core.node.origin import TIMERS as ORIGIN_TIMERS
+from testbed.core.prefetch import make_policy
+from testbed.core.timing import tiers_as_lists
 from testbed.nodes import common as C
 from testbed.nodes.manifests import sign_manifest
 
 log = logging.getLogger("meshcast.master")
-ACTIVE_S = 15.0  # playheads older than this are not planned with
-FORECAST_EVERY_S = 2.0  # at most this often the engine is asked (a segment's length)
 EGRESS_EVERY_S = 1.0  # the master logs what it sent, by class, this often
-#: A pushed copy is taken to be at its holder this long after it was sent (until the
-#: holder's own inventory report says so), and for this long at most
-LANDED_AFTER_S, LANDED_FOR_S = 3.0, 30.0
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -71,52 +79,48 @@ class Master:
         self.clock = C.Clock(cfg.t0)
         self.events = C.EventLog(cfg.run_dir / "logs" / f"{cfg.name}.jsonl", cfg.name, self.clock)
         self.traffic = C.Traffic()
-        d = cfg.delivery
-        self.catalogue = build_catalogue(CatalogueConfig(**cfg.catalogue))
+        self.plan = plan = cfg.node_plan()  # what this run asks of the master, typed
+        self.catalogue = plan.catalogue()
         self.live_ids = self.catalogue.ids("live")
-        self.live_t0 = float(cfg.extra["live_t0"])
-        tiers = d["tiers"]
-        self.pingback = Pingback(cfg.name,
-                                 tier_count=tiers if isinstance(tiers, int) else None,
-                                 bands_ms=tiers if isinstance(tiers, list) else None,
-                                 fanout=d.get("fanout"), rel=0.5, abs_ms=5.0)
-        self.policy = make_policy(d["prefetch"])
+        self.live_t0 = plan.live_t0
         self.versions = {vid: 1 for vid in self.catalogue.ids()}
         self.signed: dict[str, dict] = {}
-        self.nonces: dict[int, tuple[str, float]] = {}
-        self.reports: dict[str, dict[str, PeerMetric]] = {}
-        self.inventory: dict[str, set[tuple[str, int]]] = {}
-        self.forecast: dict = {}  # the engine's last answer
-        self.forecast_at = -1e9
-        self.forecast_version: int | None = None
-        self.horizon_s = float(cfg.extra["engine"]["horizon_s"])
-        self.planned: FutureDemand | None = None
-        self.in_flight: dict[tuple[str, str, int], float] = {}
+        # pingback, tiers, routing messages and neighbour reports: decided in the core
+        self.logic = MasterLogic.from_delivery(
+            cfg.name, cfg.ip, plan.helpers, plan.pingback_settings(), live=bool(self.live_ids),
+            versions=self.versions, nonce_key=os.urandom(32))
+        self.pingback = self.logic.pingback
+        self.reports: dict[str, dict[str, PeerMetric]] = self.logic.reports
+        self.inventory: dict[str, set[tuple[str, int]]] = self.logic.inventory
+        self.probe_sent: dict[int, float] = {}  # nonce -> wall time the probe left
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        # forecasts, prefetch rounds, pushes and republishing: decided in the core too
+        d = plan.delivery
+        self.engine = plan.engine_at.name if plan.engine_at.enabled else None
+        self.engine_addr = (plan.engine_at.ip, plan.engine_at.port)
+        self.origin = OriginLogic(self.logic, OriginSettings(
+            catalogue=self.catalogue, policy=make_policy(d.prefetch),
+            prefetch_interval_s=d.prefetch_interval_s, push_budget_bytes=d.push_budget_bytes,
+            push_source=d.push_source, push_reserve=d.push_reserve, push_port=plan.push_port,
+            engine=self.engine, engine_top=plan.engine.top, horizon_s=plan.engine.horizon_s,
+            live_t0=plan.live_t0, t0=cfg.t0,
+            links=tuple((lk.a, lk.b, lk.delay_ms, lk.bw_mbit) for lk in plan.links),
+            republish=plan.republish, planned=plan.planned),
+            self.versions, id_key=os.urandom(32))
+        self.policy = self.origin.policy
         self.sync_path = cfg.run_dir / "controller-sync.json"
         self.load_path = cfg.run_dir / "link-load.json"  # the links' load, as measured
-        spec = nx.Graph()
-        for a, b, delay_ms, bw_mbit in cfg.extra.get("links", []):
-            spec.add_edge(a, b, delay_ms=delay_ms, bw_mbit=bw_mbit)
-        self.paths = PhysicalPaths(spec)
-        self.capacity = self.paths.capacities()
-        self.push_load = PushLoad()
-        self.pushed: dict[tuple[str, int], dict[str, float]] = {}  # segment -> holder -> t
-        self.push_port = PUSH_PORT if d.get("push_priority", "low") == "low" else C.HTTP_PORT
-        #: the transfer routes are costed by: the largest first segment of the catalogue
-        self.ref_bytes = max(self.catalogue[v].segment_size(0) for v in self.catalogue.ids())
         self.tasks: list[asyncio.Task] = []
-        self.sent_place: dict[str, tuple] = {}
-        self.rounds = 0
         self.started_at = 0.0
 
     # -- credentials and manifests ----------------------------------------------------
     def issue_credentials(self) -> None:
         secret = (self.cfg.secrets_dir / "ca.secret").read_bytes()
         self.authority = sec.Authority.from_secret(secret)
-        not_after = self.clock.wall() + self.cfg.duration_s + 3600
+        not_after = self.clock.wall() + self.plan.duration_s + 3600
         self.identity = self.authority.identity(self.cfg.name, not_after=not_after)
         self.directory = [self.identity.cert]
-        engine = self.cfg.extra["engine"]["name"]
+        engine = self.plan.engine_at.name
         for name, role in [*((h, "helper") for h in self.cfg.helpers), (engine, "engine")]:
             ident = self.authority.issue(name, role, not_after)
             self.directory.append(ident.cert)
@@ -137,9 +141,7 @@ class Master:
     # -- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         self.issue_credentials()
-        if self.policy.name == "oracle":
-            self.load_planned()
-        self.started_at = self.clock.now()
+        self.started_at = self.logic.started_at = self.clock.now()
         self.secure = C.Secure(self.identity, self.authority.public_key, self.clock,
                                self.events, self.directory)
         for video in self.catalogue.ids():
@@ -153,26 +155,21 @@ class Master:
         ], self.cfg.ip)
         self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
         self.mcast = C.multicast_sender(self.cfg.ip)
-        d = self.cfg.delivery
         loop = asyncio.get_running_loop()
+        now = self.clock.now()
+        self.apply(self.logic.start(now))
+        self.apply(self.origin.start(now), self.origin)
         self.tasks = C.watch(self.events, [
-            C.every(float(d["pingback_interval_s"]), self.pingback_round, "pingback",
-                    first_delay=1.0),
-            *([C.every(max(float(d["prefetch_interval_s"]), FORECAST_EVERY_S),
-                       self.ask_engine, "forecast", first_delay=2.5)]
-              if self.cfg.extra["engine"].get("enabled", True) else []),
-            *([C.every(float(d["prefetch_interval_s"]), self.prefetch_round, "prefetch",
-                       first_delay=3.0)] if self.policy.name != "none" else []),
             C.every(EGRESS_EVERY_S, self.log_egress, "egress"),
             *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
-            *(loop.create_task(self.scheduled(e), name="event") for e in self.cfg.events
-              if e.get("action") == "republish"),
         ])
         C.announce_ready(self.cfg, self.events, ip=self.cfg.ip, policy=self.policy.name,
                           videos=len(self.catalogue))
         try:
             await stop.wait()
         finally:
+            for handle in self.timers.values():
+                handle.cancel()
             await C.cancel_tasks(self.tasks)
             await self.log_egress()
             C.closing_records(self.events, self.traffic)
@@ -202,8 +199,10 @@ class Master:
     def live_edge(self, video: str) -> int:
         return self.catalogue[video].live_edge(self.clock.now(), self.live_t0)
 
-    def segment(self, video: str, index: int) -> bytes:
-        return segment_bytes(self.cfg.seed, self.catalogue[video], index, self.versions[video])
+    def segment(self, video: str, index: int, version: int | None = None) -> bytes:
+        """The bytes of a segment at ``version`` (None: the current one)."""
+        return segment_bytes(self.cfg.seed, self.catalogue[video], index,
+                             self.versions[video] if version is None else version)
 
     async def h_fetch(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -237,7 +236,8 @@ class Master:
             return self.secure.refusal()
         if msg.type == "neighbours":
             self.traffic.received("control", len(raw))
-            self.on_neighbours(msg)
+            self.apply(self.logic.handle(Neighbours(msg.sender, msg.body, msg.payload),
+                                         self.clock.now()))
         else:
             self.secure.rejected.note(self.events, "wrong_type", msg.sender, "control")
             return web.Response(status=400, text="unexpected message type\n")
@@ -254,34 +254,106 @@ class Master:
             "rejected": dict(self.secure.rejected),
         })
 
-    # -- helpers' reports -------------------------------------------------------------
-    def on_neighbours(self, msg: P.Message) -> None:
-        metrics = {}
-        for peer, m in msg.body["neighbours"].items():
-            try:
-                metrics[str(peer)] = PeerMetric(latency_ms=float(m["latency_ms"]),
-                                                bw_mbit=float(m["bw_mbit"]))
-            except (KeyError, TypeError, ValueError):
-                self.secure.rejected.note(self.events, "malformed", msg.sender, "neighbours")
-                return
-        changed = set(metrics) != set(self.reports.get(msg.sender, {}))
-        self.reports[msg.sender] = metrics
-        if msg.payload:  # empty: the inventory has not changed since the last report
-            try:
-                inv = json.loads(msg.payload)
-                self.inventory[msg.sender] = {(str(v), int(i)) for v, i, ver in inv
-                                              if ver >= self.versions.get(v, 1)}
-            except (ValueError, TypeError):
-                self.secure.rejected.note(self.events, "malformed", msg.sender, "inventory")
-        if changed:
-            self.events.write("mesh_report", helper=msg.sender, neighbours=sorted(metrics))
-            self.write_sync()
+    # -- the core's effects ----------------------------------------------------------
+    def apply(self, effects: list, logic=None) -> None:
+        """Carry out what :class:`MasterLogic` (or, with ``logic``, :class:`OriginLogic`)
+        decided, in order; answers to its sends go back to the logic that sent them."""
+        logic = logic or self.logic
+        for e in effects:
+            if isinstance(e, Send):
+                self.execute_send(e, logic)
+            elif isinstance(e, SetTimer):
+                self.set_timer(e)
+            elif isinstance(e, Record):
+                if e.kind == "rejected":  # counted with the signature checks' refusals
+                    f = e.fields
+                    self.secure.rejected.note(self.events, f["reason"], f["sender"], f["what"])
+                else:
+                    self.events.write(e.kind, **e.fields)
+            elif isinstance(e, WriteSync):
+                write_atomic(self.sync_path, json.dumps(e.data, sort_keys=True))
+            elif isinstance(e, PushFromOrigin):
+                asyncio.get_running_loop().create_task(self.push_from_origin(e))
+            elif isinstance(e, Publish):
+                self.publish(e.video)
+            else:
+                raise TypeError(f"no driver for effect {e!r}")
 
-    def write_sync(self) -> None:
-        """What the controller should know: tiers and mesh pairs (the harness forwards it)."""
-        data = {"tiers": tiers_as_lists(self.pingback.tiers) if self.pingback.tiers else [],
-                "mesh": {h: sorted(r) for h, r in sorted(self.reports.items())}}
-        write_atomic(self.sync_path, json.dumps(data, sort_keys=True))
+    def set_timer(self, t: SetTimer) -> None:
+        """``Timer(name, token)`` back to the logic at run time ``t.at`` (replacing one of
+        that name still pending)."""
+        old = self.timers.pop(t.name, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, t.at - self.clock.now())
+        self.timers[t.name] = loop.call_at(loop.time() + delay, self.fire, t.name, t.token)
+
+    def fire(self, name: str, token) -> None:
+        self.timers.pop(name, None)
+        logic = self.origin if name in ORIGIN_TIMERS else self.logic
+        try:
+            now = self.clock.now()
+            if name == PREFETCH and self.origin.needs_load:
+                self.origin.handle(LinkLoad(self.read_load()), now)
+            self.apply(logic.handle(Timer(name, token), now), logic)
+        except Exception:  # one failed round never stops the next ones
+            log.exception("timer %s", name)
+        # the stamps of probes no longer awaited (a new round started): forgotten
+        outstanding = self.logic.nonces
+        for nonce in [n for n in self.probe_sent if n not in outstanding]:
+            del self.probe_sent[nonce]
+
+    def read_load(self):
+        """The links' load as the harness last relayed it (None: none readable)."""
+        try:
+            return json.loads(self.load_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def execute_send(self, e: Send, logic=None) -> None:
+        if e.via == "udp":
+            if e.delay_s > 0:
+                asyncio.get_running_loop().call_later(e.delay_s, self.send_udp, e)
+            else:
+                self.send_udp(e)
+            return
+        data = self.secure.encode(e.msg_type, e.body, e.payload)
+        if e.ref is not None:
+            task = self._answer(e, data, logic or self.logic)
+        else:
+            task = self.send(e.to, e.path, data, e.cls, port=e.port or C.HTTP_PORT)
+        if e.delay_s > 0:
+            task = self._later(e.delay_s, task)
+        asyncio.get_running_loop().create_task(task)
+
+    @staticmethod
+    async def _later(delay_s: float, coro):
+        await asyncio.sleep(delay_s)
+        return await coro
+
+    async def _answer(self, e: Send, data: bytes, logic) -> None:
+        """Send, and hand the answer (status 0: none) back to ``logic`` as a Response."""
+        timeout = ClientTimeout(total=e.timeout_s) if e.to == self.engine else None
+        status, body = await self.post(e.to, e.path, data, e.cls, e.port or C.HTTP_PORT,
+                                       timeout)
+        try:
+            self.apply(logic.handle(Response(e.ref, status or 0, body), self.clock.now()),
+                       logic)
+        except Exception:  # one failed answer never stops the others
+            log.exception("answer to %s %s", e.msg_type, e.to)
+
+    def send_udp(self, e: Send) -> None:
+        """A datagram now: a probe gets its wall-clock ``sent`` field, and its leaving
+        time is kept for the round trip."""
+        body = e.body
+        if e.msg_type == "probe":
+            body = {**body, "sent": self.clock.wall()}
+        data = self.secure.encode(e.msg_type, body, e.payload)
+        if e.msg_type == "probe":
+            self.probe_sent[int(body["nonce"])] = time.time()  # just before it leaves
+        self.traffic.sent(e.cls, len(data))
+        self.udp.send(data, (self.cfg.helpers[e.to], e.port or C.UDP_PORT))
 
     # -- pingback ---------------------------------------------------------------------
     def on_udp(self, data: bytes, addr: tuple) -> None:
@@ -289,79 +361,50 @@ class Master:
         msg = self.secure.decode(data, "udp", roles=("helper",), peer=addr[0])
         if msg is None or msg.type != "probe_reply":
             return
-        sent = self.nonces.pop(int(msg.body["nonce"]), None)
-        if sent is None or sent[0] != msg.sender:
-            return
+        nonce = int(msg.body["nonce"])
+        sent = self.probe_sent.get(nonce)
+        if sent is None:
+            return  # no probe of ours
         held = float(msg.body.get("held", 0.0))
         # from the probe leaving to the kernel receiving the reply, less the helper's own
         # time between receiving the probe and replying (both kernel-stamped, so neither
         # end's event loop being busy lengthens the round trip)
-        rtt = (self.udp.arrival - sent[1] - held) * 1000
-        if not (held >= 0.0 and 0.0 <= rtt < 10_000.0):
-            return  # an answer that cannot be right is no sample
-        self.pingback.record(msg.sender, rtt, self.clock.now())
+        rtt = (self.udp.arrival - sent - held) * 1000
+        self.logic.handle(ProbeReply(msg.sender, nonce, rtt, held), self.clock.now())
+        if nonce not in self.logic.nonces:
+            del self.probe_sent[nonce]
 
-    async def pingback_round(self) -> None:
-        d = self.cfg.delivery
-        # A probe is lost only when the next round starts without its answer: a reply
-        # handled late (either end's event loop busy) still gives the right round trip,
-        # both ends being kernel-stamped, so it counts as a sample, not a timeout.
-        now = self.clock.now()
-        lost = Counter(h for h, _ in self.nonces.values())
-        for helper, n in lost.items():
-            if n >= int(d["pingback_probes"]):  # not one of its probes answered
-                self.pingback.record(helper, None, now)
-        self.nonces.clear()
-        for _ in range(int(d["pingback_probes"])):
-            for helper, ip in self.cfg.helpers.items():
-                nonce = int.from_bytes(os.urandom(6), "big")
-                probe = self.secure.encode("probe", {"nonce": nonce, "sent": self.clock.wall()})
-                self.nonces[nonce] = (helper, time.time())  # just before it leaves
-                self.traffic.sent("control", len(probe))
-                self.udp.send(probe, (ip, C.UDP_PORT))
-                await asyncio.sleep(0.004)  # staggered: replies do not queue behind each other
-            await asyncio.sleep(0.03)
-        await asyncio.sleep(0.5)  # most answers are in: decide on what the index holds now
-        now = self.clock.now()
-        ready, _ = self.pingback.ready(now)
-        if (self.pingback.version == 0 and set(ready) != set(self.cfg.helpers)
-                and now < self.started_at + 15.0):
-            return  # the first tables wait (a while) for every helper to answer
-        tables = self.pingback.recompute(now)
-        if tables is None:
-            return
-        index = self.pingback.index.index(now)
-        self.events.write("tiers", version=self.pingback.version,
-                          tiers=tiers_as_lists(self.pingback.tiers),
-                          index_ms={h: round(v, 3) for h, v in index.items()})
-        self.write_sync()
-        master_ip = self.cfg.ip
-        for helper, t in tables.items():
-            if helper == self.cfg.name or helper not in self.cfg.helpers:
-                continue
-            if self.sent_place.get(helper) == t.place:
-                continue  # latencies moved but this helper's place in the tree did not
-            self.sent_place[helper] = t.place
-            parent_ip = self.cfg.helpers.get(t.parent, master_ip)
-            body = {"version": t.version, "tier": t.tier, "parent": t.parent,
-                    "parent_addr": parent_ip, "children": list(t.children),
-                    "ancestors": list(t.ancestors),
-                    "tiers": tiers_as_lists(self.pingback.tiers),
-                    "live_group": relay_group(parent_ip, 1) if self.live_ids else ""}
-            asyncio.get_running_loop().create_task(
-                self.send(helper, "/control", self.secure.encode("routing", body), "control"))
+    def address(self, name: str, port: int) -> tuple[str, int]:
+        """Where a node listens: the engine at its own address and port, a helper at
+        ``port``."""
+        if name == self.engine:
+            return self.engine_addr
+        return self.cfg.helpers[name], port
+
+    async def post(self, to: str, path: str, data: bytes, cls: str, port: int = C.HTTP_PORT,
+                   timeout: ClientTimeout | None = None) -> tuple[int | None, bytes]:
+        """POST ``data``: ``(status, body)``, or ``(None, what went wrong)``.  The engine's
+        answers are counted in ``cls``; a helper that cannot be reached, a ``send_failed``
+        record."""
+        self.traffic.sent(cls, len(data))
+        ip, port = self.address(to, port)
+        kw = {"timeout": timeout} if timeout is not None else {}
+        try:
+            async with self.http.post(f"http://{ip}:{port}{path}", data=data, **kw) as r:
+                body = await r.read()
+                if to == self.engine:
+                    self.traffic.received(cls, len(body))
+                return r.status, body
+        except (ClientError, asyncio.TimeoutError, OSError) as exc:
+            if to == self.engine:  # the logic records why (forecast_failed)
+                return None, str(exc).encode()
+            self.events.write("send_failed", to=to, path=path, error=type(exc).__name__)
+            return None, type(exc).__name__.encode()
 
     async def send(self, helper: str, path: str, data: bytes, cls: str,
                    port: int = C.HTTP_PORT) -> int | None:
-        self.traffic.sent(cls, len(data))
-        try:
-            async with self.http.post(f"http://{self.cfg.helpers[helper]}:{port}{path}",
-                                      data=data) as r:
-                await r.read()
-                return r.status
-        except (ClientError, asyncio.TimeoutError, OSError) as exc:
-            self.events.write("send_failed", to=helper, path=path, error=type(exc).__name__)
-            return None
+        status, _ = await self.post(helper, path, data, cls, port)
+        return status
 
     # -- live channels ----------------------------------------------------------------
     async def live_channel(self, video: str) -> None:
@@ -386,225 +429,16 @@ class Master:
             self.events.write("live_tx", video=video, index=i, version=self.versions[video],
                               group=group, bytes=len(data), send_drops=dropped)
 
-    # -- prefetch ---------------------------------------------------------------------
-    async def ask_engine(self) -> None:
-        """The engine's predictions and playheads for every helper (kept in ``forecast``)."""
-        e = self.cfg.extra["engine"]
-        predictor = getattr(self.policy, "predictor", None) or "model"
-        ask = {"helpers": sorted(self.cfg.helpers), "top": int(e["top"]), "predictor": predictor}
-        if getattr(self.policy, "horizon_s", None):
-            ask["horizon_s"] = self.policy.horizon_s
-        msg = self.secure.encode("predict", ask)
-        self.traffic.sent("prediction", len(msg))
-        try:
-            async with self.http.post(f"http://{e['ip']}:{e['port']}/predict", data=msg,
-                                      timeout=ClientTimeout(total=3.0)) as r:
-                body = await r.read()
-                self.traffic.received("prediction", len(body))
-                if r.status != 200:
-                    raise ValueError(f"status {r.status}: {body[:120]!r}")
-                answer = json.loads(body)
-        except (ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            self.events.write("forecast_failed", error=str(exc)[:200])
-            return
-        self.forecast = answer
-        self.forecast_at = self.clock.now()
-        n = sum(len(p) for p in answer.get("predictions", {}).values())
-        if answer.get("version") != self.forecast_version:
-            self.forecast_version = answer.get("version")
-            self.events.write("forecast_model", version=self.forecast_version)
-        self.events.write("forecast", version=answer.get("version"), segments=n,
-                          bytes=len(body))
-
-    def helper_views(self, now: float) -> list[HelperView]:
-        playheads: dict[str, list[tuple[str, int]]] = {}
-        if now - self.forecast_at <= ACTIVE_S:
-            for helper, heads in self.forecast.get("playheads", {}).items():
-                playheads[helper] = [(str(v), int(i)) for v, i in heads]
-        views = []
-        for helper in sorted(self.cfg.helpers):
-            flying = frozenset((v, i) for (h, v, i) in self.in_flight if h == helper)
-            views.append(HelperView(helper=helper,
-                                    playheads=tuple(sorted(playheads.get(helper, []))),
-                                    cached=frozenset(self.inventory.get(helper, set())),
-                                    in_flight=flying))
-        return views
-
-    def catalogue_size(self, video: str, index: int) -> int:
-        return self.catalogue[video].segment_size(index)
-
-    def _n_segments(self, video: str) -> int:
-        v = self.catalogue[video]
-        if v.kind == "live":
-            return self.live_edge(video) + 1
-        return v.n_segments
-
-    def mesh(self):
-        """The mesh as the master knows it: helpers' reported links, and its own to tier 1."""
-        master_links = {}
-        for helper, table in self.pingback.tables.items():
-            if table.parent == self.cfg.name and helper != self.cfg.name:
-                lat = self.pingback.index.latency(helper) or 50.0
-                master_links[helper] = PeerMetric(latency_ms=lat, bw_mbit=50.0)
-        return mesh_graph(self.reports, self.cfg.name, master_links)
-
-    def demand(self, now: float) -> list[Demand]:
-        """Expected requests per helper and segment over the horizon, for a demand policy:
-        the engine's forecast (``predictive``, ``playhead``, ``popularity``) or the planned
-        sessions' own requests (``oracle``: the future as the workload planned it)."""
-        if self.policy.predictor is None:
-            return self.planned.between(now, self.horizon_s) if self.planned else []
-        if now - self.forecast_at > ACTIVE_S:
-            return []
-        # the running sessions' next requests, and the start-up bursts of sessions to come
-        # (on-demand videos only: a live session starts at the live edge)
-        rows = [(h, v, i, x, key == "arrivals") for key in ("predictions", "arrivals")
-                for h, got in self.forecast.get(key, {}).items() for v, i, x in got]
-        return [Demand(h, str(v), int(i), float(x)) for h, v, i, x, to_come in rows
-                if h in self.cfg.helpers and v in self.catalogue
-                and not (to_come and self.catalogue[v].kind == "live")]
-
-    def load_planned(self) -> None:
-        """The planned sessions' requests (``workload/planned.csv``), in run time."""
-        path = self.cfg.run_dir / "workload" / "planned.csv"
-        if not path.exists():
-            self.events.write("oracle_blind", reason="no workload/planned.csv")
-            return
-        from testbed.core.workload import read_trace
-
-        req = read_trace(path).query("kind == 'request'")
-        start = float(self.cfg.extra.get("viewers_start_s", 0.0))
-        self.planned = FutureDemand(zip((req["at"] + start).tolist(), req["helper"].tolist(),
-                                        req["video"].tolist(), req["index"].tolist()))
-
-    def newest(self) -> dict[str, int]:
-        """Each live channel's newest segment: nothing past it can be pushed."""
-        return {v: self.live_edge(v) for v in self.live_ids}
-
-    def holders(self, now: float) -> dict[tuple[str, int], list[str]]:
-        """Segment -> helpers holding a copy: their inventory reports, and the copies pushed
-        to them that have had time to land since (until a report says otherwise)."""
-        out: dict[tuple[str, int], set[str]] = {}
-        for helper, keys in self.inventory.items():
-            for key in keys:
-                out.setdefault(key, set()).add(helper)
-        for key, at in list(self.pushed.items()):
-            for helper, t in list(at.items()):
-                if now - t > LANDED_FOR_S:
-                    del at[helper]
-                elif now - t >= LANDED_AFTER_S:
-                    out.setdefault(key, set()).add(helper)
-            if not at:
-                del self.pushed[key]
-        return {k: sorted(v) for k, v in out.items()}
-
-    def room(self, now: float, interval_s: float) -> LinkRoom | None:
-        """What each link can take in pushes this round (None: the links are not looked
-        at); the load comes from the switches' counters, as the harness relays it."""
-        reserve = self.cfg.delivery.get("push_reserve")
-        if reserve is None or not self.capacity:
-            return None
-        try:
-            measured = parse_load(json.loads(self.load_path.read_text()), now) or {}
-        except (OSError, ValueError):
-            measured = {}
-        return LinkRoom(link_room(self.capacity, measured, self.push_load.mbit(now),
-                                  interval_s, float(reserve)), self.paths)
-
-    async def prefetch_round(self) -> None:
-        now = self.clock.now()
-        d = self.cfg.delivery
-        interval = float(d["prefetch_interval_s"])
-        budget = int(float(d["push_budget_kbps"]) * 1000 / 8 * interval)
-        size_of = self.catalogue_size
-        graph = self.mesh()
-        for k, t in list(self.in_flight.items()):
-            if now - t > 10.0:
-                del self.in_flight[k]
-        if hasattr(self.policy, "plan_demand"):
-            helpers = sorted(self.cfg.helpers)
-            network: dict = {"newest": self.newest(), "link_room": self.room(now, interval)}
-            if self.cfg.name in graph and d.get("push_source", "nearest") == "nearest":
-                network["nearest"] = NearestCopy(graph, self.cfg.name, self.ref_bytes)
-                network["holders"] = self.holders(now)
-            elif self.cfg.name in graph:
-                network["routes"] = push_routes(graph, [self.cfg.name], helpers, 1_000_000)
-            cached = {h: frozenset(self.inventory.get(h, set())) for h in helpers}
-            flying = {h: frozenset((v, i) for (hh, v, i) in self.in_flight if hh == h)
-                      for h in helpers}
-            pushes = self.policy.plan_demand(now, self.demand(now), cached, flying, size_of,
-                                             budget, master=self.cfg.name, **network)
-        else:
-            views = self.helper_views(now)
-            if views:  # a different helper first each round, so a small budget is shared
-                turn = self.rounds % len(views)
-                views = views[turn:] + views[:turn]
-            pushes = self.policy.plan(now, views, size_of, self._n_segments, budget)
-        self.rounds += 1
-        for push in pushes:
-            route = list(push.route) or None
-            if route is None and push.dest in graph and self.cfg.name in graph:
-                route = push_route(graph, [self.cfg.name], push.dest, push.size)
-            if not route:
-                route = [self.cfg.name, push.dest]
-            for holder in (*push.keep, push.dest):
-                self.in_flight[(holder, push.video, push.index)] = now
-                self.pushed.setdefault((push.video, push.index), {})[holder] = now
-            self.push_load.add(now, self.paths.route_links(route), push.size)
-            push_id = uuid.uuid4().hex[:12]
-            body = {"video": push.video, "index": push.index,
-                    "version": self.versions[push.video], "route": route, "hop": 1,
-                    "push_id": push_id, "keep": list(push.keep)}
-            self.events.write("push", push_id=push_id, video=push.video, index=push.index,
-                              dest=push.dest, route=route, source=route[0],
-                              keep=list(push.keep), bytes=push.size,
-                              expected_hits=push.expected_hits)
-            if route[0] == self.cfg.name:
-                asyncio.get_running_loop().create_task(self.push_from_origin(body))
-            else:
-                asyncio.get_running_loop().create_task(self.order_push(body, graph))
-
-    async def push_from_origin(self, body: dict) -> None:
-        """Send a pushed segment to the first hop of its route (the push class's port)."""
-        data = await asyncio.to_thread(self.segment, body["video"], body["index"])
+    # -- pushes ----------------------------------------------------------------------
+    async def push_from_origin(self, e: PushFromOrigin) -> None:
+        """Send a pushed segment to the first hop of its route (the push class's port); its
+        bytes are made in a thread (they take a while)."""
+        body = e.body
+        data = await asyncio.to_thread(self.segment, body["video"], body["index"],
+                                       body["version"])
         msg = self.secure.encode("mesh_data", body, data)
-        await self.send(body["route"][1], "/mesh", msg, "prefetch", port=self.push_port)
-
-    async def order_push(self, body: dict, graph: nx.Graph) -> None:
-        """Tell the helper holding the nearest copy to send it; when it cannot (the copy
-        was evicted, it is unreachable), the origin sends it along its own route."""
-        holder = body["route"][0]
-        status = await self.send(holder, "/control", self.secure.encode("push_order", body),
-                                 "control")
-        if status == 200:
-            return
-        route = (push_route(graph, [self.cfg.name], body["route"][-1], 1_000_000)
-                 if self.cfg.name in graph else None) or [self.cfg.name, body["route"][-1]]
-        keep = [h for h in body["keep"] if h in route[1:-1]]
-        self.events.write("push_fallback", push_id=body["push_id"], holder=holder,
-                          status=status, route=route)
-        await self.push_from_origin({**body, "route": route, "keep": keep})
-
-    # -- republishing -----------------------------------------------------------------
-    async def scheduled(self, event: dict) -> None:
-        await asyncio.sleep(max(0.0, float(event["at_s"]) - self.clock.now()))
-        video = event["target"]
-        if video not in self.versions:
-            self.events.write("event_error", error=f"republish: unknown video {video!r}")
-            return
-        self.versions[video] += 1
-        self.publish(video)
-        issued = self.clock.wall()
-        inv_id = uuid.uuid4().hex[:12]
-        self.events.write("republish", video=video, version=self.versions[video],
-                          inv_id=inv_id, issued=issued)
-        body = {"video": video, "version": self.versions[video], "issued": issued,
-                "inv_id": inv_id, "route": [self.cfg.name]}
-        msg = self.secure.encode("invalidate", body)
-        table = self.pingback.tables.get(self.cfg.name)
-        first = list(table.children) if table else sorted(self.cfg.helpers)
-        await asyncio.gather(*(self.send(h, "/control", msg, "control") for h in first))
-
+        await self.send(body["route"][1], "/mesh", msg, "prefetch",
+                        port=e.port or C.HTTP_PORT)
 
 def main() -> None:
     C.main_loop(Master)

@@ -99,12 +99,13 @@ def attack_forged(args, h: Http) -> dict:
 def attack_valid(args, h: Http) -> dict:
     """A correct push from a credentialed insider (the control case: it must be taken);
     ``--save`` keeps its bytes for a replay."""
-    from testbed.core.content import CatalogueConfig, build_catalogue, segment_bytes
+    from testbed.core.content import segment_bytes
+    from testbed.nodes.common import NodeConfig
 
-    cfg = json.loads(Path(args.node_config).read_text())
-    video = build_catalogue(CatalogueConfig(**cfg["catalogue"]))[args.video]
+    plan = NodeConfig.load(args.node_config).node_plan()
+    video = plan.catalogue()[args.video]
     ident = sec.Identity.from_json(Path(args.identity).read_text())
-    payload = segment_bytes(cfg["seed"], video, args.index, args.version)
+    payload = segment_bytes(plan.seed, video, args.index, args.version)
     msg = P.Signer(ident, seq_start=time.time_ns() // 1000).encode("mesh_data", {
         **mesh_body([ident.cert.node_id, args.target_name], args.video, args.index,
                     args.version)}, payload, now=time.time())

@@ -21,10 +21,10 @@ from conftest import REPO
 
 from testbed.core.prefetch import MIN_EXPECTED
 from testbed.core.spec import HELPER, MASTER, SWITCH, VIEWER
-from testbed.core.workload import read_trace
 from testbed.harness import results
 from testbed.harness.run import Deployment, run_scenario
 from testbed.scenario import load_scenario, loads_scenario
+from testbed.traces import read_trace
 
 
 def of(records, kind, **match):

@@ -40,7 +40,7 @@ class Stand:
         self.check, self.checked, self.played = check, [], []
 
     def check_network(self, sc, path: Path, mode=None, sample=None, throughput=True,
-                      progress=None, started=None) -> dict:
+                      progress=None, started=None, spec=None) -> dict:
         self.checked.append((sc.seed, path))
         if isinstance(self.check, Exception):
             raise self.check
@@ -48,7 +48,8 @@ class Stand:
         path.write_text(json.dumps({"summary": self.check}))
         return {"summary": self.check, "results": []}
 
-    def run_scenario(self, sc, run_dir: Path, say=None, mode=None, fidelity=None) -> Result:
+    def run_scenario(self, sc, run_dir: Path, say=None, mode=None, fidelity=None,
+                     plan=None) -> Result:
         self.played.append((sc.policy, sc.seed))
         run_dir.mkdir(parents=True)
         # the hit ratio moves with the seed, so the CI has a width: seeds 1,2,3 -> +0,.1,.2

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from testbed.core.content import CatalogueConfig
 from testbed.harness.results import extras, stale_serves
 from testbed.harness.run import assign_players, node_configs
 from testbed.nodes.common import NodeConfig
+from testbed.plan import Republish
 from testbed.scenario import load_scenario
 
 
@@ -37,29 +37,33 @@ def test_every_daemon_gets_a_loadable_config(default, tmp_path):
     configs = node_configs(sc, spec, tmp_path, 1000.0, b"\x01" * 32, b"\x02" * 16)
     roles = {c["role"] for c in configs.values()}
     assert roles == {"master", "helper", "viewer", "engine"}
+    plans = {}
     for name, c in configs.items():
         cfg = NodeConfig(**{**json.loads(json.dumps(c)), "run_dir": tmp_path})
         assert cfg.name == name
-        CatalogueConfig(**cfg.catalogue)  # the catalogue section is the core's config
+        plans[name] = cfg.node_plan()  # the typed plan: the scenario's own sections
+        assert plans[name].content == sc.content and plans[name].delivery == sc.delivery
+        assert plans[name].content.catalogue_config() == sc.content.catalogue_config()
     m = configs["m1"]
     assert set(m["helpers"]) == {f"h{i}" for i in range(1, 9)}
-    assert m["events"] == [{"at_s": 60.0, "action": "republish", "target": "vod-0000"}]
+    assert plans["m1"].republish == (Republish(60.0, "vod-0000"),)
     # the default viewers are the calibrated workload: each viewer host plays the sessions
     # of the helpers it is near, at their arrival times
-    sessions = [s for c in configs.values() if c["role"] == "viewer"
-                for s in c["extra"]["sessions"]]
-    assert len(sessions) > 50 and len({s["id"] for s in sessions}) == len(sessions)
-    assert {s["helper"] for s in sessions} == set(m["helpers"])
+    sessions = [s for p in plans.values() if p.role == "viewer" for s in p.sessions]
+    assert len(sessions) > 50 and len({s.id for s in sessions}) == len(sessions)
+    assert {s.helper for s in sessions} == set(m["helpers"])
     for s in sessions:
-        assert s["helper_ip"] == m["helpers"][s["helper"]]
-        assert 0 <= s["start_at"] < sc.duration_s
+        assert s.helper_ip == m["helpers"][s.helper]
+        assert 0 <= s.start_at < sc.duration_s
     players = node_configs(sc.with_overrides({"viewers.model": "players"}), spec, tmp_path,
                            1000.0, b"\x01" * 32, b"\x02" * 16)
-    assert len(players["v1"]["extra"]["players"]) == 6 and "sessions" not in players["v1"]["extra"]
+    v1 = NodeConfig(**{**players["v1"], "run_dir": tmp_path}).node_plan()
+    assert len(v1.players) == 6 and v1.sessions == ()
     # the engine runs on the master's host unless the scenario names another
     engine = configs["engine"]["extra"]["engine"]
     assert engine["host"] == "m1" and engine["ip"] == m["ip"] == configs["engine"]["ip"]
     assert all(c["extra"]["engine"] == engine for c in configs.values())
+    assert all(p.engine_at.ip == engine["ip"] for p in plans.values())
     moved = node_configs(sc.with_overrides({"engine.host": "h8"}), spec, tmp_path, 1000.0,
                          b"\x01" * 32, b"\x02" * 16)
     assert moved["engine"]["ip"] == configs["h8"]["ip"]

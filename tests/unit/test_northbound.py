@@ -449,6 +449,44 @@ def test_a_failing_listener_neither_refuses_nor_undoes(state: NorthboundState) -
     assert state.get("/health")[1]["listener_errors"] == 1
 
 
+def test_faults_go_to_on_error_and_every_listener_still_hears(view: NetView) -> None:
+    faults: list = []
+
+    def broken(change: object) -> None:
+        raise RuntimeError("boom")
+
+    def no_paths() -> dict:
+        raise KeyError("s7")
+
+    heard: list = []
+    st = NorthboundState(view, paths=no_paths,
+                         on_error=lambda what, exc: faults.append((what, exc)))
+    st.add_listener(broken)
+    st.add_listener(heard.append)
+    st.add_listener(broken)
+    assert st.put("/tiers", body({"tiers": TIERS}))[0] == 200
+    assert len(heard) == 1 and st.listener_errors == 2
+    assert st.get("/paths")[0] == 503
+    assert [what.split(" ", 1)[0] for what, _ in faults] == ["listener", "listener", "paths"]
+    assert faults[0][0].endswith("failed on TierChange")
+    assert all(isinstance(e, RuntimeError) for _, e in faults[:2])
+    assert isinstance(faults[2][1], KeyError)
+
+
+def test_a_failing_fault_handler_is_harmless(view: NetView) -> None:
+    def handler(what: str, exc: BaseException) -> None:
+        raise ValueError("handler down")
+
+    def no_paths() -> dict:
+        raise KeyError("s7")
+
+    st = NorthboundState(view, paths=no_paths, on_error=handler)
+    st.add_listener(lambda change: 1 / 0)
+    assert st.put("/tiers", body({"tiers": TIERS}))[0] == 200
+    assert st.get("/paths")[0] == 503
+    assert st.listener_errors == 1
+
+
 def test_error_status_must_be_4xx() -> None:
     assert NorthboundError(404, "x").response() == (404, {"error": "x"})
     for status in (200, 399, 500):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -218,6 +219,21 @@ def test_app_serves_the_topology_and_repaths_the_mesh(topology_file: Path) -> No
     assert call(app, "/tiers", "PUT", {"tiers": TIERS}).json["version"] == 1
     assert call(app, "/mesh/neighbours/h3", "PUT", {"neighbours": []}).status_int == 200
     assert call(app, "/paths").json == {"paths": []}
+
+
+def test_app_logs_a_failing_listener(topology_file: Path,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    wsgi = WSGIApplication()
+    api = MeshcastApi(wsgi=wsgi)
+
+    def broken(change: object) -> None:
+        raise RuntimeError("boom")
+
+    api.state.add_listener(broken)
+    with caplog.at_level(logging.ERROR):
+        assert call(wsgi.controller, "/tiers", "PUT", {"tiers": TIERS}).status_int == 200
+    failed = [r for r in caplog.records if "failed on TierChange" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info[0] is RuntimeError
 
 
 def test_app_degree_from_the_environment(topology_file: Path,

@@ -15,10 +15,10 @@ from testbed.core.records import KINDS, Root, Source
 ROOT = Path(__file__).resolve().parents[2] / "testbed"
 #: Where event records are written: the daemons and the harness (``events.write``), and
 #: the nodes' pure logic (``Record`` effects).
-WRITERS = sorted([*(ROOT / "nodes").glob("*.py"), *(ROOT / "harness").glob("*.py"),
+WRITERS = sorted([*(ROOT / "nodes").glob("*.py"), *(ROOT / "harness").rglob("*.py"),
                   *(ROOT / "core" / "node").glob("*.py")])
 READERS = [ROOT / "core" / "metrics.py", ROOT / "harness" / "results.py",
-           ROOT / "harness" / "report.py"]
+           *sorted((ROOT / "harness" / "report").glob("*.py"))]
 #: A literal first argument that looks like a kind: ``f.write("at,idle\n")`` does not.
 KIND_LIKE = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -28,13 +28,13 @@ RECORD_HELPERS = {"_record"}
 #: pass-throughs (a driver writing a ``Record`` effect, a record helper), whose callers are
 #: checked instead.  Each one added here escapes the contract and must be checked by hand.
 DYNAMIC_KINDS = {("nodes/master.py", "apply"), ("nodes/helper.py", "apply"),
-                 ("core/node/helper.py", "_record")}
+                 ("nodes/viewer.py", "apply"), ("core/node/helper.py", "_record")}
 #: Mappings spread into a record (``**fields``), by (file, kind): allowed only on open
 #: kinds (Kind.extra says what they carry).
 SPREADS = {("nodes/common.py", "started"), ("nodes/engine.py", "engine_summary"),
            ("nodes/engine.py", "model"), ("nodes/helper.py", "cache"),
-           ("core/node/helper.py", "cache"), ("nodes/viewer.py", "player"),
-           ("nodes/viewer.py", "qoe")}
+           ("core/node/helper.py", "cache"), ("core/node/viewer.py", "player"),
+           ("core/node/viewer.py", "qoe")}
 MAX_DYNAMIC = 12
 
 
@@ -203,7 +203,7 @@ def _read_kinds(path: Path) -> set[str | None]:
             if isinstance(other, ast.Name) and not other.id.isupper():
                 continue  # _of's own filter, on its argument
             value = _constant(other)
-            if value != "compare":  # report.py: a collection's meta kind, not a record
+            if value != "compare":  # report/collection.py: a meta kind, not a record
                 got.add(value)
         elif isinstance(node, ast.For) and isinstance(node.target, ast.Tuple) \
                 and ast.unparse(node.target.elts[0]) == "kind" \

@@ -22,14 +22,14 @@ from testbed.core.workload import (
     WorkloadConfig,
     WorkloadError,
     abandonment_by_delay,
+    check_trace,
     early_stop_share,
     generate,
-    read_trace,
     sessions_from_trace,
     synthetic_catalogue,
     trace_frame,
-    write_trace,
 )
+from testbed.traces import read_trace, write_trace
 
 SEG = 2.0
 SHORT = tuple((f"vod-{i:04d}", 30.0) for i in range(20))
@@ -340,6 +340,13 @@ def test_csv_and_parquet_round_trip(tmp_path, trace):
     assert "note" not in (tmp_path / "e.csv").read_text().splitlines()[0]
     pd.read_csv(tmp_path / "t.csv").assign(note=1).to_csv(tmp_path / "n.csv", index=False)
     pd.testing.assert_frame_equal(read_trace(tmp_path / "n.csv"), trace)
+
+
+def test_check_trace_types_a_frame_of_text_without_files(trace):
+    raw = trace.astype(str).assign(note="x")
+    pd.testing.assert_frame_equal(check_trace(raw, "mine"), trace)
+    with pytest.raises(WorkloadError, match=r"^mine: missing column\(s\) kind$"):
+        check_trace(trace.drop(columns="kind"), "mine")
 
 
 def test_read_trace_sorts_by_time(tmp_path, trace):
