@@ -325,6 +325,35 @@ def web_app():
     return web.Application(client_max_size=P.MAX_MESSAGE, middlewares=[size_guard])
 
 
+class Timers(dict):
+    """A node logic's named timers on the running loop (name -> ``asyncio.TimerHandle``).
+
+    :meth:`set` arranges ``fire(name, token)`` at run time ``e.at`` (at once when that has
+    passed), replacing a pending timer of the same name, as
+    :class:`testbed.core.node.effects.SetTimer` asks; :meth:`cancel_all` stops them all."""
+
+    def __init__(self, clock: Clock, fire: Callable[[str, Any], None]):
+        super().__init__()
+        self.clock = clock
+        self.fire = fire
+
+    def set(self, e) -> None:
+        old = self.pop(e.name, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, e.at - self.clock.now())
+        self[e.name] = asyncio.get_running_loop().call_later(delay, self._due, e.name, e.token)
+
+    def _due(self, name: str, token: Any) -> None:
+        self.pop(name, None)
+        self.fire(name, token)
+
+    def cancel_all(self) -> None:
+        for handle in self.values():
+            handle.cancel()
+        self.clear()
+
+
 def watch(events, tasks: Iterable[asyncio.Task]) -> list[asyncio.Task]:
     """Make a background task's death loud: a task that ends with an exception (rather
     than being cancelled) is logged at once and recorded as a ``task_failed`` event, so a

@@ -63,7 +63,7 @@ class Helper:
         self.engine_addr = (at.ip, at.port)
         self.answers: dict[int, asyncio.Future] = {}
         self.refs = itertools.count(1)
-        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.timers = C.Timers(self.clock, lambda name, token: self.feed(Timer(name, token)))
         self.live_socks: dict[str, object] = {}
         self.io_tasks: set[asyncio.Task] = set()
         self.nonces = itertools.count(int(time.monotonic_ns()) & 0xFFFFFF)
@@ -101,9 +101,7 @@ class Helper:
 
     async def shutdown(self, runner: web.AppRunner) -> None:
         self.stopping = True
-        for handle in self.timers.values():
-            handle.cancel()
-        self.timers.clear()
+        self.timers.cancel_all()
         final = self.apply(self.logic.stop(self.clock.now()))
         if final:  # the last telemetry batch
             await asyncio.wait(final, timeout=5.0)
@@ -141,7 +139,8 @@ class Helper:
                 else:
                     started.append(self._task(self._send_http(e)))
             elif isinstance(e, SetTimer):
-                self._set_timer(e)
+                if not self.stopping:
+                    self.timers.set(e)
             elif isinstance(e, H.Relay):
                 with contextlib.suppress(OSError):
                     self.relay_out.sendto(e.dgram, (e.group, C.LIVE_PORT))
@@ -163,19 +162,6 @@ class Helper:
         self.io_tasks.add(t)
         t.add_done_callback(self.io_tasks.discard)
         return t
-
-    def _set_timer(self, e: SetTimer) -> None:
-        old = self.timers.pop(e.name, None)
-        if old is not None:
-            old.cancel()
-        if self.stopping:
-            return
-
-        def fire() -> None:
-            self.timers.pop(e.name, None)
-            self.feed(Timer(e.name, e.token))
-
-        self.timers[e.name] = self.loop.call_later(max(0.0, e.at - self.clock.now()), fire)
 
     async def answer(self, event_of) -> web.Response:
         """Hand an inbound request to the logic and wait for its :class:`Reply`."""

@@ -93,7 +93,7 @@ class Master:
         self.reports: dict[str, dict[str, PeerMetric]] = self.logic.reports
         self.inventory: dict[str, set[tuple[str, int]]] = self.logic.inventory
         self.probe_sent: dict[int, float] = {}  # nonce -> wall time the probe left
-        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.timers = C.Timers(self.clock, self.fire)
         # forecasts, prefetch rounds, pushes and republishing: decided in the core too
         d = plan.delivery
         self.engine = plan.engine_at.name if plan.engine_at.enabled else None
@@ -168,8 +168,7 @@ class Master:
         try:
             await stop.wait()
         finally:
-            for handle in self.timers.values():
-                handle.cancel()
+            self.timers.cancel_all()
             await C.cancel_tasks(self.tasks)
             await self.log_egress()
             C.closing_records(self.events, self.traffic)
@@ -263,7 +262,7 @@ class Master:
             if isinstance(e, Send):
                 self.execute_send(e, logic)
             elif isinstance(e, SetTimer):
-                self.set_timer(e)
+                self.timers.set(e)
             elif isinstance(e, Record):
                 if e.kind == "rejected":  # counted with the signature checks' refusals
                     f = e.fields
@@ -279,18 +278,8 @@ class Master:
             else:
                 raise TypeError(f"no driver for effect {e!r}")
 
-    def set_timer(self, t: SetTimer) -> None:
-        """``Timer(name, token)`` back to the logic at run time ``t.at`` (replacing one of
-        that name still pending)."""
-        old = self.timers.pop(t.name, None)
-        if old is not None:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, t.at - self.clock.now())
-        self.timers[t.name] = loop.call_at(loop.time() + delay, self.fire, t.name, t.token)
-
     def fire(self, name: str, token) -> None:
-        self.timers.pop(name, None)
+        """A timer is due: hand it to the logic that set it."""
         logic = self.origin if name in ORIGIN_TIMERS else self.logic
         try:
             now = self.clock.now()
@@ -299,10 +288,10 @@ class Master:
             self.apply(logic.handle(Timer(name, token), now), logic)
         except Exception:  # one failed round never stops the next ones
             log.exception("timer %s", name)
-        # the stamps of probes no longer awaited (a new round started): forgotten
-        outstanding = self.logic.nonces
-        for nonce in [n for n in self.probe_sent if n not in outstanding]:
-            del self.probe_sent[nonce]
+        if name == "pingback":  # a new round: the stamps of probes no longer awaited go
+            outstanding = self.logic.nonces
+            for nonce in [n for n in self.probe_sent if n not in outstanding]:
+                del self.probe_sent[nonce]
 
     def read_load(self):
         """The links' load as the harness last relayed it (None: none readable)."""

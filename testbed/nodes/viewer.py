@@ -46,7 +46,7 @@ class ViewerHost:
             V.ViewerSettings(self.catalogue, self.live_t0, v.startup_buffer_s,
                              v.max_buffer_s),
             self.chains())
-        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.timers = C.Timers(self.clock, lambda name, token: self.feed(Timer(name, token)))
         self.io: set[asyncio.Task] = set()
         self.stopping = False
 
@@ -98,11 +98,7 @@ class ViewerHost:
             if isinstance(e, Record):
                 self.events.write(e.kind, **e.fields)
             elif isinstance(e, SetTimer):
-                old = self.timers.pop(e.name, None)
-                if old is not None:
-                    old.cancel()
-                self.timers[e.name] = self.loop.call_later(
-                    max(0.0, e.at - self.clock.now()), self._fire, e.name, e.token)
+                self.timers.set(e)
             elif isinstance(e, V.GetSegment):
                 self._task(self._segment(e))
             elif isinstance(e, V.GetManifest):
@@ -111,10 +107,6 @@ class ViewerHost:
                 self._task(self._telemetry(e))
             else:
                 log.error("viewer: unknown effect %r", e)
-
-    def _fire(self, name: str, token) -> None:
-        self.timers.pop(name, None)
-        self.feed(Timer(name, token))
 
     def _task(self, coro) -> None:
         t = self.loop.create_task(coro)
@@ -172,8 +164,7 @@ class ViewerHost:
             await stop.wait()
         finally:
             self.stopping = True
-            for handle in self.timers.values():
-                handle.cancel()
+            self.timers.cancel_all()
             self.apply(self.logic.stop(self.clock.now()))
             await C.cancel_tasks(self.io)
             C.closing_records(self.events, self.traffic)

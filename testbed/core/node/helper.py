@@ -337,11 +337,6 @@ class HelperLogic:
         return video, index
 
     # -- manifests ------------------------------------------------------------------------
-    def manifest(self, video: str, version: int | None = None) -> Manifest | None:
-        if version is None:
-            return self.manifests.get(video)
-        return self.versions.get((video, version))
-
     def _with_manifest(self, video: str, min_version: int, then: Callable[[Manifest | None, str],
                                                                           list]) -> list:
         """``then(manifest, error)`` with a verified manifest of ``video`` at least

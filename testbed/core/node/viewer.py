@@ -288,9 +288,8 @@ class ViewerHostLogic:
                                                  "video": sess.video, "index": index}))
             out += self._notes(sess, sess.player.on_segment(index, now, False))
             return [*out, *self._poll(sess, now)]
-        if (sess.video, ev.version) in self.versions or \
-                self.manifests.get(sess.video, None) is not None and \
-                self.manifests[sess.video].version >= ev.version:
+        newest = self.manifests.get(sess.video)
+        if newest is not None and newest.version >= ev.version:
             return self._checked(sess, index, t0, ev, now)
         # a newer version than this host knows: its manifest first (one fetch for all)
         waiting = self._verifying.setdefault((sess.video, ev.version), [])
