@@ -283,6 +283,9 @@ POLICY_HELP = "Policy: tree, mesh-pull, popularity, predictive or oracle."
 CHECK_HELP = "Run the fidelity check of the network first (once per distinct network)."
 REQUIRE_HELP = ("Run the fidelity check first and play nothing (exit 2) unless every row is "
                 "within tolerance.")
+BACKEND_HELP = ("Where runs play: emu (the emulated network; root) or sim (the discrete-event "
+                "simulation of the same nodes; no root, no fidelity check).")
+BACKENDS = ("emu", "sim")
 SEEDS_HELP = ("Play every policy on each of these seeds (e.g. 1,2,3): tables show mean ± 95 % "
               "CI over them.")
 
@@ -307,6 +310,19 @@ def _seed_options(seed: Optional[int], seeds: Optional[str]) -> Optional[list[in
     return None if seeds is None else _parse_seeds(seeds)
 
 
+def _backend(backend: str, mode: Optional[str], require_fidelity: bool) -> str:
+    """``--backend`` checked against the options that only the emulation has."""
+    if backend not in BACKENDS:
+        _fail(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "sim":
+        if mode is not None:
+            _fail("--mode sets the emulation's links; the sim backend has none (drop --mode)")
+        if require_fidelity:
+            _fail("--require-fidelity checks an emulated network; the sim backend has none "
+                  "(drop it, or use --backend emu)")
+    return backend
+
+
 def _refuse_unchecked(path: Path, summary: Optional[dict]) -> None:
     """``--require-fidelity`` on a single run: exit 2 unless every row passed."""
     from testbed.harness import experiment as E
@@ -326,10 +342,18 @@ def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fi
                                                  help="Override a scenario key: KEY=VALUE."),
         check: bool = typer.Option(False, help=CHECK_HELP),
         require_fidelity: bool = typer.Option(False, "--require-fidelity", help=REQUIRE_HELP),
-        mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
-    """Play a scenario: master, helpers and viewers on the emulated network; tables out."""
+        mode: Optional[str] = typer.Option(None, help=MODE_HELP),
+        backend: str = typer.Option("emu", help=BACKEND_HELP)) -> None:
+    """Play a scenario: master, helpers and viewers on the emulated network (or the
+    simulation); tables out."""
+    backend = _backend(backend, mode, require_fidelity)
     plan = _load_with(scenario, sets, duration, policy, seed)
     sc = plan.scenario
+    if backend == "sim":
+        if check:
+            err.print("[yellow]note:[/] --check has no network to check with --backend sim")
+        _play_run(plan, _run_dir(out, sc.name, "run"), None, None, backend)
+        return
     _require_root("testbed run")
     run_dir = _run_dir(out, sc.name, "run")
     fidelity = None
@@ -351,12 +375,20 @@ def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fi
     _play_run(plan, run_dir, mode, fidelity)
 
 
-def _play_run(plan, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] = None) -> None:
+def _play_run(plan, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] = None,
+              backend: str = "emu") -> None:
     from testbed.harness.run import RunDirError, run_scenario
+
+    play = run_scenario
+    if backend == "sim":
+        from testbed.sim import run_sim
+
+        def play(sc, out, say, mode, fidelity, plan):  # noqa: ARG001 (no links to set)
+            return run_sim(sc, out, say=say, fidelity=fidelity, plan=plan)
 
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        result = run_scenario(plan.scenario, out_dir,
+        result = play(plan.scenario, out_dir,
                               say=lambda m: console.print(m, highlight=False),
                               mode=mode, fidelity=fidelity, plan=plan)
     except RunDirError as exc:
@@ -388,13 +420,23 @@ def _run_collection(what: str, collection, out: Path, mode: Optional[str],
         _fail(str(exc))
     if require_fidelity and not check:
         _fail("--require-fidelity needs the fidelity check: drop --no-check")
-    _require_root(f"testbed {what}")
+    sim = collection.backend == "sim"
+    if sim:
+        from testbed.sim import run_sim
+
+        check = False  # a simulated network has nothing to check
+    else:
+        _require_root(f"testbed {what}")
 
     def say(m: str) -> None:
         console.print(m, highlight=False)
 
     def one(sc, run_dir: Path, fidelity) -> None:
-        result = run_scenario(sc, run_dir, say=lambda m: None, mode=mode, fidelity=fidelity)
+        if sim:
+            result = run_sim(sc, run_dir, say=lambda m: None, fidelity=None)
+        else:
+            result = run_scenario(sc, run_dir, say=lambda m: None, mode=mode,
+                                  fidelity=fidelity)
         say(f"  {_run_line(result.summary)} ({result.timings['total_s']:.0f} s)")
 
     def fidelity(sc, path: Path) -> dict:
@@ -549,27 +591,29 @@ def compare(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAM
             check: bool = typer.Option(True, help=CHECK_HELP),
             require_fidelity: bool = typer.Option(False, "--require-fidelity",
                                                   help=REQUIRE_HELP),
-            mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+            mode: Optional[str] = typer.Option(None, help=MODE_HELP),
+            backend: str = typer.Option("emu", help=BACKEND_HELP)) -> None:
     """Run policies on the same scenario, seed, network and viewers; table and report out.
 
     With --seeds, every policy plays every seed.  Run it again with the same --out to
     resume: finished runs are kept."""
+    backend = _backend(backend, mode, require_fidelity)
     sc, _ = _load(scenario)
     fixed = _changes(sets)
     fixed.update({k: v for k, v in (("duration_s", duration), ("seed", seed)) if v is not None})
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    collection = _comparison(sc, names, scenario, fixed, _seed_options(seed, seeds))
+    collection = _comparison(sc, names, scenario, fixed, _seed_options(seed, seeds), backend)
     _run_collection("compare", collection, out or _run_dir(None, sc.name, "compare"), mode,
                     check, require_fidelity)
 
 
 def _comparison(sc, names: list[str], scenario: Path, fixed: dict,
-                seeds: Optional[list[int]]):
+                seeds: Optional[list[int]], backend: str = "emu"):
     """The comparison collection, or one line and exit 2."""
     from testbed.harness import experiment as E
 
     try:
-        return E.comparison(sc, names, scenario, fixed, seeds)
+        return E.comparison(sc, names, scenario, fixed, seeds, backend=backend)
     except E.CollectionError as exc:
         _fail(str(exc))
 
@@ -579,7 +623,8 @@ def sweep(sweep_file: Path = typer.Argument(..., help="Sweep YAML file (scenario
           out: Optional[Path] = typer.Option(None, help="Directory (default runs/sweep-NAME)."),
           check: bool = typer.Option(True, help=CHECK_HELP),
           require_fidelity: bool = typer.Option(False, "--require-fidelity", help=REQUIRE_HELP),
-          mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+          mode: Optional[str] = typer.Option(None, help=MODE_HELP),
+          backend: str = typer.Option("emu", help=BACKEND_HELP)) -> None:
     """Run a grid (or zip) over scenario keys, one run directory per point; resumable: run
     it again and only the points not yet complete run.  A ``seed`` axis makes the table and
     the report show mean ± 95 % CI over the seeds."""
@@ -597,9 +642,57 @@ def sweep(sweep_file: Path = typer.Argument(..., help="Sweep YAML file (scenario
         _fail(f"{sweep_file}: YAML error: {str(exc).splitlines()[0]}")
     except SweepError as exc:
         _fail(str(exc))
+    backend = _backend(backend, mode, require_fidelity)
     sc, _ = _load(sw.scenario)
-    _run_collection("sweep", E.of_sweep(sw, sc), out or Path("runs") / f"sweep-{sw.name}",
+    _run_collection("sweep", E.of_sweep(sw, sc, backend), out or Path("runs") / f"sweep-{sw.name}",
                     mode, check, require_fidelity)
+
+
+@app.command()
+def crosscheck(emu: Path = typer.Argument(..., help="A comparison played with --backend emu."),
+               sim: Path = typer.Argument(..., help="The same comparison with --backend sim."),
+               out: Optional[Path] = typer.Option(None, help="Also write the verdict here "
+                                                                "(JSON).")) -> None:
+    """Side by side: each key metric's mean per policy on both backends, whether the
+    simulated mean is within 10 % of the emulated one or inside its 95 % CI, and whether
+    the policies rank the same."""
+    import pandas as pd
+    from rich.table import Table
+
+    from testbed.harness import crosscheck as X
+
+    tables = []
+    for d in (emu, sim):
+        try:
+            tables.append(pd.read_csv(d / "aggregate.csv"))
+        except (OSError, ValueError) as exc:
+            _fail(f"{d}: no readable aggregate.csv ({exc})")
+    table, rankings = X.crosscheck(*tables)
+    if not len(table):
+        _fail(f"{emu} and {sim} have no policy in common")
+    t = Table(title=f"simulation vs emulation: {emu.name} / {sim.name}")
+    for c in ("policy", "metric", "emulated", "simulated", "diff", "agrees"):
+        t.add_column(c)
+    for r in table.itertuples():
+        t.add_row(r.policy, r.metric, f"{r.emu_mean:.4g} ± {r.emu_ci95:.2g}",
+                  f"{r.sim_mean:.4g} ± {r.sim_ci95:.2g}", f"{r.rel_diff:.1%}",
+                  "yes" if r.agrees else "[red]no[/]")
+    console.print(t)
+    for r in rankings:
+        line = "same" if r.same_order else (
+            f"differs: {', '.join('/'.join(p) for p in r.discordant)} swapped"
+            + (f" ({len(r.separated)} the emulation separates)" if r.separated else
+               " (within the emulation's CIs)"))
+        console.print(f"ranking by {r.metric}: {line}", highlight=False)
+    verdict = X.summary(table, rankings)
+    console.print(f"{verdict['agree']}/{verdict['pairs']} means agree; rankings the same "
+                  f"for {verdict['rankings_same']}/{verdict['rankings']} metrics", highlight=False)
+    if out is not None:
+        out.write_text(json.dumps({"verdict": verdict, "rows": table.to_dict("records"),
+                                   "rankings": [{"metric": r.metric, "emu": r.emu, "sim": r.sim,
+                                                 "discordant": r.discordant,
+                                                 "separated": r.separated} for r in rankings]},
+                                  indent=1, default=str))
 
 
 @app.command()

@@ -28,9 +28,13 @@ from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, get_type_hin
 from testbed.scenario import ContentConfig, DeliveryConfig, EngineSection, ViewersConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from testbed.core.content import Catalogue
     from testbed.core.engine import EngineConfig
     from testbed.core.node.helper import HelperSettings
+    from testbed.core.node.origin import OriginSettings
+    from testbed.core.node.viewer import PlannedSession
 
 LIVE_T0_S = 4.0          # live channels start producing this long after t0
 VIEWERS_START_S = 6.0    # players start after the first pingback round set the tree up
@@ -182,6 +186,64 @@ class NodePlan:
             arrivals_horizon_s=e.arrivals_horizon_s,
             # a new session asks for its whole buffer at once: the popularity prefix
             popularity_prefix=max(1, math.ceil(self.viewers.max_buffer_s / seg - 1e-9)))
+
+    def viewer_chains(self, helper_ref: Callable[[str, str], str],
+                      catalogue: Catalogue | None = None) -> list[list[PlannedSession]]:
+        """What a viewer host plays, as the chains :class:`ViewerHostLogic` takes (run
+        time): each planned session of the workload on its own, or each player's sessions
+        back to back (``viewers.model: players``, drawn by the behaviour model).  A live
+        session joins at the live edge of when it starts.  ``helper_ref(name, ip)`` is how
+        a session names its helper (a URL for the daemon)."""
+        from testbed.core.node.viewer import PlannedSession
+        from testbed.core.player import BehaviourModel, SessionPlan
+
+        cat = catalogue if catalogue is not None else self.catalogue()
+        live_ids = cat.ids("live")
+
+        def at_edge(plan: SessionPlan) -> SessionPlan:
+            if plan.video_id not in live_ids:
+                return plan
+            edge = cat[plan.video_id].live_edge(plan.start_at, self.live_t0)
+            return SessionPlan(plan.video_id, plan.start_at, max(0, edge), plan.actions)
+
+        start = self.viewers_start_s
+        if self.viewers.model == "workload":
+            return [[PlannedSession(
+                s.id, helper_ref(s.helper, s.helper_ip),
+                at_edge(SessionPlan(s.video, s.start_at + start, s.start_index, s.actions)),
+                s.patience_s)] for s in self.sessions]
+        v = self.viewers
+        model = BehaviourModel(self.seed, zipf_s=v.zipf_s, pause_prob=v.pause_prob,
+                               seek_prob=v.seek_prob, abandon_prob=v.abandon_prob,
+                               live_share=v.live_share, mean_gap_s=v.mean_gap_s)
+        vod = cat.ids("vod")
+        durations = {vid: cat[vid].duration_s for vid in cat.ids()}
+        chains = []
+        for p in self.players:
+            plans = model.sessions(p.id, vod, durations, live_ids, self.duration_s - start)
+            chains.append([PlannedSession(
+                p.id, helper_ref(p.helper, p.helper_ip),
+                at_edge(SessionPlan(q.video_id, q.start_at + start, q.start_index, q.actions)))
+                for q in plans])
+        return chains
+
+    def origin_settings(self, catalogue: Catalogue | None = None) -> OriginSettings:
+        """The master's delivery side settings
+        (:class:`testbed.core.node.origin.OriginSettings`)."""
+        from testbed.core.node.origin import OriginSettings
+        from testbed.core.prefetch import make_policy
+
+        d = self.delivery
+        return OriginSettings(
+            catalogue=catalogue if catalogue is not None else self.catalogue(),
+            policy=make_policy(d.prefetch), prefetch_interval_s=d.prefetch_interval_s,
+            push_budget_bytes=d.push_budget_bytes, push_source=d.push_source,
+            push_reserve=d.push_reserve, push_port=self.push_port,
+            engine=self.engine_at.name if self.engine_at.enabled else None,
+            engine_top=self.engine.top, horizon_s=self.engine.horizon_s,
+            live_t0=self.live_t0, t0=self.t0,
+            links=tuple((lk.a, lk.b, lk.delay_ms, lk.bw_mbit) for lk in self.links),
+            republish=self.republish, planned=self.planned)
 
     def pingback_settings(self) -> dict[str, Any]:
         """The delivery settings :meth:`testbed.core.node.master.MasterLogic.from_delivery`

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from testbed.core.content import StandIn
+
 Key = tuple[str, int]
 
 ORIGINS = ("prefetch", "tree", "mesh", "live", "origin")
@@ -259,9 +261,10 @@ class SegmentCache:
         _check_version(version)
         if origin not in ORIGINS:
             raise CacheError(f"cache origin {origin!r:.80} (must be one of {', '.join(ORIGINS)})")
-        if not isinstance(data, bytes):
+        if not isinstance(data, (bytes, StandIn)):
             if not isinstance(data, (bytearray, memoryview)):
-                raise CacheError(f"cache data: {type(data).__name__} (must be bytes)")
+                raise CacheError(f"cache data: {type(data).__name__} (must be bytes or a "
+                                 f"StandIn)")
             data = bytes(data)
         if version < self._floors.get(key[0], 0):
             self._stats["stale"] += 1

@@ -267,6 +267,35 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class StandIn:
+    """A segment's bytes stood in for by their size and digest (the fast option of a
+    simulation: caches hold, replies carry and checks compare it without making, storing
+    or hashing the bytes).  ``len()`` is the segment's size."""
+
+    size: int
+    digest: str
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def standin_digest(seed: int, video_id: str, index: int, version: int) -> str:
+    """The digest a :class:`StandIn` of that segment carries (and its manifest lists)."""
+    return hashlib.sha256(f"meshcast-standin|{seed}|{video_id}|{index}|{version}"
+                          .encode()).hexdigest()
+
+
+def segment_standin(seed: int, video: Video, index: int, version: int) -> StandIn:
+    """The stand-in of :func:`segment_bytes` ``(seed, video, index, version)``."""
+    return StandIn(video.segment_size(index), standin_digest(seed, video.id, index, version))
+
+
+def fingerprint(data: bytes | StandIn) -> str:
+    """The SHA-256 (hex) of a segment's bytes, or the digest its stand-in carries."""
+    return data.digest if isinstance(data, StandIn) else hashlib.sha256(data).hexdigest()
+
+
 _MANIFEST_FIELDS = ("video_id", "kind", "version", "segment_s", "bitrate_kbps", "sizes",
                     "digests")
 
@@ -382,6 +411,8 @@ class Manifest:
         """True when ``data`` is exactly segment ``index`` of this version."""
         if not _is_int(index) or not 0 <= index < len(self.sizes):
             return False
+        if isinstance(data, StandIn):
+            return data.size == self.sizes[index] and data.digest == self.digests[index]
         if not isinstance(data, (bytes, bytearray, memoryview)):
             return False
         if len(data) != self.sizes[index]:
@@ -399,6 +430,15 @@ def build_manifest(seed: int, video: Video, version: int = 1) -> Manifest:
         digests.append(sha256_hex(data))
     return Manifest(video.id, video.kind, version, float(video.segment_s), video.bitrate_kbps,
                     tuple(sizes), tuple(digests))
+
+
+def standin_manifest(seed: int, video: Video, version: int = 1) -> Manifest:
+    """The manifest of ``video`` at ``version`` that its :class:`StandIn` segments match
+    (no bytes made or hashed)."""
+    n = video.n_segments
+    return Manifest(video.id, video.kind, version, float(video.segment_s), video.bitrate_kbps,
+                    tuple(video.segment_size(i) for i in range(n)),
+                    tuple(standin_digest(seed, video.id, i, version) for i in range(n)))
 
 
 def iso_datetime(epoch_s: float) -> str:

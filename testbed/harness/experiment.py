@@ -57,18 +57,22 @@ class Collection:
     kind: str
     sweep: Sweep
     base: Scenario
+    backend: str = "emu"  # where its runs play: "emu" or "sim"
 
     @property
     def points(self) -> list[Point]:
         return self.sweep.points()
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.sweep.describe()}
+        """What ``collection.json`` holds (the backend only when it is not the emulation,
+        so collections from before the simulation resume as they are)."""
+        extra = {"backend": self.backend} if self.backend != "emu" else {}
+        return {"kind": self.kind, **self.sweep.describe(), **extra}
 
 
 def comparison(base: Scenario, policies: Iterable[str], scenario_path: Path,
                fixed: dict[str, Any] | None = None,
-               seeds: Sequence[int] | None = None) -> Collection:
+               seeds: Sequence[int] | None = None, backend: str = "emu") -> Collection:
     """The policies side by side on one scenario: same seed, network and viewers.
 
     With ``seeds``, every policy plays every seed (axes ``seed`` then ``policy``)."""
@@ -84,7 +88,7 @@ def comparison(base: Scenario, policies: Iterable[str], scenario_path: Path,
         axes = {stats.SEED_AXIS: _seeds(seeds, fixed or {}), **axes}
     sweep = Sweep(name=f"compare-{base.name}", scenario=scenario_path, axes=axes,
                   fixed=dict(fixed or {}))
-    return Collection("compare", sweep, base)
+    return Collection("compare", sweep, base, backend)
 
 
 def _seeds(seeds: Sequence[int], fixed: dict[str, Any]) -> tuple[int, ...]:
@@ -100,8 +104,8 @@ def _seeds(seeds: Sequence[int], fixed: dict[str, Any]) -> tuple[int, ...]:
     return out
 
 
-def of_sweep(sweep: Sweep, base: Scenario) -> Collection:
-    return Collection("sweep", sweep, base)
+def of_sweep(sweep: Sweep, base: Scenario, backend: str = "emu") -> Collection:
+    return Collection("sweep", sweep, base, backend)
 
 
 def network_key(sc: Scenario) -> str:

@@ -53,12 +53,10 @@ from testbed.core.node.origin import (
     PREFETCH,
     LinkLoad,
     OriginLogic,
-    OriginSettings,
     Publish,
     PushFromOrigin,
 )
 from testbed.core.node.origin import TIMERS as ORIGIN_TIMERS
-from testbed.core.prefetch import make_policy
 from testbed.core.timing import tiers_as_lists
 from testbed.nodes import common as C
 from testbed.nodes.manifests import sign_manifest
@@ -95,18 +93,10 @@ class Master:
         self.probe_sent: dict[int, float] = {}  # nonce -> wall time the probe left
         self.timers = C.Timers(self.clock, self.fire)
         # forecasts, prefetch rounds, pushes and republishing: decided in the core too
-        d = plan.delivery
         self.engine = plan.engine_at.name if plan.engine_at.enabled else None
         self.engine_addr = (plan.engine_at.ip, plan.engine_at.port)
-        self.origin = OriginLogic(self.logic, OriginSettings(
-            catalogue=self.catalogue, policy=make_policy(d.prefetch),
-            prefetch_interval_s=d.prefetch_interval_s, push_budget_bytes=d.push_budget_bytes,
-            push_source=d.push_source, push_reserve=d.push_reserve, push_port=plan.push_port,
-            engine=self.engine, engine_top=plan.engine.top, horizon_s=plan.engine.horizon_s,
-            live_t0=plan.live_t0, t0=cfg.t0,
-            links=tuple((lk.a, lk.b, lk.delay_ms, lk.bw_mbit) for lk in plan.links),
-            republish=plan.republish, planned=plan.planned),
-            self.versions, id_key=os.urandom(32))
+        self.origin = OriginLogic(self.logic, plan.origin_settings(self.catalogue),
+                                  self.versions, id_key=os.urandom(32))
         self.policy = self.origin.policy
         self.sync_path = cfg.run_dir / "controller-sync.json"
         self.load_path = cfg.run_dir / "link-load.json"  # the links' load, as measured

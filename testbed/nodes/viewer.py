@@ -24,7 +24,6 @@ from testbed.core import security as sec
 from testbed.core.content import ManifestError
 from testbed.core.node import viewer as V
 from testbed.core.node.effects import Record, SetTimer, Timer
-from testbed.core.player import BehaviourModel, SessionPlan
 from testbed.nodes import common as C
 from testbed.nodes.manifests import ManifestBook
 
@@ -50,37 +49,9 @@ class ViewerHost:
         self.io: set[asyncio.Task] = set()
         self.stopping = False
 
-    # -- what this host plays -------------------------------------------------------------
-    def _at_edge(self, plan: SessionPlan) -> SessionPlan:
-        """A live session joins at the live edge of when it starts."""
-        if plan.video_id not in self.catalogue.ids("live"):
-            return plan
-        edge = self.catalogue[plan.video_id].live_edge(plan.start_at, self.live_t0)
-        return SessionPlan(plan.video_id, plan.start_at, max(0, edge), plan.actions)
-
     def chains(self) -> list[list[V.PlannedSession]]:
-        start = self.plan.viewers_start_s
         base = f"http://{{}}:{C.HTTP_PORT}"
-        if self.plan.viewers.model == "workload":
-            return [[V.PlannedSession(
-                s.id, base.format(s.helper_ip),
-                self._at_edge(SessionPlan(s.video, s.start_at + start, s.start_index,
-                                          s.actions)), s.patience_s)]
-                for s in self.plan.sessions]
-        v = self.plan.viewers
-        model = BehaviourModel(self.plan.seed, zipf_s=v.zipf_s, pause_prob=v.pause_prob,
-                               seek_prob=v.seek_prob, abandon_prob=v.abandon_prob,
-                               live_share=v.live_share, mean_gap_s=v.mean_gap_s)
-        vod, live = self.catalogue.ids("vod"), self.catalogue.ids("live")
-        durations = {vid: self.catalogue[vid].duration_s for vid in self.catalogue.ids()}
-        chains = []
-        for p in self.plan.players:
-            plans = model.sessions(p.id, vod, durations, live, self.plan.duration_s - start)
-            chains.append([V.PlannedSession(
-                p.id, base.format(p.helper_ip),
-                self._at_edge(SessionPlan(q.video_id, q.start_at + start, q.start_index,
-                                          q.actions))) for q in plans])
-        return chains
+        return self.plan.viewer_chains(lambda name, ip: base.format(ip), self.catalogue)
 
     # -- the logic's effects ----------------------------------------------------------------
     def feed(self, event: object) -> None:

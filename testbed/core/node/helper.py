@@ -120,11 +120,13 @@ class LeaveGroup:
 
 @dataclass(frozen=True)
 class Relay:
-    """Send ``dgram`` on to this helper's own relay ``group``."""
+    """Send ``dgram`` on to this helper's own relay ``group`` (a simulation relays whole
+    segments: ``segment`` is then the :class:`LiveSegment` and ``dgram`` empty)."""
 
     video: str
     group: str
     dgram: bytes
+    segment: LiveSegment | None = None
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -210,6 +212,17 @@ class LiveDatagram:
     dgram: bytes
 
 
+@dataclass(frozen=True)
+class LiveSegment:
+    """A whole live segment off a relay group (what a simulation delivers instead of its
+    datagrams): relayed and cached as the reassembled datagrams would be."""
+
+    video: str
+    index: int
+    version: int
+    data: bytes
+
+
 Got = tuple[bytes, int, Source, Root]
 Done = Callable[["Got | None", str], list]
 
@@ -266,7 +279,8 @@ class HelperLogic:
             MeshData: self._mesh_data, Control: self._control,
             ManifestArrived: self._manifest_arrived, Response: self._response,
             PeerRtt: self._peer_rtt, BandwidthSample: self._bandwidth_sample,
-            LiveDatagram: self._live_datagram, Timer: self._timer,
+            LiveDatagram: self._live_datagram, LiveSegment: self._live_whole,
+            Timer: self._timer,
         }
 
     # -- driving ------------------------------------------------------------------------
@@ -905,6 +919,15 @@ class HelperLogic:
         if done is not None:
             out += self._live_segment(*done, now)
         return out
+
+    def _live_whole(self, ev: LiveSegment, now: float) -> list:
+        if ev.video not in self.live_ids:
+            return []
+        out: list = []
+        if self.children():
+            out.append(Relay(ev.video, relay_group(self.s.addresses[self.s.name],
+                                                   self._channel(ev.video)), b"", ev))
+        return out + self._live_segment((ev.video, ev.index), ev.version, ev.data, now)
 
     def _live_segment(self, key: tuple[str, int], version: int, data: bytes,
                       now: float) -> list:

@@ -17,12 +17,11 @@ one ``qoe`` per session that started (or could not: ``error`` "no manifest").
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from testbed.core.content import Catalogue, Manifest
+from testbed.core.content import Catalogue, Manifest, fingerprint
 from testbed.core.node.effects import Record, SetTimer, Timer
 from testbed.core.player import Player, SessionPlan
 
@@ -317,7 +316,7 @@ class ViewerHostLogic:
             "player": sess.planned.viewer, "video": sess.video, "index": index,
             "version": ev.version, "source": ev.source, "bytes": len(ev.data),
             "latency_ms": round(ms, 3), "digest_ok": ok,
-            "sha256": hashlib.sha256(ev.data).hexdigest()[:16]})]
+            "sha256": fingerprint(ev.data)[:16]})]
         out += self._notes(sess, sess.player.on_segment(index, now, ok))
         return [*out, *self._poll(sess, now)]
 

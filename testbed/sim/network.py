@@ -1,0 +1,379 @@
+"""The simulated network: the topology's links with their delay, loss and capacity, and
+transfers that share them (flow level, not per packet).
+
+Paths are the controller's unicast paths: from a host's switch toward the destination's
+switch along the latency-shortest path (:func:`testbed.core.l2.path_cost`: delay first,
+then one per hop; ties go to the switch that sorts first, as the lowest datapath id does
+in the emulation).  Each link is two directions, each with its own capacity, counters,
+flows and queue.
+
+How a transfer is timed:
+
+* **Small messages** (at most ``SMALL_BYTES`` on the wire: requests, control messages,
+  probes) cross in one flight: the path's propagation delay, each link's serialisation
+  and the queue standing at each link when they arrive.
+* **Bulk transfers** (segments, pushes, manifests) are TCP flows.  A flow starts in slow
+  start: rounds of ``cwnd`` bytes (10 segments at first, doubled each round), one round
+  trip apart, until its window covers its fair share times the round trip; from then on
+  it is a fluid flow at its share of the narrowest link it crosses.  The share of a link
+  is its capacity over the flows crossing it (the bottleneck share: a flow held back
+  elsewhere still counts), recomputed for every flow on a link whenever a flow joins or
+  leaves it.  Why that is enough here: segments are 75-150 kB, so most of a transfer's
+  time is slow start and propagation on the emulated paths, which this keeps exactly,
+  and the contention that matters (a far region's narrow core link) has one bottleneck
+  that every flow through it shares equally, as TCP flows with similar round trips do.
+* **Priority**: the lower class (``lo``: pushes with ``push_priority: low``) gets what
+  the higher class leaves on each link, never less than ``LO_FLOOR`` of it (a strict
+  priority queue still lets a starved flow's retransmissions through now and then).
+* **Queues**: a TCP flow keeps growing its window past its share until the buffer
+  overflows; the excess stands in the queue of its bottleneck link (at most the link's
+  buffer, ``queue`` packets).  Every packet crossing that link waits behind it: small
+  messages, the rounds of flows in slow start, probes (so a busy far link lengthens the
+  round trips the master's pingback measures, as it does in the emulation).
+* **Loss**: a lost packet of a small message costs a retransmission timeout
+  (``RTO_S``); a flow's rate is capped by the loss-limited TCP rate (Mathis et al.:
+  MSS / RTT * 1.22 / sqrt(p)).
+* **Multicast** (the live channel's relay groups) is one UDP flow over the union of the
+  paths to the group's members, at the rate of its narrowest link, no slow start.
+
+What it leaves out: per-packet jitter and reordering, ACK traffic, TCP's sawtooth after
+a loss (the queue stands at its cap instead), the CPU time of the nodes (a simulated node
+answers at once), and the switches' own forwarding time.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import networkx as nx
+
+from testbed.core.l2 import path_cost
+from testbed.core.spec import SWITCH, natural_key
+
+MSS = 1448                 # TCP payload per packet
+PACKET_OVERHEAD = 52       # TCP/IP headers per packet
+HTTP_OVERHEAD = 200        # request or status line and headers of one HTTP message
+UDP_OVERHEAD = 28          # IP/UDP headers per datagram
+IW_BYTES = 10 * MSS        # TCP's initial window
+SMALL_BYTES = 4 * MSS      # at most this much on the wire goes in one flight
+DEFAULT_QUEUE_PKTS = 1000  # a link without a ``queue``: the interface default
+LO_FLOOR = 0.02            # the share of a link the lower class always gets
+RTO_S = 0.2                # TCP's minimum retransmission timeout
+MIN_RATE = 1e3             # bytes/s: no flow is ever slower (a flow always ends)
+
+
+def _by_id(f: Flow) -> int:
+    return f.id
+
+
+def wire_bytes(payload: int, http: bool = True) -> int:
+    """Bytes on the wire for ``payload`` bytes of an HTTP body (headers and packets)."""
+    body = payload + (HTTP_OVERHEAD if http else 0)
+    return body + max(1, -(-body // MSS)) * PACKET_OVERHEAD
+
+
+class Link:
+    """One direction of a link."""
+
+    __slots__ = ("a", "b", "delay", "cap", "loss", "buffer", "hi", "lo", "bytes")
+
+    def __init__(self, a: str, b: str, delay_s: float, cap: float, loss: float,
+                 buffer: float) -> None:
+        self.a, self.b = a, b
+        self.delay = delay_s
+        self.cap = cap          # bytes/s (math.inf: unlimited)
+        self.loss = loss        # per packet
+        self.buffer = buffer    # bytes
+        self.hi: set[Flow] = set()
+        self.lo: set[Flow] = set()
+        self.bytes = 0.0        # carried so far
+
+    def __repr__(self) -> str:
+        return f"Link({self.a}->{self.b})"
+
+
+class Flow:
+    __slots__ = ("id", "links", "remaining", "rate", "t", "version", "lo", "fn", "arg", "prop",
+                 "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra")
+
+    def __init__(self, fid: int, links: tuple[Link, ...], nbytes: float, lo: bool, fn, arg,
+                 prop: float) -> None:
+        self.id = fid  # flows are handled in this order (a run is deterministic)
+        self.links = links
+        self.remaining = float(nbytes)
+        self.rate = 0.0
+        self.t = 0.0
+        self.version = 0
+        self.lo = lo
+        self.fn, self.arg = fn, arg
+        self.prop = prop
+        self.rtt = 2 * prop
+        self.cwnd = float(IW_BYTES)
+        self.bottleneck: Link | None = None
+        self.fluid = False
+        self.loss_cap = math.inf
+        self.extra: list | None = None  # multicast: [(delay, fn, arg)] per member
+
+
+class FlowNet:
+    """The network of one simulated run (see the module).
+
+    ``kernel``: the event queue (``at``/``after``/``now``); ``spec``: the topology;
+    ``seed``: the losses' random stream.
+    """
+
+    def __init__(self, kernel, spec: nx.Graph, seed: int = 0) -> None:
+        self.k = kernel
+        self.spec = spec
+        self.rng = random.Random(f"meshcast-sim-net|{seed}")
+        self.links: dict[tuple[str, str], Link] = {}
+        for a, b, d in spec.edges(data=True):
+            delay = float(d.get("delay_ms") or 0.0) / 1000
+            bw = d.get("bw_mbit")
+            cap = float(bw) * 1e6 / 8 if bw else math.inf
+            loss = float(d.get("loss_pct") or 0.0) / 100
+            q = d.get("queue_pkts") or DEFAULT_QUEUE_PKTS
+            for x, y in ((a, b), (b, a)):
+                self.links[(x, y)] = Link(x, y, delay, cap, loss, q * (MSS + PACKET_OVERHEAD))
+        self.switch_of: dict[str, str] = {}
+        for n, d in spec.nodes(data=True):
+            if d.get("role") != SWITCH:
+                nbrs = list(spec.neighbors(n))
+                if nbrs:
+                    self.switch_of[n] = nbrs[0]
+        switches = [n for n, d in spec.nodes(data=True) if d.get("role") == SWITCH]
+        self.sw = spec.subgraph(switches)
+        self._toward: dict[str, dict[str, str]] = {}
+        self._paths: dict[tuple[str, str], tuple[Link, ...]] = {}
+        self.flows = 0
+
+    # -- paths ------------------------------------------------------------------------
+    def _next_hops(self, dst_switch: str) -> dict[str, str]:
+        table = self._toward.get(dst_switch)
+        if table is None:
+            preds, _ = nx.dijkstra_predecessor_and_distance(
+                self.sw, dst_switch, weight=lambda u, v, d: path_cost(d.get("delay_ms") or 0.0))
+            table = {s: min(p, key=natural_key) for s, p in preds.items() if p}
+            self._toward[dst_switch] = table
+        return table
+
+    def path(self, src: str, dst: str) -> tuple[Link, ...]:
+        """The links from host ``src`` to host ``dst`` (empty: the same host)."""
+        key = (src, dst)
+        got = self._paths.get(key)
+        if got is not None:
+            return got
+        if src == dst:
+            got = ()
+        else:
+            a, b = self.switch_of[src], self.switch_of[dst]
+            hops = [src, a]
+            if a != b:
+                table = self._next_hops(b)
+                node = a
+                while node != b:
+                    node = table.get(node)
+                    if node is None:
+                        raise ValueError(f"no path from {src} to {dst}")
+                    hops.append(node)
+            hops.append(dst)
+            got = tuple(self.links[(x, y)] for x, y in zip(hops, hops[1:]))
+        self._paths[key] = got
+        return got
+
+    def delay(self, src: str, dst: str) -> float:
+        """One-way propagation delay (s)."""
+        return sum(lk.delay for lk in self.path(src, dst))
+
+    def bottleneck(self, src: str, dst: str) -> float:
+        """The narrowest capacity on the path (bytes/s; inf when none is limited)."""
+        return min((lk.cap for lk in self.path(src, dst)), default=math.inf)
+
+    # -- queues -----------------------------------------------------------------------
+    def queue_delay(self, link: Link, lo: bool = False) -> float:
+        """How long a packet arriving now waits at ``link``: the windows of the flows held
+        back there, beyond what their round trip keeps in flight (at most the buffer)."""
+        if link.cap == math.inf or not (link.hi or link.lo):
+            return 0.0
+        now = self.k.now
+        standing = math.fsum(max(0.0, f.cwnd + f.rate * (now - f.t) - f.rate * f.rtt)
+                             for f in ((link.hi | link.lo) if lo else link.hi)
+                             if f.bottleneck is link)
+        return min(standing, link.buffer) / link.cap
+
+    def path_queue(self, links: Iterable[Link], lo: bool = False) -> float:
+        return sum(self.queue_delay(lk, lo) for lk in links)
+
+    # -- transfers --------------------------------------------------------------------
+    def send(self, src: str, dst: str, payload: int, fn: Callable[[Any], None], arg: Any = None,
+             lo: bool = False, http: bool = True) -> None:
+        """``payload`` bytes from ``src`` to ``dst``; ``fn(arg)`` when the last byte is
+        there.  ``lo``: the lower priority class; ``http``: count HTTP headers too."""
+        links = self.path(src, dst)
+        wire = wire_bytes(payload, http) if http else payload + UDP_OVERHEAD
+        if not links:
+            self.k.after(0.0, fn, arg)
+            return
+        prop = 0.0
+        for lk in links:
+            prop += lk.delay
+        if wire <= SMALL_BYTES:
+            t = prop + self.path_queue(links, lo)
+            for lk in links:
+                lk.bytes += wire
+                if lk.cap != math.inf:
+                    t += wire / lk.cap
+                if lk.loss and self.rng.random() < lk.loss:
+                    if not http:
+                        return  # a datagram lost is lost
+                    t += RTO_S
+            self.k.after(t, fn, arg)
+            return
+        f = Flow(self.flows, links, wire, lo, fn, arg, prop)
+        f.rtt = 2 * prop
+        loss = 1.0 - math.prod(1.0 - lk.loss for lk in links)
+        if loss > 0:
+            f.loss_cap = MSS / max(f.rtt, 1e-3) * 1.22 / math.sqrt(loss)
+        self.flows += 1
+        self._round(f)
+
+    def multicast(self, src: str, members: dict[str, tuple[Callable, Any]], payload: int,
+                  datagrams: int) -> None:
+        """One UDP flow of ``payload`` bytes (``datagrams`` of them) from ``src`` to every
+        member; ``fn(arg)`` of each member when the last byte reaches it."""
+        if not members:
+            return
+        wire = payload + datagrams * UDP_OVERHEAD
+        union: dict[tuple[str, str], Link] = {}
+        extra = []
+        for m, (fn, arg) in members.items():
+            links = self.path(src, m)
+            for lk in links:
+                union[(lk.a, lk.b)] = lk
+            extra.append((sum(lk.delay for lk in links), fn, arg))
+        if not union:
+            for delay, fn, arg in extra:
+                self.k.after(delay, fn, arg)
+            return
+        f = Flow(self.flows, tuple(union.values()), wire, False, None, None, 0.0)
+        f.extra = extra
+        f.cwnd = math.inf  # no congestion control: it leaves at the sender's pace
+        self.flows += 1
+        self._go_fluid(f)
+
+    def _share(self, f: Flow) -> tuple[float, Link | None]:
+        """The rate ``f`` gets now (counting itself on every link), and its bottleneck."""
+        best, where = f.loss_cap, None
+        for lk in f.links:
+            if lk.cap == math.inf:
+                continue
+            if f.lo:
+                hi = math.fsum(g.rate for g in lk.hi)
+                room = max(lk.cap - hi, LO_FLOOR * lk.cap)
+                n = len(lk.lo) + (f not in lk.lo)
+            else:
+                room = lk.cap
+                n = len(lk.hi) + (f not in lk.hi)
+            r = room / n
+            if r < best:
+                best, where = r, lk
+        return max(best, MIN_RATE), where
+
+    def _round(self, f: Flow) -> None:
+        """One round of slow start: send a window, or go fluid when it covers the share."""
+        now = self.k.now
+        rate, _ = self._share(f)
+        q = self.path_queue(f.links, f.lo)
+        rtt = f.rtt + q
+        if f.cwnd >= rate * rtt:
+            self._go_fluid(f)
+            return
+        w = min(f.cwnd, f.remaining)
+        f.remaining -= w
+        for lk in f.links:
+            lk.bytes += w
+        if f.remaining <= 0:
+            self.k.after(f.prop + q + w / rate, f.fn, f.arg)
+            return
+        f.cwnd += w
+        self.k.at(now + rtt, self._round, f)
+
+    def _go_fluid(self, f: Flow) -> None:
+        f.fluid = True
+        f.t = self.k.now
+        for lk in f.links:
+            (lk.lo if f.lo else lk.hi).add(f)
+        self._reshare(f.links)
+
+    def _reshare(self, links: Iterable[Link]) -> None:
+        """New rates for every flow on ``links`` (the higher class first), and their ends."""
+        now = self.k.now
+        hi: set[Flow] = set()
+        lo: set[Flow] = set()
+        for lk in links:
+            hi |= lk.hi
+            lo |= lk.lo
+        order = sorted(hi, key=_by_id), sorted(lo, key=_by_id)
+        for group in order:
+            for f in group:
+                self._progress(f, now)
+        for group in order:
+            for f in group:
+                f.rate, f.bottleneck = self._share(f)
+            for f in group:
+                f.version += 1
+                self.k.at(now + max(f.remaining, 0.0) / f.rate, self._finish, (f, f.version))
+
+    def _progress(self, f: Flow, now: float) -> None:
+        dt = now - f.t
+        if dt > 0 and f.rate > 0:
+            moved = min(f.rate * dt, max(f.remaining, 0.0))
+            f.remaining -= moved
+            f.cwnd += moved
+            for lk in f.links:
+                lk.bytes += moved
+        f.t = now
+
+    def _finish(self, token: tuple[Flow, int]) -> None:
+        f, version = token
+        if version != f.version:
+            return
+        self._progress(f, self.k.now)
+        f.version += 1
+        for lk in f.links:
+            (lk.lo if f.lo else lk.hi).discard(f)
+        self._reshare(f.links)
+        if f.extra is not None:
+            for delay, fn, arg in f.extra:
+                self.k.after(delay, fn, arg)
+        else:
+            self.k.after(f.prop, f.fn, f.arg)
+
+    def set_link(self, a: str, b: str, delay_ms: float | None = None,
+                 bw_mbit: float | None = None, loss_pct: float | None = None,
+                 **_: object) -> None:
+        """Change link ``a``-``b`` both ways from now on (a scenario's link event)."""
+        for key in ((a, b), (b, a)):
+            lk = self.links.get(key)
+            if lk is None:
+                raise ValueError(f"no link {a}-{b} in the topology")
+            if delay_ms is not None:
+                lk.delay = float(delay_ms) / 1000
+            if bw_mbit is not None:
+                lk.cap = float(bw_mbit) * 1e6 / 8
+            if loss_pct is not None:
+                lk.loss = float(loss_pct) / 100
+        self._paths.clear()
+        self._reshare([self.links[(a, b)], self.links[(b, a)]])
+
+    # -- what the controller would measure ----------------------------------------------
+    def counters(self) -> dict[tuple[str, str], float]:
+        """Bytes carried so far per direction (a, b), flows in progress counted so far."""
+        now = self.k.now
+        for lk in self.links.values():
+            for f in sorted((*lk.hi, *lk.lo), key=_by_id):
+                self._progress(f, now)
+        return {k: lk.bytes for k, lk in self.links.items()}

@@ -1,0 +1,230 @@
+"""The simulation backend: its clock, its network model, and whole simulated runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import networkx as nx
+import pandas as pd
+import pytest
+
+from testbed.core import records as R
+from testbed.harness import crosscheck as X
+from testbed.scenario import load_scenario
+from testbed.sim import run_sim
+from testbed.sim.kernel import Kernel
+from testbed.sim.network import IW_BYTES, MSS, FlowNet, wire_bytes
+
+
+# -- the clock ------------------------------------------------------------------------------
+def test_kernel_runs_in_time_order_and_same_time_in_schedule_order():
+    k = Kernel()
+    seen = []
+    k.at(2.0, seen.append, "c")
+    k.at(1.0, seen.append, "a")
+    k.at(1.0, seen.append, "b")
+    k.at(5.0, seen.append, "late")
+    k.run(3.0)
+    assert seen == ["a", "b", "c"]
+    assert k.now == 3.0 and k.pending() == 1
+    k.at(0.5, seen.append, "past")  # never before now
+    k.run(3.0)
+    assert seen[-1] == "past"
+
+
+# -- the network ------------------------------------------------------------------------------
+def line(bw_mbit=None, delay_ms=10.0, queue=None, loss=0.0) -> nx.Graph:
+    """a - s1 - s2 - b, and c on s1, d on s2: the s1-s2 link is the shared one."""
+    g = nx.Graph()
+    for n in ("s1", "s2"):
+        g.add_node(n, role="switch")
+    for n in ("a", "b", "c", "d"):
+        g.add_node(n, role="helper")
+    for h, s in (("a", "s1"), ("c", "s1"), ("b", "s2"), ("d", "s2")):
+        g.add_edge(h, s, delay_ms=0.0)
+    g.add_edge("s1", "s2", delay_ms=delay_ms, bw_mbit=bw_mbit, queue_pkts=queue,
+               loss_pct=loss)
+    return g
+
+
+def done_at(k: Kernel, net: FlowNet, src: str, dst: str, nbytes: int, **kw) -> list:
+    got: list = []
+    net.send(src, dst, nbytes, lambda _: got.append(k.now), **kw)
+    return got
+
+
+def test_a_small_message_takes_the_path_delay_and_its_serialisation():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=8.0), seed=1)
+    got = done_at(k, net, "a", "b", 100)
+    k.run(1.0)
+    wire = wire_bytes(100)
+    assert got == [pytest.approx(0.010 + wire / 1e6)]
+
+
+def test_slow_start_takes_round_trips_on_an_unlimited_path():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=None, delay_ms=10.0), seed=1)
+    n = 10 * IW_BYTES  # 10 + 20 + 40 windows: three rounds, the last one's data 10 ms out
+    got = done_at(k, net, "a", "b", n)
+    k.run(5.0)
+    assert got == [pytest.approx(3 * 0.020 + 0.010, abs=1e-6)]
+
+
+def test_two_flows_share_the_bottleneck_and_finish_together():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=8.0, delay_ms=1.0), seed=1)
+    n = 2_000_000
+    one = done_at(k, net, "a", "b", n)
+    k.run(60.0)
+    k2 = Kernel()
+    net2 = FlowNet(k2, line(bw_mbit=8.0, delay_ms=1.0), seed=1)
+    x = done_at(k2, net2, "a", "b", n)
+    y = done_at(k2, net2, "c", "d", n)
+    k2.run(60.0)
+    assert one[0] == pytest.approx(wire_bytes(n) / 1e6, rel=0.03)
+    assert x[0] == pytest.approx(y[0], rel=0.01)
+    assert x[0] == pytest.approx(2 * one[0], rel=0.03)
+
+
+def test_the_lower_class_takes_what_the_higher_leaves():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=8.0, delay_ms=1.0), seed=1)
+    hi = done_at(k, net, "a", "b", 1_000_000)
+    lo = done_at(k, net, "c", "d", 1_000_000, lo=True)
+    k.run(60.0)
+    assert hi[0] < lo[0]
+    assert hi[0] == pytest.approx(wire_bytes(1_000_000) / 1e6, rel=0.05)
+
+
+def test_a_busy_link_queues_small_messages_behind_it():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=4.0, delay_ms=25.0, queue=100), seed=1)
+    done_at(k, net, "a", "b", 5_000_000)
+    k.run(3.0)  # the bulk flow's window has grown past its round trip's worth
+    probe = done_at(k, net, "c", "d", 100)
+    k.run(6.0)
+    idle = 0.025 + wire_bytes(100) / 0.5e6
+    buffer_s = 100 * (MSS + 52) / 0.5e6
+    assert probe[0] - 3.0 > idle + 0.5 * buffer_s
+    assert probe[0] - 3.0 <= idle + buffer_s + 1e-6
+
+
+def test_multicast_reaches_every_member_once():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=8.0), seed=1)
+    got = []
+    net.multicast("a", {"b": (got.append, "b"), "d": (got.append, "d"), "c": (got.append, "c")},
+                  150_000, 125)
+    k.run(5.0)
+    assert sorted(got) == ["b", "c", "d"]
+    shared = net.links[("s1", "s2")].bytes
+    assert shared == pytest.approx(150_000 + 125 * 28)  # one copy over the shared link
+
+
+def test_paths_follow_the_lowest_delay():
+    g = nx.Graph()
+    for n in ("s1", "s2", "s3"):
+        g.add_node(n, role="switch")
+    g.add_node("a", role="helper")
+    g.add_node("b", role="helper")
+    g.add_edge("a", "s1", delay_ms=0)
+    g.add_edge("b", "s3", delay_ms=0)
+    g.add_edge("s1", "s3", delay_ms=30)
+    g.add_edge("s1", "s2", delay_ms=5)
+    g.add_edge("s2", "s3", delay_ms=5)
+    net = FlowNet(Kernel(), g)
+    assert [(lk.a, lk.b) for lk in net.path("a", "b")] == [
+        ("a", "s1"), ("s1", "s2"), ("s2", "s3"), ("s3", "b")]
+    assert net.delay("a", "b") == pytest.approx(0.010)
+    assert net.path("a", "a") == ()
+
+
+def test_a_lossy_link_caps_a_flow_at_the_loss_limited_rate():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=100.0, delay_ms=20.0, loss=1.0), seed=1)
+    got = done_at(k, net, "a", "b", 2_000_000)
+    k.run(600.0)
+    mathis = MSS / 0.040 * 1.22 / math.sqrt(0.01)  # bytes/s
+    assert got[0] > 0.8 * wire_bytes(2_000_000) / mathis
+
+
+# -- whole runs ---------------------------------------------------------------------------
+def small(tmp_path, name: str, **over):
+    sc = load_scenario("experiments/default.yaml")
+    changes = {"duration_s": 30, "warmup_s": 10, "content.videos": 10, **over}
+    return sc.with_overrides(changes), tmp_path / name
+
+
+def test_a_simulated_run_writes_the_same_tables_and_is_deterministic(tmp_path):
+    sc, out = small(tmp_path, "a")
+    first = run_sim(sc, out, say=lambda m: None)
+    run_sim(sc, tmp_path / "b", say=lambda m: None)
+    for f in ("summary.csv", "tables/requests.csv", "tables/viewers.csv", "tables/links.csv",
+              "workload/planned.csv", "manifest.json", "logs/m1.jsonl"):
+        assert (out / f).is_file(), f
+    a = pd.read_csv(out / "summary.csv").iloc[0]
+    b = pd.read_csv(tmp_path / "b" / "summary.csv").iloc[0]
+    assert a.equals(b)
+    assert first.summary["requests"] > 50 and first.summary["answered"] == first.summary[
+        "requests"] - first.summary.get("failed", 0)
+    assert first.summary["digest_failures"] == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["backend"] == "sim" and m["status"] == "complete"
+    assert m["sim"]["events"] > 1000 and m["sim"]["signatures"]["signed"] > 0
+    # the same records as the daemons: every kind declared, every field it declares
+    for path in (out / "logs").glob("*.jsonl"):
+        for line_ in path.read_text().splitlines():
+            rec = json.loads(line_)
+            assert rec["kind"] in R.KINDS, rec["kind"]
+    links = pd.read_csv(out / "tables" / "links.csv")
+    assert (links["bytes_ab"] + links["bytes_ba"]).sum() > 0
+
+
+def test_a_simulated_run_finds_the_tiers_and_invalidates_on_republish(tmp_path):
+    sc, out = small(tmp_path, "t", duration_s=45, events=[{"at_s": 25,
+                                                           "republish": "vod-0000"}])
+    s = run_sim(sc, out, say=lambda m: None).summary
+    tiers = json.loads(s["tiers"])
+    assert sorted(tiers[0]) == ["h1", "h2", "h3", "h4"]  # regions 1-2: near
+    assert s["invalidation_helpers"] == 8 and s["stale_serves"] == 0
+    assert s["live_segments_received"] > 0
+
+
+def test_a_link_event_slows_what_crosses_it(tmp_path):
+    sc, fast = small(tmp_path, "fast", policy="tree")
+    slow_sc, slow = small(tmp_path, "slow", policy="tree",
+                          events=[{"at_s": 5, "link": ["s1", "s4"], "delay": "200ms"}])
+    run_sim(sc, fast, say=lambda m: None)
+    run_sim(slow_sc, slow, say=lambda m: None)
+
+    def latency(out, viewer: str) -> float:
+        recs = [json.loads(x) for x in (out / "logs" / f"{viewer}.jsonl").read_text().split()]
+        return pd.Series([r["latency_ms"] for r in recs if r["kind"] == "request"
+                          and r["at"] > 8]).mean()
+
+    assert latency(slow, "v3") > latency(fast, "v3") + 400  # a round trip 400 ms longer
+    assert latency(slow, "v1") == pytest.approx(latency(fast, "v1"), rel=0.2)
+
+
+# -- the cross-check ------------------------------------------------------------------------
+def agg(rows: dict) -> pd.DataFrame:
+    out = []
+    for policy, (mean, ci) in rows.items():
+        out.append({"policy": policy, "hit_ratio_mean": mean, "hit_ratio_ci95": ci})
+    return pd.DataFrame(out)
+
+
+def test_crosscheck_judges_within_ten_percent_or_the_ci_and_the_ranking():
+    emu = agg({"tree": (0.20, 0.01), "mesh": (0.25, 0.05), "pred": (0.60, 0.02)})
+    sim = agg({"tree": (0.215, 0.0), "mesh": (0.19, 0.0), "pred": (0.40, 0.0)})
+    table, ranks = X.crosscheck(emu, sim, {"hit_ratio": True})
+    verdict = dict(zip(table["policy"], table["agrees"]))
+    assert verdict == {"tree": True, "mesh": False, "pred": False}
+    assert table.set_index("policy").at["mesh", "within_ci"] is False or not table.set_index(
+        "policy").at["mesh", "within_ci"]
+    r = ranks[0]
+    assert r.emu == ["pred", "mesh", "tree"] and r.sim == ["pred", "tree", "mesh"]
+    assert r.discordant == [("tree", "mesh")] and r.separated == []  # within their CIs
+    assert X.judge(0.0, math.nan, 0.0)["agrees"]
