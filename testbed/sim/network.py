@@ -95,14 +95,27 @@ class Link:
         return f"Link({self.a}->{self.b})"
 
 
+class Route:
+    """A cached path: its links, the rate-limited ones, its propagation delay and loss."""
+
+    __slots__ = ("links", "limited", "prop", "loss")
+
+    def __init__(self, links: tuple[Link, ...]) -> None:
+        self.links = links
+        self.limited = tuple(lk for lk in links if lk.cap != math.inf)
+        self.prop = sum(lk.delay for lk in links)
+        self.loss = 1.0 - math.prod(1.0 - lk.loss for lk in links)
+
+
 class Flow:
-    __slots__ = ("id", "links", "remaining", "rate", "t", "version", "lo", "fn", "arg", "prop",
-                 "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra")
+    __slots__ = ("id", "links", "limited", "remaining", "rate", "t", "version", "lo", "fn",
+                 "arg", "prop", "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra")
 
     def __init__(self, fid: int, links: tuple[Link, ...], nbytes: float, lo: bool, fn, arg,
                  prop: float) -> None:
         self.id = fid  # flows are handled in this order (a run is deterministic)
         self.links = links
+        self.limited = tuple(lk for lk in links if lk.cap != math.inf)
         self.remaining = float(nbytes)
         self.rate = 0.0
         self.t = 0.0
@@ -147,7 +160,7 @@ class FlowNet:
         switches = [n for n, d in spec.nodes(data=True) if d.get("role") == SWITCH]
         self.sw = spec.subgraph(switches)
         self._toward: dict[str, dict[str, str]] = {}
-        self._paths: dict[tuple[str, str], tuple[Link, ...]] = {}
+        self._routes: dict[tuple[str, str], Route] = {}
         self.flows = 0
 
     # -- paths ------------------------------------------------------------------------
@@ -162,8 +175,11 @@ class FlowNet:
 
     def path(self, src: str, dst: str) -> tuple[Link, ...]:
         """The links from host ``src`` to host ``dst`` (empty: the same host)."""
+        return self.route(src, dst).links
+
+    def route(self, src: str, dst: str) -> Route:
         key = (src, dst)
-        got = self._paths.get(key)
+        got = self._routes.get(key)
         if got is not None:
             return got
         if src == dst:
@@ -181,12 +197,12 @@ class FlowNet:
                     hops.append(node)
             hops.append(dst)
             got = tuple(self.links[(x, y)] for x, y in zip(hops, hops[1:]))
-        self._paths[key] = got
-        return got
+        route = self._routes[key] = Route(got)
+        return route
 
     def delay(self, src: str, dst: str) -> float:
         """One-way propagation delay (s)."""
-        return sum(lk.delay for lk in self.path(src, dst))
+        return self.route(src, dst).prop
 
     def bottleneck(self, src: str, dst: str) -> float:
         """The narrowest capacity on the path (bytes/s; inf when none is limited)."""
@@ -196,7 +212,7 @@ class FlowNet:
     def queue_delay(self, link: Link, lo: bool = False) -> float:
         """How long a packet arriving now waits at ``link``: the windows of the flows held
         back there, beyond what their round trip keeps in flight (at most the buffer)."""
-        if link.cap == math.inf or not (link.hi or link.lo):
+        if not (link.hi or link.lo) or link.cap == math.inf:
             return 0.0
         now = self.k.now
         standing = math.fsum(max(0.0, f.cwnd + f.rate * (now - f.t) - f.rate * f.rtt)
@@ -205,38 +221,43 @@ class FlowNet:
         return min(standing, link.buffer) / link.cap
 
     def path_queue(self, links: Iterable[Link], lo: bool = False) -> float:
-        return sum(self.queue_delay(lk, lo) for lk in links)
+        """The queueing along ``links`` (only rate-limited links queue)."""
+        q = 0.0
+        for lk in links:
+            if lk.hi or lk.lo:
+                q += self.queue_delay(lk, lo)
+        return q
 
     # -- transfers --------------------------------------------------------------------
     def send(self, src: str, dst: str, payload: int, fn: Callable[[Any], None], arg: Any = None,
              lo: bool = False, http: bool = True) -> None:
         """``payload`` bytes from ``src`` to ``dst``; ``fn(arg)`` when the last byte is
         there.  ``lo``: the lower priority class; ``http``: count HTTP headers too."""
-        links = self.path(src, dst)
+        route = self.route(src, dst)
+        links = route.links
         wire = wire_bytes(payload, http) if http else payload + UDP_OVERHEAD
         if not links:
             self.k.after(0.0, fn, arg)
             return
-        prop = 0.0
-        for lk in links:
-            prop += lk.delay
+        prop = route.prop
         if wire <= SMALL_BYTES:
-            t = prop + self.path_queue(links, lo)
+            t = prop + self.path_queue(route.limited, lo)
             for lk in links:
                 lk.bytes += wire
-                if lk.cap != math.inf:
-                    t += wire / lk.cap
-                if lk.loss and self.rng.random() < lk.loss:
-                    if not http:
-                        return  # a datagram lost is lost
-                    t += RTO_S
+            for lk in route.limited:
+                t += wire / lk.cap
+            if route.loss:
+                for lk in links:
+                    if lk.loss and self.rng.random() < lk.loss:
+                        if not http:
+                            return  # a datagram lost is lost
+                        t += RTO_S
             self.k.after(t, fn, arg)
             return
         f = Flow(self.flows, links, wire, lo, fn, arg, prop)
         f.rtt = 2 * prop
-        loss = 1.0 - math.prod(1.0 - lk.loss for lk in links)
-        if loss > 0:
-            f.loss_cap = MSS / max(f.rtt, 1e-3) * 1.22 / math.sqrt(loss)
+        if route.loss > 0:
+            f.loss_cap = MSS / max(f.rtt, 1e-3) * 1.22 / math.sqrt(route.loss)
         self.flows += 1
         self._round(f)
 
@@ -267,9 +288,7 @@ class FlowNet:
     def _share(self, f: Flow) -> tuple[float, Link | None]:
         """The rate ``f`` gets now (counting itself on every link), and its bottleneck."""
         best, where = f.loss_cap, None
-        for lk in f.links:
-            if lk.cap == math.inf:
-                continue
+        for lk in f.limited:
             if f.lo:
                 hi = math.fsum(g.rate for g in lk.hi)
                 room = max(lk.cap - hi, LO_FLOOR * lk.cap)
@@ -286,7 +305,7 @@ class FlowNet:
         """One round of slow start: send a window, or go fluid when it covers the share."""
         now = self.k.now
         rate, _ = self._share(f)
-        q = self.path_queue(f.links, f.lo)
+        q = self.path_queue(f.limited, f.lo)
         rtt = f.rtt + q
         if f.cwnd >= rate * rtt:
             self._go_fluid(f)
@@ -366,7 +385,10 @@ class FlowNet:
                 lk.cap = float(bw_mbit) * 1e6 / 8
             if loss_pct is not None:
                 lk.loss = float(loss_pct) / 100
-        self._paths.clear()
+        self._routes.clear()
+        for f in {f for key in ((a, b), (b, a)) for f in (*self.links[key].hi,
+                                                          *self.links[key].lo)}:
+            f.limited = tuple(lk for lk in f.links if lk.cap != math.inf)
         self._reshare([self.links[(a, b)], self.links[(b, a)]])
 
     # -- what the controller would measure ----------------------------------------------

@@ -44,7 +44,6 @@ SIGNED_OVERHEAD = 330     # bytes a signed envelope adds to body and payload
 SIGN_CPU_S = 115e-6       # one signature (Ed25519 and the envelope), as measured
 VERIFY_CPU_S = 140e-6     # one verification
 EGRESS_EVERY_S = 1.0      # the master's egress records, as the daemon writes them
-LOAD_EVERY_S = 0.5        # the links' load relayed to the master, as the harness does
 TRAIN_EVERY_S = 1.0       # the engine looks whether a training is due this often
 HTTP_PORT = 8080
 CHUNK_PAYLOAD = 1200      # a live datagram's share of its segment (protocol.encode_chunks)
@@ -162,8 +161,8 @@ class World:
         self.nodes: dict[str, Node] = {}
         self.master: SimMaster | None = None
         self.groups: dict[str, dict[str, str]] = {}  # relay group -> member -> video
-        self.load_doc: dict | None = None
         self.stopped = False
+        self._load_mark: tuple[float, dict] | None = None
 
     def call(self, node: Node, on_answer, timeout_s: float) -> _Answering:
         return _Answering(self, node, on_answer, timeout_s)
@@ -172,6 +171,22 @@ class World:
         self.nodes[node.name] = node
         if isinstance(node, SimMaster):
             self.master = node
+
+    def link_load(self) -> dict | None:
+        """Each link's rate both ways since the last time the master asked (what the
+        controller measures from the switches' counters and the harness relays), in the
+        form of ``link-load.json``; None the first time."""
+        now = self.k.now
+        c = self.net.counters()
+        mark, self._load_mark = self._load_mark, (now, c)
+        if mark is None or now <= mark[0]:
+            return None
+        dt, before = now - mark[0], mark[1]
+        rows = [{"a": a, "b": b,
+                 "ab_mbit": round((c[(a, b)] - before[(a, b)]) * 8 / dt / 1e6, 3),
+                 "ba_mbit": round((c[(b, a)] - before[(b, a)]) * 8 / dt / 1e6, 3)}
+                for a, b in self.net.spec.edges()]
+        return {"at": round(now, 3), "links": rows}
 
     def live_to_group(self, sender: Node, group: str, seg: H.LiveSegment) -> None:
         """``seg`` to every member of ``group`` that joined it for that channel."""
@@ -411,7 +426,7 @@ class SimMaster(Node):
         now = self.w.k.now
         logic = self.origin if name in ORIGIN_TIMERS else self.logic
         if name == PREFETCH and self.origin.needs_load:
-            self.origin.handle(LinkLoad(self.w.load_doc), now)
+            self.origin.handle(LinkLoad(self.w.link_load()), now)
         self.apply(logic.handle(Timer(name, token), now), logic)
 
     def on_probe_reply(self, peer: str, e: Send, sent_at: float) -> None:

@@ -38,7 +38,6 @@ from testbed.sim.kernel import Kernel
 from testbed.sim.network import FlowNet
 from testbed.sim.nodes import (
     HTTP_PORT,
-    LOAD_EVERY_S,
     SIGN_CPU_S,
     VERIFY_CPU_S,
     SimEngine,
@@ -92,30 +91,6 @@ def build_world(plan: RunPlan) -> World:
     return world
 
 
-def _load_loop(world: World, spec_edges: list[tuple[str, str]]) -> Callable:
-    """Every ``LOAD_EVERY_S``: each link's rate both ways over the last period, as the
-    controller measures it and the harness relays it to the master."""
-    last: dict = {}
-
-    def tick(_: object) -> None:
-        if world.stopped:
-            return
-        now = world.k.now
-        c = world.net.counters()
-        if last:
-            dt = now - last["at"]
-            rows = []
-            for a, b in spec_edges:
-                ab = (c[(a, b)] - last["c"][(a, b)]) * 8 / dt / 1e6
-                ba = (c[(b, a)] - last["c"][(b, a)]) * 8 / dt / 1e6
-                rows.append({"a": a, "b": b, "ab_mbit": round(ab, 3), "ba_mbit": round(ba, 3)})
-            world.load_doc = {"at": round(now, 3), "links": rows}
-        last.update(at=now, c=c)
-        world.k.after(LOAD_EVERY_S, tick)
-
-    return tick
-
-
 def run_sim(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
             fidelity: dict | None = None, plan: RunPlan | None = None) -> RunResult:
     """Play ``scenario`` on the simulated network; results land in ``out`` (see module)."""
@@ -141,10 +116,8 @@ def run_sim(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
     t_plan = time.monotonic()
     world = build_world(plan)
     k, net = world.k, world.net
-    edges = [(a, b) for a, b in plan.spec.edges()]
     for node in world.nodes.values():
         node.start()
-    k.after(0.0, _load_loop(world, edges))
     counted: dict = {}
     warmup = scenario.warmup_s
     for e in sorted((e for e in scenario.events if e.action == "link"), key=lambda e: e.at_s):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import networkx as nx
 import pandas as pd
@@ -228,3 +229,54 @@ def test_crosscheck_judges_within_ten_percent_or_the_ci_and_the_ranking():
     assert r.emu == ["pred", "mesh", "tree"] and r.sim == ["pred", "tree", "mesh"]
     assert r.discordant == [("tree", "mesh")] and r.separated == []  # within their CIs
     assert X.judge(0.0, math.nan, 0.0)["agrees"]
+
+
+# -- the command line ---------------------------------------------------------------------------
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from testbed import cli as C
+
+    return CliRunner().invoke(C.app, list(args))
+
+
+def test_compare_and_sweep_with_the_sim_backend_need_no_root_and_give_the_same_outputs(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # not root: the simulation needs none
+    out = tmp_path / "cmp"
+    r = cli("compare", "experiments/default.yaml", "--backend", "sim", "--policies",
+            "tree,predictive", "--seeds", "1,2", "--duration", "25", "--set", "warmup_s=5",
+            "--set", "content.videos=8", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    points = pd.read_csv(out / "points.csv")
+    assert list(points["status"]) == ["complete"] * 4
+    assert set(points["backend"]) == {"sim"}
+    agg = pd.read_csv(out / "aggregate.csv")
+    assert set(agg["policy"]) == {"tree", "predictive"} and "hit_ratio_ci95" in agg
+    assert (out / "report.html").is_file()
+    assert json.loads((out / "collection.json").read_text())["backend"] == "sim"
+    again = cli("compare", "experiments/default.yaml", "--backend", "sim", "--policies",
+                "tree,predictive", "--seeds", "1,2", "--duration", "25", "--set",
+                "warmup_s=5", "--set", "content.videos=8", "--out", str(out))
+    assert again.exit_code == 0 and "kept 4" in again.output  # resumes as the emulation's
+    mixed = cli("compare", "experiments/default.yaml", "--policies", "tree,predictive",
+                "--seeds", "1,2", "--duration", "25", "--set", "warmup_s=5", "--set",
+                "content.videos=8", "--out", str(out), "--no-check")
+    assert mixed.exit_code != 0  # an emulated comparison never lands in a simulated one
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nscenario: {Path.cwd() / 'experiments/default.yaml'}\n"
+                     "mode: grid\nset: {duration_s: 20, warmup_s: 5, content.videos: 8}\n"
+                     "axes:\n  delivery.mesh_degree: [1, 2]\n")
+    r = cli("sweep", str(sweep), "--backend", "sim", "--out", str(tmp_path / "sw"))
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "sw" / "points.csv")) == 2
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--backend", "ns3"), "--backend 'ns3'"),
+    (("--backend", "sim", "--mode", "netem"), "--mode"),
+    (("--backend", "sim", "--require-fidelity"), "--require-fidelity"),
+])
+def test_bad_backend_options_are_refused_in_one_line(args, fragment):
+    r = cli("run", "experiments/default.yaml", *args)
+    assert r.exit_code == 2 and fragment in r.output
