@@ -1,11 +1,13 @@
 """The simulated network: the topology's links with their delay, loss and capacity, and
 transfers that share them (flow level, not per packet).
 
-Paths are the controller's unicast paths: from a host's switch toward the destination's
-switch along the latency-shortest path (:func:`testbed.core.l2.path_cost`: delay first,
-then one per hop; ties go to the switch that sorts first, as the lowest datapath id does
-in the emulation).  Each link is two directions, each with its own capacity, counters,
-flows and queue.
+Paths are the controller's: unicast frames follow :func:`testbed.core.l2.next_hops`
+toward the destination's switch (latency first, then hops; ties to the lowest datapath
+id), and a relay group's datagrams the shortest-path tree
+:func:`testbed.core.multicast.multicast_tree` builds from the sender to the members, both
+over the :class:`~testbed.core.l2.NetView` of the same topology (datapath ids as the
+emulation numbers them; ports numbered here).  Each link is two directions, each with its
+own capacity, counters, flows and queue.
 
 How a transfer is timed:
 
@@ -50,8 +52,9 @@ from typing import Any
 
 import networkx as nx
 
-from testbed.core.l2 import path_cost
-from testbed.core.spec import SWITCH, natural_key
+from testbed.core import spec as S
+from testbed.core.l2 import NetView, next_hops
+from testbed.core.multicast import multicast_tree
 
 MSS = 1448                 # TCP payload per packet
 PACKET_OVERHEAD = 52       # TCP/IP headers per packet
@@ -63,6 +66,33 @@ DEFAULT_QUEUE_PKTS = 1000  # a link without a ``queue``: the interface default
 LO_FLOOR = 0.02            # the share of a link the lower class always gets
 RTO_S = 0.2                # TCP's minimum retransmission timeout
 MIN_RATE = 1e3             # bytes/s: no flow is ever slower (a flow always ends)
+
+
+def spec_view(spec: nx.Graph) -> NetView:
+    """The controller's view of ``spec``: datapath ids in switch order (as the emulation
+    gives them), ports numbered hosts first, then links, in the spec's order."""
+    switches = S.switches(spec)
+    port = dict.fromkeys(switches, 0)
+    sw: dict[str, dict] = {s: {"dpid": i, "ports": {}} for i, s in enumerate(switches, 1)}
+
+    def new_port(s: str) -> int:
+        port[s] += 1
+        sw[s]["ports"][f"{s}-eth{port[s]}"] = port[s]
+        return port[s]
+
+    hosts = {}
+    for i, h in enumerate(S.hosts(spec), 1):
+        s = next(iter(spec.neighbors(h)))
+        hosts[h] = {"ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}",
+                    "mac": f"02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}",
+                    "switch": s, "port": new_port(s), "role": spec.nodes[h]["role"]}
+    links = []
+    for a, b, d in spec.edges(data=True):
+        if a in sw and b in sw:
+            links.append({"a": a, "a_port": new_port(a), "b": b, "b_port": new_port(b),
+                          "delay_ms": float(d.get("delay_ms") or 0.0),
+                          "bw_mbit": d.get("bw_mbit")})
+    return NetView.from_dict({"switches": sw, "hosts": hosts, "links": links})
 
 
 def _by_id(f: Flow) -> int:
@@ -151,15 +181,11 @@ class FlowNet:
             q = d.get("queue_pkts") or DEFAULT_QUEUE_PKTS
             for x, y in ((a, b), (b, a)):
                 self.links[(x, y)] = Link(x, y, delay, cap, loss, q * (MSS + PACKET_OVERHEAD))
-        self.switch_of: dict[str, str] = {}
-        for n, d in spec.nodes(data=True):
-            if d.get("role") != SWITCH:
-                nbrs = list(spec.neighbors(n))
-                if nbrs:
-                    self.switch_of[n] = nbrs[0]
-        switches = [n for n, d in spec.nodes(data=True) if d.get("role") == SWITCH]
-        self.sw = spec.subgraph(switches)
+        self.view = spec_view(spec)
+        self.switch_of = {h.name: h.switch for h in self.view.hosts.values()}
+        self.g = self.view.graph()
         self._toward: dict[str, dict[str, str]] = {}
+        self._trees: dict[tuple[str, frozenset], tuple[Link, ...]] = {}
         self._routes: dict[tuple[str, str], Route] = {}
         self.flows = 0
 
@@ -167,10 +193,8 @@ class FlowNet:
     def _next_hops(self, dst_switch: str) -> dict[str, str]:
         table = self._toward.get(dst_switch)
         if table is None:
-            preds, _ = nx.dijkstra_predecessor_and_distance(
-                self.sw, dst_switch, weight=lambda u, v, d: path_cost(d.get("delay_ms") or 0.0))
-            table = {s: min(p, key=natural_key) for s, p in preds.items() if p}
-            self._toward[dst_switch] = table
+            table = self._toward[dst_switch] = next_hops(self.view, self.g,
+                                                         [dst_switch])[dst_switch]
         return table
 
     def path(self, src: str, dst: str) -> tuple[Link, ...]:
@@ -207,6 +231,22 @@ class FlowNet:
     def bottleneck(self, src: str, dst: str) -> float:
         """The narrowest capacity on the path (bytes/s; inf when none is limited)."""
         return min((lk.cap for lk in self.path(src, dst)), default=math.inf)
+
+    def tree(self, src: str, members: Iterable[str]) -> tuple[Link, ...]:
+        """The links of the controller's shortest-path tree from ``src`` to ``members``
+        (each once: a multicast copy crosses a link once)."""
+        key = (src, frozenset(members))
+        got = self._trees.get(key)
+        if got is None:
+            wanted = [m for m in key[1] if m != src]
+            if not wanted:
+                got = ()
+            else:
+                t = multicast_tree(self.view, src, wanted, g=self.g)
+                edges = [(src, t.graph["root"]), *t.edges()]
+                got = tuple(self.links[e] for e in edges)
+            self._trees[key] = got
+        return got
 
     # -- queues -----------------------------------------------------------------------
     def queue_delay(self, link: Link, lo: bool = False) -> float:
@@ -268,18 +308,13 @@ class FlowNet:
         if not members:
             return
         wire = payload + datagrams * UDP_OVERHEAD
-        union: dict[tuple[str, str], Link] = {}
-        extra = []
-        for m, (fn, arg) in members.items():
-            links = self.path(src, m)
-            for lk in links:
-                union[(lk.a, lk.b)] = lk
-            extra.append((sum(lk.delay for lk in links), fn, arg))
-        if not union:
+        extra = [(self.route(src, m).prop, fn, arg) for m, (fn, arg) in members.items()]
+        links = self.tree(src, members)
+        if not links:
             for delay, fn, arg in extra:
                 self.k.after(delay, fn, arg)
             return
-        f = Flow(self.flows, tuple(union.values()), wire, False, None, None, 0.0)
+        f = Flow(self.flows, links, wire, False, None, None, 0.0)
         f.extra = extra
         f.cwnd = math.inf  # no congestion control: it leaves at the sender's pace
         self.flows += 1
@@ -386,6 +421,7 @@ class FlowNet:
             if loss_pct is not None:
                 lk.loss = float(loss_pct) / 100
         self._routes.clear()
+        self._trees.clear()
         for f in {f for key in ((a, b), (b, a)) for f in (*self.links[key].hi,
                                                           *self.links[key].lo)}:
             f.limited = tuple(lk for lk in f.links if lk.cap != math.inf)
