@@ -139,7 +139,8 @@ class Route:
 
 class Flow:
     __slots__ = ("id", "links", "limited", "remaining", "rate", "t", "version", "lo", "fn",
-                 "arg", "prop", "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra")
+                 "arg", "prop", "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra",
+                 "conn")
 
     def __init__(self, fid: int, links: tuple[Link, ...], nbytes: float, lo: bool, fn, arg,
                  prop: float) -> None:
@@ -159,6 +160,7 @@ class Flow:
         self.fluid = False
         self.loss_cap = math.inf
         self.extra: list | None = None  # multicast: [(delay, fn, arg)] per member
+        self.conn: tuple | None = None    # the connection it uses (its window outlives it)
 
 
 class FlowNet:
@@ -186,6 +188,8 @@ class FlowNet:
         self.g = self.view.graph()
         self._toward: dict[str, dict[str, str]] = {}
         self._trees: dict[tuple[str, frozenset], tuple[Link, ...]] = {}
+        #: each connection's window and when it was last used: (src, dst, lo) -> (cwnd, t)
+        self.conns: dict[tuple[str, str, bool], tuple[float, float]] = {}
         self._routes: dict[tuple[str, str], Route] = {}
         self.flows = 0
 
@@ -296,6 +300,10 @@ class FlowNet:
             return
         f = Flow(self.flows, links, wire, lo, fn, arg, prop)
         f.rtt = 2 * prop
+        f.conn = (src, dst, lo)
+        last = self.conns.get(f.conn)
+        if last is not None and self.k.now - last[1] < max(RTO_S, 2 * f.rtt):
+            f.cwnd = max(f.cwnd, last[0])  # not idle long enough to restart slow start
         if route.loss > 0:
             f.loss_cap = MSS / max(f.rtt, 1e-3) * 1.22 / math.sqrt(route.loss)
         self.flows += 1
@@ -350,10 +358,21 @@ class FlowNet:
         for lk in f.links:
             lk.bytes += w
         if f.remaining <= 0:
-            self.k.after(f.prop + q + w / rate, f.fn, f.arg)
+            end = now + q + w / rate
+            self._keep_window(f, f.cwnd + w, end)
+            self.k.at(end + f.prop, f.fn, f.arg)
             return
         f.cwnd += w
         self.k.at(now + rtt, self._round, f)
+
+    def _keep_window(self, f: Flow, cwnd: float, at: float) -> None:
+        """The connection's window when ``f`` ends (what TCP keeps unless it idles past
+        its RTO): at most what the path held, its share's round trip plus the bottleneck's
+        buffer."""
+        if f.conn is None:
+            return
+        cap = (f.rate * f.rtt + f.bottleneck.buffer) if f.bottleneck is not None else cwnd
+        self.conns[f.conn] = (max(float(IW_BYTES), min(cwnd, cap)), at)
 
     def _go_fluid(self, f: Flow) -> None:
         f.fluid = True
@@ -404,6 +423,7 @@ class FlowNet:
             for delay, fn, arg in f.extra:
                 self.k.after(delay, fn, arg)
         else:
+            self._keep_window(f, f.cwnd, self.k.now)
             self.k.after(f.prop, f.fn, f.arg)
 
     def set_link(self, a: str, b: str, delay_ms: float | None = None,

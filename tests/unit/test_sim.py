@@ -73,6 +73,23 @@ def test_slow_start_takes_round_trips_on_an_unlimited_path():
     assert got == [pytest.approx(3 * 0.020 + 0.010, abs=1e-6)]
 
 
+def test_a_connection_keeps_its_window_unless_it_idles_past_its_rto():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=None, delay_ms=10.0), seed=1)
+    n = 10 * IW_BYTES
+    first, got = [], []
+
+    def again(_):
+        first.append(k.now)
+        k.after(0.05, lambda _: net.send("a", "b", n, lambda _: got.append(k.now)))
+
+    net.send("a", "b", n, again)
+    k.at(3.0, lambda _: net.send("a", "b", n, lambda _: got.append(k.now)))
+    k.run(5.0)
+    assert got[0] - (first[0] + 0.05) == pytest.approx(0.010, abs=1e-6)  # one flight
+    assert got[1] - 3.0 == pytest.approx(first[0], abs=1e-6)  # idle 2.9 s: slow start again
+
+
 def test_two_flows_share_the_bottleneck_and_finish_together():
     k = Kernel()
     net = FlowNet(k, line(bw_mbit=8.0, delay_ms=1.0), seed=1)
