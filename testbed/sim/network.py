@@ -328,18 +328,29 @@ class FlowNet:
         self.flows += 1
         self._go_fluid(f)
 
+    def _level(self, lk: Link, f: Flow) -> float:
+        """What ``f`` would get at ``lk`` if it joined now: the link's max-min level over
+        the flows of its class there (those held below it elsewhere keep their rate, the
+        rest share what is left); the lower class shares what the higher leaves."""
+        if f.lo:
+            room = max(lk.cap - math.fsum(g.rate for g in lk.hi), LO_FLOOR * lk.cap)
+            rates = sorted(g.rate for g in lk.lo if g is not f)
+        else:
+            room = lk.cap
+            rates = sorted(g.rate for g in lk.hi if g is not f)
+        n = len(rates) + 1
+        for r in rates:
+            if r >= room / n:
+                break
+            room -= r
+            n -= 1
+        return room / n
+
     def _share(self, f: Flow) -> tuple[float, Link | None]:
-        """The rate ``f`` gets now (counting itself on every link), and its bottleneck."""
+        """The rate ``f`` gets now (joining every link it crosses), and its bottleneck."""
         best, where = f.loss_cap, None
         for lk in f.limited:
-            if f.lo:
-                hi = math.fsum(g.rate for g in lk.hi)
-                room = max(lk.cap - hi, LO_FLOOR * lk.cap)
-                n = len(lk.lo) + (f not in lk.lo)
-            else:
-                room = lk.cap
-                n = len(lk.hi) + (f not in lk.hi)
-            r = room / n
+            r = self._level(lk, f)
             if r < best:
                 best, where = r, lk
         return max(best, MIN_RATE), where
@@ -393,12 +404,57 @@ class FlowNet:
         for group in order:
             for f in group:
                 self._progress(f, now)
-        for group in order:
-            for f in group:
-                f.rate, f.bottleneck = self._share(f)
+        for group, low in zip(order, (False, True)):
+            self._fill(group, low)
             for f in group:
                 f.version += 1
                 self.k.at(now + max(f.remaining, 0.0) / f.rate, self._finish, (f, f.version))
+
+    def _fill(self, flows: list[Flow], lo: bool) -> None:
+        """Max-min fair rates for ``flows`` (one class) by progressive filling: the links
+        they cross, less what the other flows there use (their rates kept), are shared
+        out from the tightest link on; each flow's ``bottleneck`` is the link that fixed
+        its rate."""
+        if not flows:
+            return
+        members = set(flows)
+        avail: dict[Link, float] = {}
+        count: dict[Link, int] = {}
+        for f in flows:
+            for lk in f.limited:
+                if lk not in avail:
+                    if lo:
+                        used = math.fsum(g.rate for g in lk.hi)
+                        room = max(lk.cap - used, LO_FLOOR * lk.cap)
+                        room -= math.fsum(g.rate for g in lk.lo if g not in members)
+                    else:
+                        room = lk.cap - math.fsum(g.rate for g in lk.hi if g not in members)
+                    avail[lk] = max(room, 0.0)
+                    count[lk] = 0
+                count[lk] += 1
+        open_ = list(flows)
+        while open_:
+            best, where = math.inf, None
+            for lk, n in count.items():
+                if n:
+                    level = avail[lk] / n
+                    if level < best:
+                        best, where = level, lk
+            capped = [f for f in open_ if f.loss_cap < best]
+            if capped:  # held by their own loss rate below any link's level
+                done, rate, at = capped, None, None
+            elif where is None:  # no limited link left: as fast as the loss rate allows
+                done, rate, at = open_, None, None
+            else:
+                done, rate, at = [f for f in open_ if where in f.limited], best, where
+            for f in done:
+                f.rate = max(f.loss_cap if rate is None else rate, MIN_RATE)
+                f.bottleneck = at
+                for lk in f.limited:
+                    avail[lk] -= f.rate
+                    count[lk] -= 1
+            gone = set(map(id, done))
+            open_ = [f for f in open_ if id(f) not in gone]
 
     def _progress(self, f: Flow, now: float) -> None:
         dt = now - f.t

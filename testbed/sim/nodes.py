@@ -46,6 +46,7 @@ VERIFY_CPU_S = 140e-6     # one verification
 EGRESS_EVERY_S = 1.0      # the master's egress records, as the daemon writes them
 TRAIN_EVERY_S = 1.0       # the engine looks whether a training is due this often
 HTTP_PORT = 8080
+CLIENT_TIMEOUT_S = 10.0   # the daemons' HTTP clients give up on an answer after this long
 CHUNK_PAYLOAD = 1200      # a live datagram's share of its segment (protocol.encode_chunks)
 CHUNK_OVERHEAD = 40       # its header
 
@@ -652,8 +653,16 @@ class SimViewer(Node):
 
     def _request(self, helper_ref: str, make: Callable[[int], object],
                  then: Callable[[Reply], None], size: int = 0, cls: str = "") -> None:
+        """An HTTP request to the session's helper; ``then(reply)`` with its answer, or
+        with status 0 when none came within the client's timeout."""
         w = self.w
         helper = w.nodes[self.helper_of[helper_ref]]
+        state = [False]  # answered or given up
+
+        def give_up(_: Any) -> None:
+            if not state[0] and not w.stopped:
+                state[0] = True
+                then(Reply(0, 0, b"TimeoutError"))
 
         def at_helper(_: Any) -> None:
             if cls:
@@ -664,7 +673,8 @@ class SimViewer(Node):
 
                 def back(_: Any) -> None:
                     self.rx["viewer"] += n
-                    if not w.stopped:
+                    if not w.stopped and not state[0]:
+                        state[0] = True
                         then(r)
 
                 w.net.send(helper.host, self.host, n, back)
@@ -672,11 +682,13 @@ class SimViewer(Node):
             helper.viewer_request(make, answer)
 
         w.net.send(self.host, helper.host, size, at_helper)
+        w.k.after(CLIENT_TIMEOUT_S, give_up)
 
     def _segment(self, e: V.GetSegment) -> None:
         def then(r: Reply) -> None:
             if r.status != 200:
-                self.feed(V.SegmentResult(e.ref, r.status, error=f"HTTP {r.status}"))
+                error = f"HTTP {r.status}" if r.status else "TimeoutError"
+                self.feed(V.SegmentResult(e.ref, r.status, error=error))
                 return
             h = r.headers
             self.feed(V.SegmentResult(e.ref, 200, r.body, int(h.get(VERSION_HEADER, "0")),
@@ -688,7 +700,8 @@ class SimViewer(Node):
     def _manifest(self, e: V.GetManifest) -> None:
         def then(r: Reply) -> None:
             if r.status != 200:
-                self.feed(V.ManifestResult(e.ref, error=f"HTTP {r.status}"))
+                error = f"HTTP {r.status}" if r.status else "TimeoutError"
+                self.feed(V.ManifestResult(e.ref, error=error))
                 return
             m = self.parsed.get(r.body)
             if m is None:

@@ -106,6 +106,20 @@ def test_two_flows_share_the_bottleneck_and_finish_together():
     assert x[0] == pytest.approx(2 * one[0], rel=0.03)
 
 
+def test_a_flow_held_back_elsewhere_leaves_its_share_to_the_others():
+    g = line(bw_mbit=8.0, delay_ms=1.0)
+    g.edges["d", "s2"]["bw_mbit"] = 1.0  # c -> d is held at d's own link
+    k = Kernel()
+    net = FlowNet(k, g, seed=1)
+    done_at(k, net, "c", "d", 20_000_000)
+    k.run(2.0)
+    ab = []
+    net.send("a", "b", 2_000_000, lambda _: ab.append(k.now))
+    k.run(60.0)
+    took = ab[0] - 2.0
+    assert took == pytest.approx(wire_bytes(2_000_000) / (7e6 / 8), rel=0.05)  # 8 - 1 Mbit/s
+
+
 def test_the_lower_class_takes_what_the_higher_leaves():
     k = Kernel()
     net = FlowNet(k, line(bw_mbit=8.0, delay_ms=1.0), seed=1)
@@ -297,3 +311,26 @@ def test_compare_and_sweep_with_the_sim_backend_need_no_root_and_give_the_same_o
 def test_bad_backend_options_are_refused_in_one_line(args, fragment):
     r = cli("run", "experiments/default.yaml", *args)
     assert r.exit_code == 2 and fragment in r.output
+
+
+def test_a_seed_gives_the_same_run_in_another_process(tmp_path):
+    """Not only within one interpreter: string hashing differs from process to process
+    (PYTHONHASHSEED), and nothing a run decides may depend on it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom testbed.scenario import load_scenario\n"
+            "from testbed.sim import run_sim\n"
+            "sc = load_scenario('experiments/default.yaml').with_overrides("
+            "{'duration_s': 30, 'warmup_s': 10, 'content.videos': 10})\n"
+            "run_sim(sc, sys.argv[1], say=lambda m: None)\n")
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], check=True,
+                       env=env, cwd=Path(__file__).resolve().parents[2])
+    a = (tmp_path / "1" / "summary.csv").read_text()
+    assert a == (tmp_path / "2" / "summary.csv").read_text()
+    for name in ("m1", "h5", "v2"):
+        assert ((tmp_path / "1" / "logs" / f"{name}.jsonl").read_text()
+                == (tmp_path / "2" / "logs" / f"{name}.jsonl").read_text())
