@@ -27,16 +27,22 @@ How a transfer is timed:
 * **Priority**: the lower class (``lo``: pushes with ``push_priority: low``) gets what
   the higher class leaves on each link, never less than ``LO_FLOOR`` of it (a strict
   priority queue still lets a starved flow's retransmissions through now and then).
-* **Queues**: a TCP flow keeps growing its window past its share until the buffer
-  overflows; the excess stands in the queue of its bottleneck link (at most the link's
-  buffer, ``queue`` packets).  Every packet crossing that link waits behind it: small
-  messages, the rounds of flows in slow start, probes (so a busy far link lengthens the
-  round trips the master's pingback measures, as it does in the emulation).
+* **Queues**: a TCP flow keeps growing its window past its share (by what is
+  acknowledged in slow start, one segment per window after its first loss); the excess
+  stands in the queue of its bottleneck link.  When the flows held at a link overflow its
+  buffer (``queue`` packets) they back off (x0.7, as CUBIC does) and grow again.  Every
+  packet crossing that link waits behind the standing queue: small messages, the rounds
+  of flows in slow start, probes (so a busy far link lengthens the round trips the
+  master's pingback measures, as it does in the emulation).
 * **Loss**: a lost packet of a small message costs a retransmission timeout
   (``RTO_S``); a flow's rate is capped by the loss-limited TCP rate (Mathis et al.:
   MSS / RTT * 1.22 / sqrt(p)).
-* **Multicast** (the live channel's relay groups) is one UDP flow over the union of the
-  paths to the group's members, at the rate of its narrowest link, no slow start.
+* **Multicast** (the live channel's relay groups) is one UDP flow over the controller's
+  tree to the group's members, paced as the live sender paces it; UDP does not back off,
+  so on each link it takes what it offers before TCP flows share the rest, and where a
+  link is slower than the pace the burst queues there: a member behind a link whose
+  buffer (less the queue standing there) cannot hold the excess loses datagrams, so that
+  segment never reaches it.
 
 What it leaves out: per-packet jitter and reordering, ACK traffic, TCP's sawtooth after
 a loss (the queue stands at its cap instead), the CPU time of the nodes (a simulated node
@@ -65,6 +71,8 @@ SMALL_BYTES = 4 * MSS      # at most this much on the wire goes in one flight
 DEFAULT_QUEUE_PKTS = 1000  # a link without a ``queue``: the interface default
 LO_FLOOR = 0.02            # the share of a link the lower class always gets
 RTO_S = 0.2                # TCP's minimum retransmission timeout
+BACKOFF = 0.7              # a window after a loss (CUBIC's multiplicative decrease)
+MULTICAST_PACE = 16 * 1268 / 0.002  # the live sender: 16 datagrams every 2 ms (bytes/s)
 MIN_RATE = 1e3             # bytes/s: no flow is ever slower (a flow always ends)
 
 
@@ -93,6 +101,13 @@ def spec_view(spec: nx.Graph) -> NetView:
                           "delay_ms": float(d.get("delay_ms") or 0.0),
                           "bw_mbit": d.get("bw_mbit")})
     return NetView.from_dict({"switches": sw, "hosts": hosts, "links": links})
+
+
+def _window(f: Flow, now: float) -> float:
+    """``f``'s congestion window now: growing by what is acknowledged in slow start, by
+    one segment per window after its first loss."""
+    grown = f.rate * (now - f.t)
+    return f.cwnd + (grown * MSS / max(f.cwnd, MSS) if f.ca else grown)
 
 
 def _by_id(f: Flow) -> int:
@@ -140,7 +155,7 @@ class Route:
 class Flow:
     __slots__ = ("id", "links", "limited", "remaining", "rate", "t", "version", "lo", "fn",
                  "arg", "prop", "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra",
-                 "conn")
+                 "conn", "paced", "ca")
 
     def __init__(self, fid: int, links: tuple[Link, ...], nbytes: float, lo: bool, fn, arg,
                  prop: float) -> None:
@@ -161,6 +176,8 @@ class Flow:
         self.loss_cap = math.inf
         self.extra: list | None = None  # multicast: [(delay, fn, arg)] per member
         self.conn: tuple | None = None    # the connection it uses (its window outlives it)
+        self.paced: float | None = None   # UDP at this offered rate (bytes/s): no backing off
+        self.ca = False                   # past its first loss: congestion avoidance
 
 
 class FlowNet:
@@ -259,9 +276,16 @@ class FlowNet:
         if not (link.hi or link.lo) or link.cap == math.inf:
             return 0.0
         now = self.k.now
-        standing = math.fsum(max(0.0, f.cwnd + f.rate * (now - f.t) - f.rate * f.rtt)
-                             for f in ((link.hi | link.lo) if lo else link.hi)
-                             if f.bottleneck is link)
+        held = [f for f in (link.hi | link.lo) if f.bottleneck is link]
+        standing = math.fsum(max(0.0, _window(f, now) - f.rate * f.rtt) for f in held
+                             if lo or not f.lo)
+        while standing > link.buffer:  # it overflowed: the flows held here back off
+            for f in sorted(held, key=_by_id):
+                self._progress(f, now)
+                f.cwnd *= BACKOFF
+                f.ca = True
+            standing = math.fsum(max(0.0, _window(f, now) - f.rate * f.rtt) for f in held
+                                 if lo or not f.lo)
         return min(standing, link.buffer) / link.cap
 
     def path_queue(self, links: Iterable[Link], lo: bool = False) -> float:
@@ -310,13 +334,19 @@ class FlowNet:
         self._round(f)
 
     def multicast(self, src: str, members: dict[str, tuple[Callable, Any]], payload: int,
-                  datagrams: int) -> None:
+                  datagrams: int, pace: float = MULTICAST_PACE) -> None:
         """One UDP flow of ``payload`` bytes (``datagrams`` of them) from ``src`` to every
-        member; ``fn(arg)`` of each member when the last byte reaches it."""
+        member, sent at ``pace`` bytes/s; ``fn(arg)`` of each member when the last byte
+        reaches it.  UDP does not back off: on every link it takes what it offers (up to
+        the capacity) before the TCP flows share the rest."""
         if not members:
             return
         wire = payload + datagrams * UDP_OVERHEAD
-        extra = [(self.route(src, m).prop, fn, arg) for m, (fn, arg) in members.items()]
+        extra = []
+        for m, (fn, arg) in members.items():
+            route = self.route(src, m)
+            if not self._overflows(route, wire, pace):  # behind the queues standing there
+                extra.append((route.prop + self.path_queue(route.limited), fn, arg))
         links = self.tree(src, members)
         if not links:
             for delay, fn, arg in extra:
@@ -325,8 +355,22 @@ class FlowNet:
         f = Flow(self.flows, links, wire, False, None, None, 0.0)
         f.extra = extra
         f.cwnd = math.inf  # no congestion control: it leaves at the sender's pace
+        f.paced = pace
         self.flows += 1
         self._go_fluid(f)
+
+    def _overflows(self, route: Route, wire: float, pace: float) -> bool:
+        """Whether a burst of ``wire`` bytes at ``pace`` loses datagrams on ``route``: on a
+        link slower than the pace the queue grows by the difference until the burst ends,
+        and what does not fit in the buffer left by the standing queue is dropped (a live
+        segment missing a datagram cannot be put together)."""
+        for lk in route.limited:
+            if pace > lk.cap:
+                grows = wire * (1.0 - lk.cap / pace)
+                free = lk.buffer - self.queue_delay(lk) * lk.cap
+                if grows > free:
+                    return True
+        return False
 
     def _level(self, lk: Link, f: Flow) -> float:
         """What ``f`` would get at ``lk`` if it joined now: the link's max-min level over
@@ -336,8 +380,8 @@ class FlowNet:
             room = max(lk.cap - math.fsum(g.rate for g in lk.hi), LO_FLOOR * lk.cap)
             rates = sorted(g.rate for g in lk.lo if g is not f)
         else:
-            room = lk.cap
-            rates = sorted(g.rate for g in lk.hi if g is not f)
+            room = lk.cap - math.fsum(g.rate for g in lk.hi if g.paced is not None)
+            rates = sorted(g.rate for g in lk.hi if g is not f and g.paced is None)
         n = len(rates) + 1
         for r in rates:
             if r >= room / n:
@@ -432,7 +476,16 @@ class FlowNet:
                     avail[lk] = max(room, 0.0)
                     count[lk] = 0
                 count[lk] += 1
-        open_ = list(flows)
+        open_ = []
+        for f in flows:
+            if f.paced is None:
+                open_.append(f)
+                continue
+            f.rate = max(min([f.paced, *(avail[lk] for lk in f.limited)]), MIN_RATE)
+            f.bottleneck = None  # nothing queues behind a sender that does not back off
+            for lk in f.limited:
+                avail[lk] = max(avail[lk] - f.rate, 0.0)
+                count[lk] -= 1
         while open_:
             best, where = math.inf, None
             for lk, n in count.items():
@@ -461,7 +514,7 @@ class FlowNet:
         if dt > 0 and f.rate > 0:
             moved = min(f.rate * dt, max(f.remaining, 0.0))
             f.remaining -= moved
-            f.cwnd += moved
+            f.cwnd += moved * MSS / max(f.cwnd, MSS) if f.ca else moved
             for lk in f.links:
                 lk.bytes += moved
         f.t = now

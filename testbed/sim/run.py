@@ -81,12 +81,13 @@ def build_world(plan: RunPlan) -> World:
                             catalogue, plan.engine.port))
     for h in r.helpers:
         world.add(SimHelper(world, h, plans[h].helper_settings(HTTP_PORT, catalogue)))
+    url = {h: f"http://{plan.ip(h)}:{HTTP_PORT}" for h in r.helpers}  # as the daemons name them
     for v in r.viewers:
         vp = plans[v]
-        chains = vp.viewer_chains(lambda name, ip: name, catalogue)
+        chains = vp.viewer_chains(lambda name, ip: url[name], catalogue)
         settings = V.ViewerSettings(catalogue, vp.live_t0, vp.viewers.startup_buffer_s,
                                     vp.viewers.max_buffer_s)
-        world.add(SimViewer(world, v, settings, chains, {h: h for h in r.helpers},
+        world.add(SimViewer(world, v, settings, chains, {u: h for h, u in url.items()},
                             len(vp.sessions) if vp.viewers.model == "workload" else 0))
     return world
 

@@ -155,6 +155,26 @@ def test_multicast_reaches_every_member_once():
     assert shared == pytest.approx(150_000 + 125 * 28)  # one copy over the shared link
 
 
+def test_a_live_burst_takes_the_link_before_tcp_and_is_lost_where_it_overflows():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=8.0, delay_ms=1.0, queue=5000), seed=1)
+    done_at(k, net, "c", "d", 50_000_000)  # a long TCP transfer over s1-s2
+    k.run(0.5)
+    waits = net.path_queue(net.route("a", "b").limited)  # FIFO: behind TCP's queue
+    got = []
+    net.multicast("a", {"b": (lambda _: got.append(k.now), None)}, 150_000, 125)
+    k.run(10.0)
+    burst = (150_000 + 125 * 28) / 1e6  # at the whole 8 Mbit/s, not a share of it
+    assert waits > 0.05
+    assert got[0] - 0.5 == pytest.approx(waits + burst + 0.001, rel=0.05)
+    k2 = Kernel()
+    net2 = FlowNet(k2, line(bw_mbit=8.0, delay_ms=1.0, queue=20), seed=1)
+    got2 = []
+    net2.multicast("a", {"b": (got2.append, "b"), "c": (got2.append, "c")}, 150_000, 125)
+    k2.run(5.0)
+    assert got2 == ["c"]  # 8 Mbit/s behind a 20-packet queue: b's copy overflowed
+
+
 def test_paths_follow_the_lowest_delay():
     g = nx.Graph()
     for n in ("s1", "s2", "s3"):
