@@ -9,7 +9,8 @@ daemons do at the edge is done here as follows:
   ``SIGNED_OVERHEAD`` bytes more than its body and payload (the envelope, the
   certificate's name and the signature, as measured on the daemons' messages), and each
   node counts the messages it signed and verified (``signatures`` in the run's
-  manifest, with the CPU they would have cost).
+  manifest, with the CPU they would have cost; a node's ``process`` record's ``cpu_s`` is
+  that cost, the only CPU a simulated node has).
 * **Segment bytes** are :class:`~testbed.core.content.StandIn` values (size and digest):
   caches, replies and checks handle them as the daemons handle bytes.
 * **Messages** go through :class:`~testbed.sim.network.FlowNet`: a request crosses the
