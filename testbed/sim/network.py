@@ -16,14 +16,15 @@ How a transfer is timed:
   and the queue standing at each link when they arrive.
 * **Bulk transfers** (segments, pushes, manifests) are TCP flows.  A flow starts in slow
   start: rounds of ``cwnd`` bytes (10 segments at first, doubled each round), one round
-  trip apart, until its window covers its fair share times the round trip; from then on
-  it is a fluid flow at its share of the narrowest link it crosses.  The share of a link
-  is its capacity over the flows crossing it (the bottleneck share: a flow held back
-  elsewhere still counts), recomputed for every flow on a link whenever a flow joins or
-  leaves it.  Why that is enough here: segments are 75-150 kB, so most of a transfer's
-  time is slow start and propagation on the emulated paths, which this keeps exactly,
-  and the contention that matters (a far region's narrow core link) has one bottleneck
-  that every flow through it shares equally, as TCP flows with similar round trips do.
+  trip apart, until its window covers its share times the round trip; from then on it is
+  a fluid flow at its share.  A connection idle for less than its RTO (the round trip
+  with its queues, plus 200 ms, as Linux computes it) starts from the window of its
+  transfer before.  Shares are max-min fair: progressive filling over the flows a change
+  touches (those on the links of a flow that joins or leaves), the other flows there
+  keeping their rates.  Why that is enough here: segments are 75-150 kB, so most of a
+  transfer's time is slow start and propagation, which this keeps round by round, and
+  the contention that matters (a far region's narrow core link) has one bottleneck that
+  the flows through it share equally, as TCP flows with similar round trips do.
 * **Priority**: the lower class (``lo``: pushes with ``push_priority: low``) gets what
   the higher class leaves on each link, never less than ``LO_FLOOR`` of it (a strict
   priority queue still lets a starved flow's retransmissions through now and then).
@@ -205,8 +206,9 @@ class FlowNet:
         self.g = self.view.graph()
         self._toward: dict[str, dict[str, str]] = {}
         self._trees: dict[tuple[str, frozenset], tuple[Link, ...]] = {}
-        #: each connection's window and when it was last used: (src, dst, lo) -> (cwnd, t)
-        self.conns: dict[tuple[str, str, bool], tuple[float, float]] = {}
+        #: each connection's window, when it was last used and its retransmission timeout:
+        #: (src, dst, lo) -> (cwnd, t, rto)
+        self.conns: dict[tuple[str, str, bool], tuple[float, float, float]] = {}
         self._routes: dict[tuple[str, str], Route] = {}
         self.flows = 0
 
@@ -326,7 +328,7 @@ class FlowNet:
         f.rtt = 2 * prop
         f.conn = (src, dst, lo)
         last = self.conns.get(f.conn)
-        if last is not None and self.k.now - last[1] < max(RTO_S, 2 * f.rtt):
+        if last is not None and self.k.now - last[1] < last[2]:
             f.cwnd = max(f.cwnd, last[0])  # not idle long enough to restart slow start
         if route.loss > 0:
             f.loss_cap = MSS / max(f.rtt, 1e-3) * 1.22 / math.sqrt(route.loss)
@@ -427,7 +429,9 @@ class FlowNet:
         if f.conn is None:
             return
         cap = (f.rate * f.rtt + f.bottleneck.buffer) if f.bottleneck is not None else cwnd
-        self.conns[f.conn] = (max(float(IW_BYTES), min(cwnd, cap)), at)
+        # Linux: RTO = smoothed RTT (the queues it waited in included) + at least 200 ms
+        rto = f.rtt + self.path_queue(f.limited, f.lo) + RTO_S
+        self.conns[f.conn] = (max(float(IW_BYTES), min(cwnd, cap)), at, rto)
 
     def _go_fluid(self, f: Flow) -> None:
         f.fluid = True
