@@ -156,7 +156,7 @@ class Route:
 class Flow:
     __slots__ = ("id", "links", "limited", "remaining", "rate", "t", "version", "lo", "fn",
                  "arg", "prop", "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra",
-                 "conn", "paced", "ca")
+                 "conn", "paced", "ca", "cancelled")
 
     def __init__(self, fid: int, links: tuple[Link, ...], nbytes: float, lo: bool, fn, arg,
                  prop: float) -> None:
@@ -179,6 +179,7 @@ class Flow:
         self.conn: tuple | None = None    # the connection it uses (its window outlives it)
         self.paced: float | None = None   # UDP at this offered rate (bytes/s): no backing off
         self.ca = False                   # past its first loss: congestion avoidance
+        self.cancelled = False            # its receiver gave up: it stops where it is
 
 
 class FlowNet:
@@ -300,15 +301,16 @@ class FlowNet:
 
     # -- transfers --------------------------------------------------------------------
     def send(self, src: str, dst: str, payload: int, fn: Callable[[Any], None], arg: Any = None,
-             lo: bool = False, http: bool = True) -> None:
+             lo: bool = False, http: bool = True) -> Flow | None:
         """``payload`` bytes from ``src`` to ``dst``; ``fn(arg)`` when the last byte is
-        there.  ``lo``: the lower priority class; ``http``: count HTTP headers too."""
+        there.  ``lo``: the lower priority class; ``http``: count HTTP headers too.  A bulk
+        transfer's :class:`Flow` is returned (``cancel`` stops it), else None."""
         route = self.route(src, dst)
         links = route.links
         wire = wire_bytes(payload, http) if http else payload + UDP_OVERHEAD
         if not links:
             self.k.after(0.0, fn, arg)
-            return
+            return None
         prop = route.prop
         if wire <= SMALL_BYTES:
             t = prop + self.path_queue(route.limited, lo)
@@ -320,10 +322,10 @@ class FlowNet:
                 for lk in links:
                     if lk.loss and self.rng.random() < lk.loss:
                         if not http:
-                            return  # a datagram lost is lost
+                            return None  # a datagram lost is lost
                         t += RTO_S
             self.k.after(t, fn, arg)
-            return
+            return None
         f = Flow(self.flows, links, wire, lo, fn, arg, prop)
         f.rtt = 2 * prop
         f.conn = (src, dst, lo)
@@ -334,6 +336,20 @@ class FlowNet:
             f.loss_cap = MSS / max(f.rtt, 1e-3) * 1.22 / math.sqrt(route.loss)
         self.flows += 1
         self._round(f)
+        return f
+
+    def cancel(self, f: Flow | None) -> None:
+        """Stop ``f`` where it is (its receiver closed the connection): it sends no more,
+        its callback never runs, its links go to the others."""
+        if f is None or f.cancelled:
+            return
+        f.cancelled = True
+        f.version += 1
+        if f.fluid:
+            self._progress(f, self.k.now)
+            for lk in f.links:
+                (lk.lo if f.lo else lk.hi).discard(f)
+            self._reshare(f.links)
 
     def multicast(self, src: str, members: dict[str, tuple[Callable, Any]], payload: int,
                   datagrams: int, pace: float = MULTICAST_PACE) -> None:
@@ -403,6 +419,8 @@ class FlowNet:
 
     def _round(self, f: Flow) -> None:
         """One round of slow start: send a window, or go fluid when it covers the share."""
+        if f.cancelled:
+            return
         now = self.k.now
         rate, _ = self._share(f)
         q = self.path_queue(f.limited, f.lo)
@@ -417,7 +435,7 @@ class FlowNet:
         if f.remaining <= 0:
             end = now + q + w / rate
             self._keep_window(f, f.cwnd + w, end)
-            self.k.at(end + f.prop, f.fn, f.arg)
+            self.k.at(end + f.prop, self._deliver, f)
             return
         f.cwnd += w
         self.k.at(now + rtt, self._round, f)
@@ -537,7 +555,12 @@ class FlowNet:
                 self.k.after(delay, fn, arg)
         else:
             self._keep_window(f, f.cwnd, self.k.now)
-            self.k.after(f.prop, f.fn, f.arg)
+            self.k.after(f.prop, self._deliver, f)
+
+    @staticmethod
+    def _deliver(f: Flow) -> None:
+        if not f.cancelled:
+            f.fn(f.arg)
 
     def set_link(self, a: str, b: str, delay_ms: float | None = None,
                  bw_mbit: float | None = None, loss_pct: float | None = None,

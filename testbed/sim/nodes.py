@@ -125,9 +125,9 @@ class Node:
             return
         call = w.call(self, on_answer, e.timeout_s)
         lo = e.cls == "prefetch" and e.port == PUSH_PORT
-        w.net.send(self.host, to.host, size,
-                   lambda _: to.on_message(self, e, size, lambda r: call.answer(r, e.cls, to)),
-                   lo=lo)
+        call.transfer = w.net.send(
+            self.host, to.host, size,
+            lambda _: to.on_message(self, e, size, lambda r: call.answer(r, e.cls, to)), lo=lo)
 
     def on_message(self, sender: Node, e: Send, size: int,
                    answer: Callable[[Reply], None]) -> None:  # pragma: no cover
@@ -214,16 +214,18 @@ class _Answering:
     """The reply path of one request: the recipient's :class:`Reply` crosses the network
     back to the sender, whose logic gets a :class:`Response` (or a timeout first)."""
 
-    __slots__ = ("w", "node", "on_answer", "done")
+    __slots__ = ("w", "node", "on_answer", "done", "transfer")
 
     def __init__(self, world: World, node: Node, on_answer, timeout_s: float) -> None:
         self.w, self.node, self.on_answer, self.done = world, node, on_answer, False
+        self.transfer = None  # the request's or the answer's bulk transfer, while it runs
         if on_answer is not None and timeout_s:
             world.k.after(timeout_s, self._timeout)
 
     def _timeout(self, _: Any) -> None:
         if not self.done:
             self.done = True
+            self.w.net.cancel(self.transfer)  # the client closes the connection
             if not self.w.stopped:
                 self.on_answer(Response(0, 0, b"TimeoutError"))
 
@@ -239,7 +241,8 @@ class _Answering:
             if self.on_answer is not None:
                 self.on_answer(Response(0, r.status, r.body, dict(r.headers)))
 
-        self.w.net.send(replier.host, node.host, size, arrived)
+        if not self.done:  # a client that gave up reads no answer
+            self.transfer = self.w.net.send(replier.host, node.host, size, arrived)
 
 
 # -- the helper ------------------------------------------------------------------------------
@@ -658,11 +661,12 @@ class SimViewer(Node):
         with status 0 when none came within the client's timeout."""
         w = self.w
         helper = w.nodes[self.helper_of[helper_ref]]
-        state = [False]  # answered or given up
+        state: list = [False, None]  # answered or given up; the answer's transfer
 
         def give_up(_: Any) -> None:
             if not state[0] and not w.stopped:
                 state[0] = True
+                w.net.cancel(state[1])  # the player closes the connection
                 then(Reply(0, 0, b"TimeoutError"))
 
         def at_helper(_: Any) -> None:
@@ -678,7 +682,8 @@ class SimViewer(Node):
                         state[0] = True
                         then(r)
 
-                w.net.send(helper.host, self.host, n, back)
+                if not state[0]:
+                    state[1] = w.net.send(helper.host, self.host, n, back)
 
             helper.viewer_request(make, answer)
 

@@ -120,6 +120,18 @@ def test_a_flow_held_back_elsewhere_leaves_its_share_to_the_others():
     assert took == pytest.approx(wire_bytes(2_000_000) / (7e6 / 8), rel=0.05)  # 8 - 1 Mbit/s
 
 
+def test_a_cancelled_transfer_never_arrives_and_leaves_the_link_to_the_others():
+    k = Kernel()
+    net = FlowNet(k, line(bw_mbit=8.0, delay_ms=1.0), seed=1)
+    gone = net.send("a", "b", 5_000_000, lambda _: pytest.fail("a cancelled flow arrived"))
+    kept = done_at(k, net, "c", "d", 2_000_000)
+    k.run(0.5)
+    net.cancel(gone)  # its client gave up: the other flow has the link to itself
+    k.run(60.0)
+    alone = wire_bytes(2_000_000) / 1e6
+    assert alone < kept[0] < alone + 0.5
+
+
 def test_the_lower_class_takes_what_the_higher_leaves():
     k = Kernel()
     net = FlowNet(k, line(bw_mbit=8.0, delay_ms=1.0), seed=1)
