@@ -26,6 +26,7 @@ import pandas as pd
 from testbed.core import spec as S
 from testbed.core import workload as W
 from testbed.core.content import Catalogue, build_catalogue
+from testbed.core.workload.bulk import collector_paused
 from testbed.emu.network import address_plan
 from testbed.plan import (
     ENGINE_NAME,
@@ -297,10 +298,11 @@ class RunPlan:
             out[h] = NodePlan(name=h, role="helper", ip=self.ip(h), **base)
         helper_ip = self.helper_addresses
         by_host: dict[str, list[ViewerSession]] = {v: [] for v in r.viewers}
-        for s in self.sessions:
-            host = self.played_by.get(s.id)
-            if host is not None:
-                by_host[host].append(viewer_session(s, helper_ip[s.helper]))
+        with collector_paused():
+            for s in self.sessions:
+                host = self.played_by.get(s.id)
+                if host is not None:
+                    by_host[host].append(viewer_session(s, helper_ip[s.helper]))
         for v in r.viewers:
             own = ({"sessions": tuple(by_host[v])} if self.workload is not None else
                    {"players": tuple(PlayerSlot(pid, h, helper_ip[h])
