@@ -81,8 +81,10 @@ class SessionPlan:
             pos, kind, arg = action
             if kind not in ACTION_KINDS:
                 raise PlayerError(f"plan action kind must be one of {ACTION_KINDS}, got {kind!r}")
-            _finite(f"plan {kind} playhead_s", pos)
-            _finite(f"plan {kind} arg", arg)
+            if not (type(pos) is float and type(arg) is float  # the usual case, quickly
+                    and 0.0 <= pos < math.inf and 0.0 <= arg < math.inf):
+                _finite(f"plan {kind} playhead_s", pos)
+                _finite(f"plan {kind} arg", arg)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import pandas as pd
 from testbed.core import spec as S
 from testbed.core import workload as W
 from testbed.core.content import Catalogue, build_catalogue
+from testbed.core.workload.bulk import collector_paused
 from testbed.emu.network import address_plan
 from testbed.plan import (
     ENGINE_NAME,
@@ -73,18 +74,59 @@ def roles_of(spec: nx.Graph, scenario_name: str = "scenario") -> tuple[str, list
     return out[S.MASTER][0], out[S.HELPER], out[S.VIEWER]
 
 
+def nearest_sources(spec: nx.Graph, sources: list[str]) -> dict[str, frozenset[str]]:
+    """node -> the ``sources`` nearest to it by hops, every one at the least distance:
+    one breadth-first search from all of them at once.  Nodes no source reaches are left
+    out.  Nodes that share their nearest sources share one set."""
+    near = {s: frozenset((s,)) for s in sources if s in spec}
+    frontier = list(near)
+    while frontier:
+        reached: dict[str, list[frozenset[str]]] = {}
+        for u in frontier:
+            for w in spec.adj[u]:
+                if w not in near:
+                    reached.setdefault(w, []).append(near[u])
+        for w, sets in reached.items():
+            near[w] = sets[0] if len(sets) == 1 else frozenset().union(*sets)
+        frontier = list(reached)
+    return near
+
+
+class _Nearest:
+    """The nearest of ``sources`` (distinct names) to a node by hops, in ``sources``'
+    order: their search runs once, on first use, and each distinct set is sorted once."""
+
+    def __init__(self, spec: nx.Graph, sources: list[str]):
+        self.spec, self.sources = spec, sources
+        self._near: dict[str, frozenset[str]] | None = None
+        self._rank: dict[str, int] = {}
+        self._sorted: dict[frozenset[str], list[str]] = {}
+
+    def __call__(self, node: str) -> list[str]:
+        if self._near is None:
+            self._near = nearest_sources(self.spec, self.sources)
+            self._rank = {s: i for i, s in enumerate(self.sources)}
+        near = self._near.get(node, frozenset())
+        if near not in self._sorted:
+            self._sorted[near] = sorted(near, key=self._rank.__getitem__)
+        return list(self._sorted[near])
+
+
 def assign_players(spec: nx.Graph, viewers: list[str], helpers: list[str],
                    per_host: int) -> dict[str, list[tuple[str, str]]]:
     """viewer host -> [(player id, helper)]: the helpers on the viewer's own switch in
     turn, else the nearest helpers by hops."""
+    on_switch: dict[str, list[str]] = {}
+    for h in helpers:
+        for sw in spec.adj[h]:
+            on_switch.setdefault(sw, []).append(h)
+    nearest = _Nearest(spec, helpers)
     out = {}
     for v in viewers:
         sw = next(iter(spec.neighbors(v)))
-        local = sorted((h for h in helpers if sw in spec.neighbors(h)), key=S.natural_key)
+        local = sorted(on_switch.get(sw, ()), key=S.natural_key)
         if not local:
-            dist = nx.single_source_shortest_path_length(spec, v)
-            best = min(dist.get(h, 1 << 30) for h in helpers)
-            local = [h for h in helpers if dist.get(h) == best]
+            local = nearest(v)
         turn = itertools.cycle(local)
         out[v] = [(f"{v}-{i}", next(turn)) for i in range(per_host)]
     return out
@@ -94,14 +136,16 @@ def hosts_for_helpers(spec: nx.Graph, viewers: list[str], helpers: list[str],
                       players: dict[str, list[tuple[str, str]]]) -> dict[str, list[str]]:
     """helper -> the viewer hosts that play its region's sessions: those whose players it
     serves, else the viewer hosts nearest to it by hops."""
+    served: dict[str, list[str]] = {}
+    for v, plist in players.items():
+        for h in dict.fromkeys(x for _, x in plist):
+            served.setdefault(h, []).append(v)
+    nearest = _Nearest(spec, viewers)
     out = {}
     for h in helpers:
-        near = sorted((v for v, plist in players.items() if any(x == h for _, x in plist)),
-                      key=S.natural_key)
+        near = sorted(served.get(h, ()), key=S.natural_key)
         if not near and viewers:
-            dist = nx.single_source_shortest_path_length(spec, h)
-            best = min(dist.get(v, 1 << 30) for v in viewers)
-            near = [v for v in viewers if dist.get(v) == best]
+            near = nearest(h)
         out[h] = near
     return out
 
@@ -254,10 +298,11 @@ class RunPlan:
             out[h] = NodePlan(name=h, role="helper", ip=self.ip(h), **base)
         helper_ip = self.helper_addresses
         by_host: dict[str, list[ViewerSession]] = {v: [] for v in r.viewers}
-        for s in self.sessions:
-            host = self.played_by.get(s.id)
-            if host is not None:
-                by_host[host].append(viewer_session(s, helper_ip[s.helper]))
+        with collector_paused():
+            for s in self.sessions:
+                host = self.played_by.get(s.id)
+                if host is not None:
+                    by_host[host].append(viewer_session(s, helper_ip[s.helper]))
         for v in r.viewers:
             own = ({"sessions": tuple(by_host[v])} if self.workload is not None else
                    {"players": tuple(PlayerSlot(pid, h, helper_ip[h])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.core.player import SessionPlan
+from testbed.core.workload.bulk import collector_paused
 from testbed.core.workload.checks import WorkloadError
 from testbed.core.workload.config import FlashCrowd, WorkloadConfig
 from testbed.core.workload.playback import _n_segments, _watched
@@ -61,11 +62,14 @@ def _actions(rng: np.random.Generator, media: float, budget: float, pause_rate: 
     """Pauses and seeks along ``media`` seconds of video, then a stop once ``budget``
     seconds have played (``inf``: play to the end).  Rates are per second of playback."""
     total = pause_rate + seek_rate
+    scale = 1.0 / total if total > 0 else math.inf
+    draw, exponential = rng.random, rng.exponential
+    floor, isinf, inf = math.floor, math.isinf, math.inf
     pos, left = 0.0, budget
     out: list[tuple[float, str, float]] = []
     while True:
         room = min(media - pos, left)
-        gap = float(rng.exponential(1.0 / total)) if total > 0 else math.inf
+        gap = exponential(scale) if total > 0 else inf
         if gap >= room:
             if left <= media - pos:
                 out.append((min(media, round(pos + left, 3)), "stop", 0.0))
@@ -73,13 +77,13 @@ def _actions(rng: np.random.Generator, media: float, budget: float, pause_rate: 
         new = round(pos + gap, 3)
         left -= new - pos
         pos = new
-        if rng.random() * total < pause_rate:
-            length = min(float(rng.exponential(mean_pause)), 10.0 * mean_pause)
+        if draw() * total < pause_rate:
+            length = min(exponential(mean_pause), 10.0 * mean_pause)
             out.append((pos, "pause", round(length, 3)))
             continue
-        back = rng.random() < back_share
-        u = float(rng.random())
-        hi = media - segment_s if math.isinf(left) else min(media - segment_s, media - left)
+        back = draw() < back_share
+        u = draw()
+        hi = media - segment_s if isinf(left) else min(media - segment_s, media - left)
         if back and pos <= 0:
             back = False
         if not back and hi <= pos:
@@ -87,9 +91,9 @@ def _actions(rng: np.random.Generator, media: float, budget: float, pause_rate: 
                 continue
             back = True
         if back:
-            target = math.floor(pos * u * 1000.0) / 1000.0
+            target = floor(pos * u * 1000.0) / 1000.0
         else:
-            target = max(pos, math.floor((pos + (1.0 - u) * (hi - pos)) * 1000.0) / 1000.0)
+            target = max(pos, floor((pos + (1.0 - u) * (hi - pos)) * 1000.0) / 1000.0)
         out.append((pos, "seek", target))
         pos = target
 
@@ -107,42 +111,75 @@ class _Traits(NamedTuple):
 def _traits(rng: np.random.Generator, cfg: WorkloadConfig, m: int, rate: float) -> _Traits:
     """Start-up delays, patience, whole views, watch fractions and live watch times of
     ``m`` arrivals (``rate``: the watch fraction law's)."""
-    startup = np.round(cfg.startup_median_s * np.exp(cfg.startup_sigma
-                                                     * rng.standard_normal(m)), 6)
-    patience = np.round(cfg.patience_grace_s + rng.random(m) / cfg.patience_slope, 6)
+    startup = (cfg.startup_median_s * np.exp(cfg.startup_sigma
+                                             * rng.standard_normal(m))).round(6)
+    patience = (cfg.patience_grace_s + rng.random(m) / cfg.patience_slope).round(6)
     completes = rng.random(m) < cfg.complete_share
     fractions = _fractions(rng.random(m), rate)
     live_watch = rng.exponential(cfg.mean_live_watch_s, m)
     return _Traits(startup, patience, completes, fractions, live_watch)
 
 
-def _session(rng: np.random.Generator, cfg: WorkloadConfig, sid: str, helper: str, at: float,
-             watch: tuple[str, float, bool], traits: _Traits, k: int) -> Session:
-    """Session ``sid`` arriving at ``at`` to watch ``(video, duration, live)`` with the
-    ``k``-th ``traits``; its pauses and seeks are drawn from ``rng`` here."""
-    video, dur, live = watch
-    seg = float(cfg.segment_s)
-    pause_rate = cfg.pause_rate_per_min / 60.0
-    if live:
-        start = min(max(0, math.floor(at / seg) - 1), _n_segments(dur, seg) - 1)
-        actions = _actions(rng, dur - start * seg, round(float(traits.live_watch[k]), 3),
-                           pause_rate, 0.0, cfg.mean_pause_s, 0.0, seg)
-    else:
-        start = 0
-        budget = math.inf if traits.completes[k] else float(traits.fractions[k]) * dur
-        actions = _actions(rng, dur, budget, pause_rate, cfg.seek_rate_per_min / 60.0,
-                           cfg.mean_pause_s, cfg.seek_back_share, seg)
-    plan = SessionPlan(video, at, start, tuple(actions))
-    s_up, pat = float(traits.startup[k]), float(traits.patience[k])
-    return Session(sid, helper, video, at, s_up, pat, _watched(plan, dur, seg), s_up > pat,
-                   plan, live)
+class _Shared(NamedTuple):
+    """What every region's draw reads from the config, worked out once."""
+
+    p_global: np.ndarray            # the videos' global popularity
+    segment_s: float
+    pause_rate: float               # per second of playback
+    seek_rate: float
+    durations: dict[str, float]     # on-demand and live
+    #: (video, duration, live) of the on-demand videos, the live channels, then the
+    #: shifts' videos; and their durations as an array
+    watches: list[tuple[str, float, bool]]
+    watch_s: np.ndarray
 
 
-def _region_sessions(cfg: WorkloadConfig, region: int, rate: float) -> list[Session]:
+def _shared(cfg: WorkloadConfig) -> _Shared:
+    durations = dict(cfg.videos + cfg.live)
+    watches = [(video, dur, False) for video, dur in cfg.videos]
+    watches += [(video, dur, True) for video, dur in cfg.live]
+    watches += [(s.video, durations[s.video], False) for s in cfg.shifts]
+    return _Shared(_zipf(len(cfg.videos), cfg.zipf_s), float(cfg.segment_s),
+                   cfg.pause_rate_per_min / 60.0, cfg.seek_rate_per_min / 60.0, durations,
+                   watches, np.array([dur for _, dur, _ in watches], dtype=np.float64))
+
+
+def _sessions(rng: np.random.Generator, cfg: WorkloadConfig, shared: _Shared, ids: list[str],
+              helper: str, times: np.ndarray, which: np.ndarray, traits: _Traits
+              ) -> list[Session]:
+    """Session ``ids[k]`` arriving at ``times[k]`` to watch ``shared.watches[which[k]]``
+    with the ``k``-th ``traits``; their pauses and seeks are drawn from ``rng`` here, one
+    session after the other."""
+    seg, pause_rate, seek_rate = shared.segment_s, shared.pause_rate, shared.seek_rate
+    mean_pause, back_share = cfg.mean_pause_s, cfg.seek_back_share
+    # an on-demand view plays to the end or a fraction of the video
+    budgets = np.where(traits.completes, math.inf, traits.fractions * shared.watch_s[which])
+    live_watch = traits.live_watch.tolist()
+    watches = shared.watches
+    out = []
+    for k, (sid, at, w, budget, s_up, pat, gives_up) in enumerate(zip(
+            ids, times.tolist(), which.tolist(), budgets.tolist(), traits.startup.tolist(),
+            traits.patience.tolist(), (traits.startup > traits.patience).tolist())):
+        video, dur, live = watches[w]
+        if live:
+            start = min(max(0, math.floor(at / seg) - 1), _n_segments(dur, seg) - 1)
+            actions = _actions(rng, dur - start * seg, round(live_watch[k], 3), pause_rate, 0.0,
+                               mean_pause, 0.0, seg)
+        else:
+            start = 0
+            actions = _actions(rng, dur, budget, pause_rate, seek_rate, mean_pause,
+                               back_share, seg)
+        plan = SessionPlan(video, at, start, tuple(actions))
+        out.append(Session(sid, helper, video, at, s_up, pat, _watched(plan, dur, seg),
+                           gives_up, plan, live))
+    return out
+
+
+def _region_sessions(cfg: WorkloadConfig, region: int, rate: float, shared: _Shared
+                     ) -> list[Session]:
     rng = np.random.default_rng([_REGION_TAG, int(cfg.seed), region])
-    helper = cfg.helpers[region]
     n_videos = len(cfg.videos)
-    p_global = _zipf(n_videos, cfg.zipf_s)
+    p_global = shared.p_global
     p_local = np.empty(n_videos)
     p_local[rng.permutation(n_videos)] = p_global
     cum = np.cumsum((1.0 - cfg.regional_skew) * p_global + cfg.regional_skew * p_local)
@@ -151,35 +188,31 @@ def _region_sessions(cfg: WorkloadConfig, region: int, rate: float) -> list[Sess
     peak = cfg.arrival_rate * (1.0 + cfg.daily_amplitude)
     n = int(rng.poisson(peak * span))
     times = np.sort(rng.random(n) * span)
-    times = np.round(times[rng.random(n) * peak < _rate(cfg, times)], 6)
+    times = times[rng.random(n) * peak < _rate(cfg, times)].round(6)
     m = len(times)
 
-    u_shift, u_live, u_video = rng.random(m), rng.random(m), rng.random(m)
+    u_shift, u_live, u_video = rng.random((3, m))
     channel = rng.integers(max(1, len(cfg.live)), size=m)
     traits = _traits(rng, cfg, m, rate)
 
-    hot = np.full(m, -1)
-    acc = np.zeros(m)
-    for i, shift in enumerate(cfg.shifts):
-        active = times >= shift.at_s
-        hot[(hot < 0) & active & (u_shift < acc + shift.share)] = i
-        acc += np.where(active, shift.share, 0.0)
-    is_live = (hot < 0) & (u_live < cfg.live_share) if cfg.live else np.zeros(m, dtype=bool)
-    picks = np.minimum(np.searchsorted(cum, u_video * cum[-1], side="right"), n_videos - 1)
-
-    durations = dict(cfg.videos)
-    out = []
-    for k in range(m):
-        if is_live[k]:
-            video, dur = cfg.live[int(channel[k])]
-        elif hot[k] >= 0:
-            video = cfg.shifts[hot[k]].video
-            dur = durations[video]
-        else:
-            video, dur = cfg.videos[picks[k]]
-        out.append(_session(rng, cfg, _session_id(region, k), helper, float(times[k]),
-                            (video, dur, bool(is_live[k])), traits, k))
-    return out
+    # what each arrival watches, as an index into shared.watches: a live channel, a
+    # shift's video, else one drawn by popularity
+    which = np.minimum(np.searchsorted(cum, u_video * cum[-1], side="right"), n_videos - 1)
+    if cfg.shifts:
+        hot = np.full(m, -1)
+        acc = np.zeros(m)
+        for i, shift in enumerate(cfg.shifts):
+            active = times >= shift.at_s
+            hot[(hot < 0) & active & (u_shift < acc + shift.share)] = i
+            acc += np.where(active, shift.share, 0.0)
+        which = np.where(hot >= 0, n_videos + len(cfg.live) + hot, which)
+        cold = hot < 0
+    else:
+        cold = True
+    if cfg.live:
+        which = np.where(cold & (u_live < cfg.live_share), n_videos + channel, which)
+    return _sessions(rng, cfg, shared, [_session_id(region, k) for k in range(m)],
+                     cfg.helpers[region], times, which, traits)
 
 
 def _crowd_id(crowd: int, region: int, k: int) -> str:
@@ -201,19 +234,18 @@ def _crowd_times(rng: np.random.Generator, crowd: FlashCrowd, end: float) -> np.
     return times[(times >= at) & (times < min(end, at + length))]
 
 
-def _crowd_sessions(cfg: WorkloadConfig, index: int, region: int, rate: float
-                    ) -> list[Session]:
+def _crowd_sessions(cfg: WorkloadConfig, index: int, region: int, rate: float,
+                    shared: _Shared) -> list[Session]:
     """Crowd ``index``'s sessions in ``region``, from a generator of their own so that the
     steady sessions and the other crowds' stay as they were."""
     crowd = cfg.flash_crowds[index]
     rng = np.random.default_rng([_FLASH_TAG, int(cfg.seed), index, region])
     times = _crowd_times(rng, crowd, float(cfg.duration_s))
-    traits = _traits(rng, cfg, len(times), rate)
-    durations = dict(cfg.videos + cfg.live)
-    watch = (crowd.video, durations[crowd.video], crowd.video in dict(cfg.live))
-    helper = cfg.helpers[region]
-    return [_session(rng, cfg, _crowd_id(index, region, k), helper, float(at), watch, traits, k)
-            for k, at in enumerate(times)]
+    m = len(times)
+    traits = _traits(rng, cfg, m, rate)
+    which = np.full(m, next(i for i, w in enumerate(shared.watches) if w[0] == crowd.video))
+    return _sessions(rng, cfg, shared, [_crowd_id(index, region, k) for k in range(m)],
+                     cfg.helpers[region], times, which, traits)
 
 
 def _crowd_regions(cfg: WorkloadConfig) -> Iterator[tuple[int, int]]:
@@ -229,7 +261,11 @@ def generate(cfg: WorkloadConfig) -> Workload:
         raise WorkloadError(f"generate needs a WorkloadConfig, got {type(cfg).__name__}")
     rate = _watch_rate(float(cfg.early_stop_share), float(cfg.early_stop_fraction),
                        float(cfg.complete_share))
-    sessions = [s for r in range(len(cfg.helpers)) for s in _region_sessions(cfg, r, rate)]
-    sessions += [s for i, r in _crowd_regions(cfg) for s in _crowd_sessions(cfg, i, r, rate)]
-    sessions.sort(key=lambda s: (s.arrive_at, s.id))
+    shared = _shared(cfg)
+    with collector_paused():
+        sessions = [s for r in range(len(cfg.helpers))
+                    for s in _region_sessions(cfg, r, rate, shared)]
+        sessions += [s for i, r in _crowd_regions(cfg)
+                     for s in _crowd_sessions(cfg, i, r, rate, shared)]
+        sessions.sort(key=lambda s: (s.arrive_at, s.id))
     return Workload(tuple(sessions), cfg)

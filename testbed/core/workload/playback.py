@@ -45,11 +45,24 @@ def _walk(plan: SessionPlan, duration: float, segment_s: float
 
 
 def _watched(plan: SessionPlan, duration: float, segment_s: float) -> float:
-    """``watch_fraction`` of a plan: media played / duration, 1.0 when it plays to the end."""
+    """``watch_fraction`` of a plan: media played / duration, 1.0 when it plays to the end.
+
+    What :func:`_walk` plays, summed the same way, without its steps."""
+    n = _n_segments(duration, segment_s)
+    last_start = (n - 1) * segment_s
+    base = plan.start_index * segment_s
+    pos = base
     played = 0.0
-    for kind, a, b in _walk(plan, duration, segment_s):
-        if kind == "play":
-            played += b - a
-        elif kind == "complete":
-            return 1.0
-    return played / duration
+    for at, kind, arg in plan.actions:
+        target = base + at
+        if target > duration + _EPS:
+            break
+        if target > pos:
+            end = min(target, duration)
+            played += end - pos
+            pos = end
+        if kind == "seek":
+            pos = min(max(base + arg, 0.0), last_start)
+        elif kind != "pause":
+            return played / duration
+    return 1.0

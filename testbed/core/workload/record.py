@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from testbed.core.workload.bulk import collector_paused
 from testbed.core.workload.checks import _EPS, WorkloadError
 from testbed.core.workload.config import WorkloadConfig
 from testbed.core.workload.playback import _n_segments, _walk
@@ -80,19 +81,21 @@ def trace_frame(sessions: Iterable[Session], cfg: WorkloadConfig) -> pd.DataFram
     durations = dict(cfg.videos + cfg.live)
     cols: dict[str, list] = {c: [] for c in TRACE_COLUMNS}
     rank: list[int] = []
-    for s in sessions:
-        if s.video not in durations:
-            raise WorkloadError(f"workload: session {s.id} watches unknown video {s.video!r}")
-        rows = _session_rows(s, durations[s.video], cfg)
-        cols["at"] += [round(r[0], 6) for r in rows]
-        cols["kind"] += [r[1] for r in rows]
-        cols["playhead_s"] += [round(r[2], 6) for r in rows]
-        cols["index"] += [r[3] for r in rows]
-        cols["helper"] += [s.helper] * len(rows)
-        cols["viewer"] += [s.id] * len(rows)
-        cols["video"] += [s.video] * len(rows)
-        rank += range(len(rows))
-    frame = _typed({c: cols[c] for c in TRACE_COLUMNS})
+    with collector_paused():
+        for s in sessions:
+            if s.video not in durations:
+                raise WorkloadError(f"workload: session {s.id} watches unknown video "
+                                    f"{s.video!r}")
+            rows = _session_rows(s, durations[s.video], cfg)
+            cols["at"] += [round(r[0], 6) for r in rows]
+            cols["kind"] += [r[1] for r in rows]
+            cols["playhead_s"] += [round(r[2], 6) for r in rows]
+            cols["index"] += [r[3] for r in rows]
+            cols["helper"] += [s.helper] * len(rows)
+            cols["viewer"] += [s.id] * len(rows)
+            cols["video"] += [s.video] * len(rows)
+            rank += range(len(rows))
+        frame = _typed({c: cols[c] for c in TRACE_COLUMNS})
     frame["_rank"] = np.asarray(rank, dtype=np.int64)
     frame = frame.sort_values(["at", "viewer", "_rank"], kind="stable")
     return frame.drop(columns="_rank").reset_index(drop=True)
