@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 
 class _WindowCounter:
@@ -31,11 +32,18 @@ class _Codes:
         self.index: dict = {}
 
     def encode(self, values: Sequence) -> np.ndarray:
-        out = np.empty(len(values), dtype=np.int64)
+        """Each value's code; a value not seen before gets the next one, in order of first
+        appearance (one pass in C over the values, a Python step per distinct value)."""
+        if len(values) == 0:
+            return np.empty(0, dtype=np.int64)
+        if not isinstance(values, (pd.Series, pd.Index)):  # a column is coded as it is
+            values = np.asarray(values, dtype=object)
+        first, distinct = pd.factorize(values, use_na_sentinel=False)
         index = self.index
-        for i, v in enumerate(values):
+        codes = np.empty(len(distinct), dtype=np.int64)
+        for j, v in enumerate(distinct.tolist()):
             code = index.get(v)
             if code is None:
                 code = index[v] = len(index)
-            out[i] = code
-        return out
+            codes[j] = code
+        return codes[np.asarray(first)]

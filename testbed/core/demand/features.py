@@ -38,10 +38,10 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
     nseg = dict(n_segments or {})
     at = ev["at"].to_numpy(np.float64)
     kind = ev["kind"].to_numpy(object)
-    helper_c, video_c, viewer_c = _Codes(), _Codes(), _Codes()
-    h = helper_c.encode(ev["helper"].to_numpy(object))
-    v = video_c.encode(ev["video"].to_numpy(object))
-    s = viewer_c.encode((ev["helper"] + "\x00" + ev["viewer"].astype(str)).to_numpy(object))
+    helper_c, video_c = _Codes(), _Codes()
+    h = helper_c.encode(ev["helper"])
+    v = video_c.encode(ev["video"])
+    s = _session_codes(h, ev["viewer"])
     idx = ev["index"].to_numpy(np.int64)
     is_req = kind == "request"
     n_h, n_v = max(len(helper_c.index), 1), max(len(video_c.index), 1)
@@ -216,6 +216,14 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
         if c != "index":
             out[c] = frame[c].to_numpy(np.float64)
     return out
+
+
+def _session_codes(helper_codes: np.ndarray, viewers: pd.Series) -> np.ndarray:
+    """A code per (helper, viewer) pair, in order of first appearance: the codes of the
+    texts ``helper + "\\x00" + viewer``, without making those texts."""
+    viewer = _Codes().encode(viewers.astype(str))
+    pair = helper_codes * max(int(viewer.max(initial=0)) + 1, 1) + viewer
+    return pd.factorize(pair)[0].astype(np.int64)
 
 
 def _empty_frame() -> pd.DataFrame:
