@@ -20,6 +20,9 @@ FEATURES = (
     "helper_stop_rate",
 )
 _BIG_ETA = 1e6
+#: Events this much further than every window are left out of a count: they are never in
+#: one, however the counter's combined key rounds.
+_MARGIN_S = 2.0
 
 
 def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
@@ -180,21 +183,28 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
     # ---- window counts
     fv, fi = frame["v"].to_numpy(), frame["i"].to_numpy()
     w, lw = cfg.window_s, cfg.long_window_s
-    frame["seg_local"] = _WindowCounter(req_codes, req_at).count(seg_code(fh, fv, fi), tt, w)
-    frame["seg_global"] = _WindowCounter(req["v"].to_numpy() * max_idx + req["i"].to_numpy(),
-                                         req_at).count(fv * max_idx + fi, tt, w)
-    frame["vid_local"] = _WindowCounter(req["h"].to_numpy() * n_v + req["v"].to_numpy(),
-                                        req_at).count(fh * n_v + fv, tt, w)
-    frame["vid_global"] = _WindowCounter(req["v"].to_numpy(), req_at).count(fv, tt, w)
+
+    def counter(codes: np.ndarray, when: np.ndarray, window: float) -> _WindowCounter:
+        """Counts of the events that may fall in some snapshot's window (the others,
+        further than a margin from every window, are left out before sorting)."""
+        keep = (when > times[0] - window - _MARGIN_S) & (when <= times[-1] + _MARGIN_S)
+        return _WindowCounter(codes[keep], when[keep])
+
+    frame["seg_local"] = counter(req_codes, req_at, w).count(seg_code(fh, fv, fi), tt, w)
+    frame["seg_global"] = counter(req["v"].to_numpy() * max_idx + req["i"].to_numpy(),
+                                  req_at, w).count(fv * max_idx + fi, tt, w)
+    frame["vid_local"] = counter(req["h"].to_numpy() * n_v + req["v"].to_numpy(),
+                                 req_at, w).count(fh * n_v + fv, tt, w)
+    frame["vid_global"] = counter(req["v"].to_numpy(), req_at, w).count(fv, tt, w)
     starts = kind == "start"
-    frame["vid_starts_local"] = _WindowCounter(h[starts] * n_v + v[starts], at[starts]).count(
+    frame["vid_starts_local"] = counter(h[starts] * n_v + v[starts], at[starts], lw).count(
         fh * n_v + fv, tt, lw)
-    frame["helper_arrivals"] = _WindowCounter(h[starts], at[starts]).count(fh, tt, lw)
-    hreq = _WindowCounter(h[is_req], at[is_req]).count(fh, tt, lw)
+    frame["helper_arrivals"] = counter(h[starts], at[starts], lw).count(fh, tt, lw)
+    hreq = counter(h[is_req], at[is_req], lw).count(fh, tt, lw)
     for col, kinds in (("helper_pause_rate", ("pause",)), ("helper_seek_rate", ("seek",)),
                        ("helper_stop_rate", ("stop", "abandon"))):
-        m = np.isin(kind, kinds)
-        frame[col] = _WindowCounter(h[m], at[m]).count(fh, tt, lw) / np.maximum(hreq, 1.0)
+        m = np.logical_or.reduce([kind == k for k in kinds])  # np.isin sorts objects
+        frame[col] = counter(h[m], at[m], lw).count(fh, tt, lw) / np.maximum(hreq, 1.0)
     act = active.reset_index()
     act_key = np.searchsorted(times, act["t"].to_numpy()) * n_h + act["h"].to_numpy()
     act_val = dict(zip(act_key.tolist(), act["helper_active"].to_numpy().tolist()))
@@ -221,7 +231,9 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
 def _session_codes(helper_codes: np.ndarray, viewers: pd.Series) -> np.ndarray:
     """A code per (helper, viewer) pair, in order of first appearance: the codes of the
     texts ``helper + "\\x00" + viewer``, without making those texts."""
-    viewer = _Codes().encode(viewers.astype(str))
+    # the texts of the distinct viewers only (``astype(str)`` of every row costs more)
+    raw, distinct = pd.factorize(viewers, use_na_sentinel=False)
+    viewer = _Codes().encode([str(x) for x in distinct.tolist()])[np.asarray(raw)]
     pair = helper_codes * max(int(viewer.max(initial=0)) + 1, 1) + viewer
     return pd.factorize(pair)[0].astype(np.int64)
 
