@@ -207,10 +207,10 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
         frame[col] = counter(h[m], at[m], lw).count(fh, tt, lw) / np.maximum(hreq, 1.0)
     act = active.reset_index()
     act_key = np.searchsorted(times, act["t"].to_numpy()) * n_h + act["h"].to_numpy()
-    act_val = dict(zip(act_key.tolist(), act["helper_active"].to_numpy().tolist()))
-    frame["helper_active"] = np.array([act_val.get(k, 0.0) for k in
-                                       (np.searchsorted(times, tt) * n_h + fh).tolist()],
-                                      dtype=np.float64)
+    found = pd.Index(act_key).get_indexer(np.searchsorted(times, tt) * n_h + fh)
+    act_val = act["helper_active"].to_numpy(np.float64)
+    frame["helper_active"] = (np.where(found >= 0, act_val[found], 0.0) if len(act_val)
+                              else np.zeros(len(found)))
     inv_v = {c: name for name, c in video_c.index.items()}
     inv_h = {c: name for name, c in helper_c.index.items()}
     vid_len = np.array([float(nseg.get(inv_v[c], 0)) for c in range(n_v)])

@@ -204,6 +204,7 @@ class OriginLogic:
         self._mesh: Optional[tuple[int, dict, nx.Graph]] = None
         self._nearest: Optional[tuple[nx.Graph, NearestCopy]] = None
         self._demand: Optional[tuple[dict, float, list[Demand]]] = None
+        self._sizes: dict[tuple[str, int], int] = {}
 
     # -- driving ----------------------------------------------------------------------
     @property
@@ -326,7 +327,11 @@ class OriginLogic:
         return {v: self.live_edge(v, now) for v in self.live_ids}
 
     def size_of(self, video: str, index: int) -> int:
-        return self.catalogue[video].segment_size(index)
+        key = (video, index)
+        size = self._sizes.get(key)
+        if size is None:  # a catalogue's sizes never change: each worked out once
+            size = self._sizes[key] = self.catalogue[video].segment_size(index)
+        return size
 
     def helper_views(self, now: float) -> list[HelperView]:
         playheads: dict[str, list[tuple[str, int]]] = {}
