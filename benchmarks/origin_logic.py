@@ -1,4 +1,4 @@
-"""One prefetch round of the master's delivery side on 100 and 1,000 helpers (no root).
+"""One prefetch round of the master's delivery side on 100, 1,000 and 10,000 helpers (no root).
 
 Writes benchmarks/out/origin_logic.json.  Pure logic on a fake clock
 (:class:`testbed.core.node.origin.OriginLogic` over a :class:`MasterLogic` whose first
@@ -36,7 +36,7 @@ from testbed.core.node.master import (  # noqa: E402
 from testbed.core.node.origin import FORECAST, PREFETCH, OriginLogic, OriginSettings  # noqa: E402
 from testbed.core.prefetch import make_policy  # noqa: E402
 
-SIZES = (100, 1000)
+SIZES = (100, 1000, 10_000)
 REPEATS = 5
 INTERVAL_S = 1.0
 BUDGET = int(2000 * 1000 / 8 * INTERVAL_S)

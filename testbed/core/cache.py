@@ -214,6 +214,9 @@ class SegmentCache:
         self._floors: dict[str, int] = {}
         self._used = 0
         self._stats = dict.fromkeys(STAT_KEYS, 0)
+        #: goes up whenever an entry comes or goes (a new version replaces an entry): the
+        #: same count means the same keys, order and versions
+        self.changes = 0
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -241,6 +244,7 @@ class SegmentCache:
     # -- internals -------------------------------------------------------------------------
     def _drop(self, key: Key) -> Entry:
         entry = self._entries.pop(key)
+        self.changes += 1
         self._used -= entry.size
         indices = self._by_video[key[0]]
         indices.discard(key[1])
@@ -286,6 +290,7 @@ class SegmentCache:
             evicted.append(victim)
         self._stats["evictions"] += len(evicted)
         self._entries[key] = Entry(key, version, data, origin, now, now)
+        self.changes += 1
         self._by_video.setdefault(key[0], set()).add(key[1])
         self._used += len(data)
         self._policy.on_insert(key, now)

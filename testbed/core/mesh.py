@@ -354,6 +354,11 @@ class NearestCopy:
             tree = self._trees[(root, limit)] = (dist, pred)
         return tree
 
+    def forget(self, keep: Optional[str] = None) -> None:
+        """Drop the searches kept so far, but the one from ``keep`` (a new round: what it
+        keeps then stays bounded by what it asks)."""
+        self._trees = {k: v for k, v in self._trees.items() if k[0] == keep}
+
     def distance(self, source: str, dest: str) -> float:
         """The cost from ``source`` to ``dest`` (``inf`` when unreachable or unknown)."""
         if source not in self.index or dest not in self.index:

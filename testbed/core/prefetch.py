@@ -206,6 +206,11 @@ class Demand:
     expected: float
 
     def __post_init__(self) -> None:
+        e = self.expected
+        if (type(self.helper) is str and self.helper and type(self.video) is str
+                and self.video and type(self.index) is int and self.index >= 0
+                and type(e) is float and 0.0 <= e < math.inf):
+            return  # the usual row, checked at once; anything else as below
         if not isinstance(self.helper, str) or not self.helper:
             raise PrefetchError(f"demand helper must be a non-empty name, got {self.helper!r}")
         if not isinstance(self.video, str) or not self.video:

@@ -13,6 +13,7 @@ switch.  Optional node attributes: ``region`` (int), ``tier`` (int), ``pos``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -93,9 +94,13 @@ def switches(g: nx.Graph) -> list[str]:
     return sorted((n for n, r in g.nodes(data="role") if r == SWITCH), key=natural_key)
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def natural_key(name: str) -> tuple:
-    """Sort key that puts h2 before h10."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+    """Sort key that puts h2 before h10 (remembered: the same names are sorted often)."""
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
 
 
 def validate(g: nx.Graph) -> None:

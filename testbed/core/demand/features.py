@@ -20,6 +20,9 @@ FEATURES = (
     "helper_stop_rate",
 )
 _BIG_ETA = 1e6
+#: Events this much further than every window are left out of a count: they are never in
+#: one, however the counter's combined key rounds.
+_MARGIN_S = 2.0
 
 
 def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
@@ -38,10 +41,10 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
     nseg = dict(n_segments or {})
     at = ev["at"].to_numpy(np.float64)
     kind = ev["kind"].to_numpy(object)
-    helper_c, video_c, viewer_c = _Codes(), _Codes(), _Codes()
-    h = helper_c.encode(ev["helper"].to_numpy(object))
-    v = video_c.encode(ev["video"].to_numpy(object))
-    s = viewer_c.encode((ev["helper"] + "\x00" + ev["viewer"].astype(str)).to_numpy(object))
+    helper_c, video_c = _Codes(), _Codes()
+    h = helper_c.encode(ev["helper"])
+    v = video_c.encode(ev["video"])
+    s = _session_codes(h, ev["viewer"])
     idx = ev["index"].to_numpy(np.int64)
     is_req = kind == "request"
     n_h, n_v = max(len(helper_c.index), 1), max(len(video_c.index), 1)
@@ -180,27 +183,34 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
     # ---- window counts
     fv, fi = frame["v"].to_numpy(), frame["i"].to_numpy()
     w, lw = cfg.window_s, cfg.long_window_s
-    frame["seg_local"] = _WindowCounter(req_codes, req_at).count(seg_code(fh, fv, fi), tt, w)
-    frame["seg_global"] = _WindowCounter(req["v"].to_numpy() * max_idx + req["i"].to_numpy(),
-                                         req_at).count(fv * max_idx + fi, tt, w)
-    frame["vid_local"] = _WindowCounter(req["h"].to_numpy() * n_v + req["v"].to_numpy(),
-                                        req_at).count(fh * n_v + fv, tt, w)
-    frame["vid_global"] = _WindowCounter(req["v"].to_numpy(), req_at).count(fv, tt, w)
+
+    def counter(codes: np.ndarray, when: np.ndarray, window: float) -> _WindowCounter:
+        """Counts of the events that may fall in some snapshot's window (the others,
+        further than a margin from every window, are left out before sorting)."""
+        keep = (when > times[0] - window - _MARGIN_S) & (when <= times[-1] + _MARGIN_S)
+        return _WindowCounter(codes[keep], when[keep])
+
+    frame["seg_local"] = counter(req_codes, req_at, w).count(seg_code(fh, fv, fi), tt, w)
+    frame["seg_global"] = counter(req["v"].to_numpy() * max_idx + req["i"].to_numpy(),
+                                  req_at, w).count(fv * max_idx + fi, tt, w)
+    frame["vid_local"] = counter(req["h"].to_numpy() * n_v + req["v"].to_numpy(),
+                                 req_at, w).count(fh * n_v + fv, tt, w)
+    frame["vid_global"] = counter(req["v"].to_numpy(), req_at, w).count(fv, tt, w)
     starts = kind == "start"
-    frame["vid_starts_local"] = _WindowCounter(h[starts] * n_v + v[starts], at[starts]).count(
+    frame["vid_starts_local"] = counter(h[starts] * n_v + v[starts], at[starts], lw).count(
         fh * n_v + fv, tt, lw)
-    frame["helper_arrivals"] = _WindowCounter(h[starts], at[starts]).count(fh, tt, lw)
-    hreq = _WindowCounter(h[is_req], at[is_req]).count(fh, tt, lw)
+    frame["helper_arrivals"] = counter(h[starts], at[starts], lw).count(fh, tt, lw)
+    hreq = counter(h[is_req], at[is_req], lw).count(fh, tt, lw)
     for col, kinds in (("helper_pause_rate", ("pause",)), ("helper_seek_rate", ("seek",)),
                        ("helper_stop_rate", ("stop", "abandon"))):
-        m = np.isin(kind, kinds)
-        frame[col] = _WindowCounter(h[m], at[m]).count(fh, tt, lw) / np.maximum(hreq, 1.0)
+        m = np.logical_or.reduce([kind == k for k in kinds])  # np.isin sorts objects
+        frame[col] = counter(h[m], at[m], lw).count(fh, tt, lw) / np.maximum(hreq, 1.0)
     act = active.reset_index()
     act_key = np.searchsorted(times, act["t"].to_numpy()) * n_h + act["h"].to_numpy()
-    act_val = dict(zip(act_key.tolist(), act["helper_active"].to_numpy().tolist()))
-    frame["helper_active"] = np.array([act_val.get(k, 0.0) for k in
-                                       (np.searchsorted(times, tt) * n_h + fh).tolist()],
-                                      dtype=np.float64)
+    found = pd.Index(act_key).get_indexer(np.searchsorted(times, tt) * n_h + fh)
+    act_val = act["helper_active"].to_numpy(np.float64)
+    frame["helper_active"] = (np.where(found >= 0, act_val[found], 0.0) if len(act_val)
+                              else np.zeros(len(found)))
     inv_v = {c: name for name, c in video_c.index.items()}
     inv_h = {c: name for name, c in helper_c.index.items()}
     vid_len = np.array([float(nseg.get(inv_v[c], 0)) for c in range(n_v)])
@@ -216,6 +226,16 @@ def build_frame(events: pd.DataFrame, times: Sequence[float], cfg: DemandConfig,
         if c != "index":
             out[c] = frame[c].to_numpy(np.float64)
     return out
+
+
+def _session_codes(helper_codes: np.ndarray, viewers: pd.Series) -> np.ndarray:
+    """A code per (helper, viewer) pair, in order of first appearance: the codes of the
+    texts ``helper + "\\x00" + viewer``, without making those texts."""
+    # the texts of the distinct viewers only (``astype(str)`` of every row costs more)
+    raw, distinct = pd.factorize(viewers, use_na_sentinel=False)
+    viewer = _Codes().encode([str(x) for x in distinct.tolist()])[np.asarray(raw)]
+    pair = helper_codes * max(int(viewer.max(initial=0)) + 1, 1) + viewer
+    return pd.factorize(pair)[0].astype(np.int64)
 
 
 def _empty_frame() -> pd.DataFrame:

@@ -49,6 +49,9 @@ from testbed.core.records import ROOT_HEADER, SOURCE_HEADER, VERSION_HEADER, Roo
 from testbed.core.telemetry import TelemetryBuffer, TelemetryError, telemetry_record
 
 PEER_SAMPLE = 4           # non-neighbours probed per round (besides the neighbours)
+#: peers a helper keeps measurements of: with more peers than this, the neighbours, the
+#: parent and the best of the peers sampled lately; the others are forgotten
+PEER_STATE_MAX = 64
 PROBE_STAGGER_S = 0.003   # between two peer probes: replies do not queue behind each other
 PROBE_WAIT_S = 0.3        # after the last probe, the round decides on what came back
 BW_PROBE_BYTES = 12 * 1024  # within TCP's first flight (10 segments), so one train
@@ -86,6 +89,23 @@ class HelperSettings:
     @property
     def peers(self) -> list[str]:
         return [n for n in self.addresses if n not in (self.name, self.master)]
+
+    def is_peer(self, name: str) -> bool:
+        return name in self.addresses and name != self.name and name != self.master
+
+
+#: address book -> its names in order, shared by every helper given the same book (so
+#: 10,000 helpers do not each hold their own list of 10,000 names)
+_NAMES: dict[int, tuple[object, tuple[str, ...]]] = {}
+
+
+def _names(addresses: dict[str, str]) -> tuple[str, ...]:
+    got = _NAMES.get(id(addresses))
+    if got is None or got[0] is not addresses or len(got[1]) != len(addresses):
+        if len(_NAMES) >= 16:
+            _NAMES.pop(next(iter(_NAMES)))
+        got = _NAMES[id(addresses)] = (addresses, tuple(addresses))
+    return got[1]
 
 
 # -- helper-specific effects ---------------------------------------------------------------
@@ -251,11 +271,22 @@ class HelperLogic:
         self.live_ids = s.catalogue.ids("live")
         self.selector = NeighbourSelector(k=s.mesh_degree)
         self.table: dict | None = None
-        self.peer_rtt: dict[str, deque] = {p: deque(maxlen=5) for p in s.peers}
+        # Few peers: every one is measured (``peer_rtt`` holds them all, in address-book
+        # order).  Many: only the neighbours, the parent and the best PEER_STATE_MAX of
+        # those sampled lately, the sample going round the address book by a cursor.
+        names = _names(s.addresses)
+        n_peers = len(names) - (s.name in s.addresses) - (s.master in s.addresses
+                                                          and s.master != s.name)
+        self._few = n_peers <= PEER_STATE_MAX
+        self._names = names
+        self._cursor = 0
+        self.peer_rtt: dict[str, deque] = (
+            {p: deque(maxlen=5) for p in s.peers} if self._few else {})
         self.peer_bw: dict[str, float] = {}
         self.peer_bw_at: dict[str, float] = {}
         self.rounds = 0
         self.reported_inventory = b""
+        self._reported_changes = -1  # the cache's change count at the last report
         self.live_groups: dict[str, str] = {}          # video -> joined group
         self.live_wanted_until: dict[str, float] = {}
         self.seen_invalidations: set[str] = set()
@@ -733,7 +764,7 @@ class HelperLogic:
         except (KeyError, TypeError, ValueError):
             return [self._reject("malformed", "master", "push_order"),
                     Reply(ref, 400, b"malformed push order\n")]
-        if len(route) < 2 or route[0] != self.s.name or route[1] not in self.peer_rtt:
+        if len(route) < 2 or route[0] != self.s.name or not self.s.is_peer(route[1]):
             return [self._reject("bad_route", "master", "push_order"),
                     Reply(ref, 400, b"not a route from this helper\n")]
         entry = self.cache.peek((video, index))
@@ -776,14 +807,62 @@ class HelperLogic:
     def probe_targets(self) -> list[str]:
         """This round's peers to probe: the neighbours, then a rotating sample of the
         others (``PEER_SAMPLE`` a round), so the cost stays flat as helpers are added and
-        every peer is still measured within a few rounds."""
-        others = [p for p in self.peer_rtt if p not in self.selector.neighbours]
+        every peer is still measured within a few rounds (with more than
+        :data:`PEER_STATE_MAX` peers: within ``peers / PEER_SAMPLE`` rounds, the parent
+        probed each round too, and only a bounded set of peers remembered)."""
+        neighbours = self.selector.neighbours
+        if not self._few:
+            return self._many_targets(neighbours)
+        others = [p for p in self.peer_rtt if p not in neighbours]
         if not others:
-            return list(self.selector.neighbours)
+            return list(neighbours)
         start = (self.rounds * PEER_SAMPLE) % len(others)
         sample = (others[start:] + others[:start])[:PEER_SAMPLE]
         self.rounds += 1
-        return [*self.selector.neighbours, *sample]
+        return [*neighbours, *sample]
+
+    def _parent_peer(self) -> str | None:
+        parent = self.table["parent"] if self.table else None
+        return parent if parent is not None and self.s.is_peer(parent) else None
+
+    def _many_targets(self, neighbours: tuple[str, ...]) -> list[str]:
+        """The neighbours, the parent, and the next ``PEER_SAMPLE`` others of the address
+        book from the cursor on; then the peers remembered are cut back to the bound."""
+        skip = {*neighbours, self.s.name, self.s.master}
+        targets = list(neighbours)
+        parent = self._parent_peer()
+        if parent is not None and parent not in skip:
+            targets.append(parent)
+            skip.add(parent)
+        names, n = self._names, len(self._names)
+        taken = looked = 0
+        while taken < PEER_SAMPLE and looked < n:
+            p = names[self._cursor]
+            self._cursor = (self._cursor + 1) % n
+            looked += 1
+            if p not in skip:
+                targets.append(p)
+                skip.add(p)
+                taken += 1
+        self.rounds += 1
+        for p in targets:
+            if p not in self.peer_rtt:
+                self.peer_rtt[p] = deque(maxlen=5)
+        self._forget(set(targets))
+        return targets
+
+    def _forget(self, keep: set[str]) -> None:
+        """Cut the peers remembered back to :data:`PEER_STATE_MAX` (never one in ``keep``):
+        first those that never answered, then the slowest, the older first among equals."""
+        excess = len(self.peer_rtt) - PEER_STATE_MAX
+        if excess <= 0:
+            return
+        order = sorted(((bool(s), -statistics.median(s) if s else 0.0, i, p)
+                        for i, (p, s) in enumerate(self.peer_rtt.items()) if p not in keep))
+        for *_, p in order[:excess]:
+            del self.peer_rtt[p]
+            self.peer_bw.pop(p, None)
+            self.peer_bw_at.pop(p, None)
 
     def _neighbour_round(self, now: float) -> list:
         targets = self.probe_targets()
@@ -815,7 +894,7 @@ class HelperLogic:
                 SetTimer("bandwidth_wait", now + BW_WAIT_S)]
 
     def _bandwidth_sample(self, ev: BandwidthSample, now: float) -> list:
-        if ev.seconds > 0.0002 and ev.nbytes >= 4096:
+        if ev.seconds > 0.0002 and ev.nbytes >= 4096 and (self._few or ev.peer in self.peer_rtt):
             sample = ev.nbytes * 8 / ev.seconds / 1e6
             old = self.peer_bw.get(ev.peer)
             self.peer_bw[ev.peer] = sample if old is None else 0.7 * old + 0.3 * sample
@@ -844,12 +923,13 @@ class HelperLogic:
         report = {p: {"latency_ms": round(metrics[p].latency_ms, 3),
                       "bw_mbit": round(metrics[p].bw_mbit, 3)}
                   for p in change.neighbours if p in metrics}
-        inventory = json.dumps([[k[0], k[1], self.cache.peek(k).version]
-                                for k in list(self.cache.keys())]).encode()
-        if inventory == self.reported_inventory:
-            inventory = b""  # unchanged since the last report: the master keeps that one
-        else:
-            self.reported_inventory = inventory
+        inventory = b""  # unchanged since the last report: the master keeps that one
+        if self.cache.changes != self._reported_changes:
+            self._reported_changes = self.cache.changes
+            now_held = json.dumps([[k[0], k[1], self.cache.peek(k).version]
+                                   for k in list(self.cache.keys())]).encode()
+            if now_held != self.reported_inventory:
+                inventory = self.reported_inventory = now_held
         out.append(Send(self.s.master, "neighbours", {"neighbours": report}, inventory,
                         path="/control", cls="control", timeout_s=CONTROL_TIMEOUT_S))
         return out

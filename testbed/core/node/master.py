@@ -36,6 +36,7 @@ the same nonces, and a helper cannot guess the next probe's nonce to answer it e
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections import Counter
@@ -135,6 +136,13 @@ class MasterLogic:
         self.sent_place: dict[str, tuple] = {}
         self.reports: dict[str, dict[str, PeerMetric]] = {}
         self.inventory: dict[str, set[tuple[str, int]]] = {}
+        #: segment -> helpers whose inventory holds it (``inventory`` turned round)
+        self.holding: dict[tuple[str, int], set[str]] = {}
+        #: goes up whenever a helper's reported links differ from its report before
+        self.reports_changes = 0
+        self._reporters: list[str] = []            # the reporting helpers, sorted
+        self._reported: dict[str, list[str]] = {}  # helper -> its reported peers, sorted
+        self._tier_lists: tuple[int, list[list[str]]] = (-1, [])
         self.round = 0
         self._deciding: Optional[int] = None  # the round whose decision is pending
         self._key = bytes(nonce_key)
@@ -257,10 +265,15 @@ class MasterLogic:
                 "live_group": relay_group(parent_ip, 1) if self.live else ""}
 
     def sync_data(self) -> dict:
-        """What the controller should know: tiers and mesh pairs."""
-        tiers = self.pingback.tiers
-        return {"tiers": tiers_as_lists(tiers) if tiers else [],
-                "mesh": {h: sorted(r) for h, r in sorted(self.reports.items())}}
+        """What the controller should know: tiers and mesh pairs (the lists are shared
+        between calls until they change: read them, do not change them)."""
+        version = self.pingback.version
+        if self._tier_lists[0] != version:
+            tiers = self.pingback.tiers
+            self._tier_lists = (version, tiers_as_lists(tiers) if tiers else [])
+        reported = self._reported
+        return {"tiers": self._tier_lists[1],
+                "mesh": {h: reported[h] for h in self._reporters}}
 
     # -- helpers' reports -------------------------------------------------------------
     def on_neighbours(self, report: Neighbours) -> list[Effect]:
@@ -273,19 +286,39 @@ class MasterLogic:
         except (KeyError, TypeError, ValueError, AttributeError):
             return [_rejected(sender, "neighbours")]
         out: list[Effect] = []
-        changed = set(metrics) != set(self.reports.get(sender, {}))
+        before = self.reports.get(sender)
+        changed = metrics.keys() != (before or {}).keys()
+        if metrics != before:
+            self.reports_changes += 1
+        if before is None:
+            bisect.insort(self._reporters, sender)
         self.reports[sender] = metrics
+        if changed or before is None:
+            self._reported[sender] = sorted(metrics)
         if report.payload:  # empty: the inventory has not changed since the last report
             try:
                 inv = json.loads(report.payload)
-                self.inventory[sender] = {(str(v), int(i)) for v, i, ver in inv
-                                          if ver >= self.versions.get(v, 1)}
+                self._hold(sender, {(str(v), int(i)) for v, i, ver in inv
+                                    if ver >= self.versions.get(v, 1)})
             except (ValueError, TypeError):
                 out.append(_rejected(sender, "inventory"))
         if changed:
             out.append(Record("mesh_report", {"helper": sender, "neighbours": sorted(metrics)}))
             out.append(WriteSync(self.sync_data()))
         return out
+
+
+    def _hold(self, sender: str, keys: set[tuple[str, int]]) -> None:
+        """``sender``'s inventory is now ``keys``: ``inventory`` and ``holding`` too."""
+        old = self.inventory.get(sender, set())
+        for key in old - keys:
+            at = self.holding[key]
+            at.discard(sender)
+            if not at:
+                del self.holding[key]
+        for key in keys - old:
+            self.holding.setdefault(key, set()).add(sender)
+        self.inventory[sender] = keys
 
 
 def _rejected(sender: str, what: str) -> Record:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -126,6 +126,32 @@ class OriginSettings:
     planned: Optional[Sequence[tuple[float, str, str, int]]] = None
 
 
+class _Holders(Mapping):
+    """Segment -> sorted helpers holding it: the inventories' (``holding``) and the copies
+    landed since (``landed``), joined when a segment is looked up."""
+
+    def __init__(self, holding: Mapping[tuple[str, int], set[str]],
+                 landed: dict[tuple[str, int], set[str]]) -> None:
+        self.holding = holding
+        self.landed = landed
+
+    def __getitem__(self, key: tuple[str, int]) -> list[str]:
+        held, landed = self.holding.get(key), self.landed.get(key)
+        if not held and not landed:
+            raise KeyError(key)
+        return sorted((held or set()) | (landed or set()))
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        yield from self.holding
+        yield from (k for k in self.landed if k not in self.holding)
+
+    def __len__(self) -> int:
+        return len(self.holding) + sum(k not in self.holding for k in self.landed)
+
+    def __bool__(self) -> bool:
+        return bool(self.holding) or bool(self.landed)
+
+
 class OriginLogic:
     """The master's delivery side (see the module).
 
@@ -173,11 +199,21 @@ class OriginLogic:
         self._next_ref = 0
         self._key = bytes(id_key)[:64]
         self._counter = 0
+        # what a round rebuilds only when its inputs changed
+        self._helpers: tuple[object, int, list[str]] = (None, -1, [])
+        self._mesh: Optional[tuple[int, dict, nx.Graph]] = None
+        self._nearest: Optional[tuple[nx.Graph, NearestCopy]] = None
+        self._demand: Optional[tuple[dict, float, list[Demand]]] = None
+        self._sizes: dict[tuple[str, int], int] = {}
 
     # -- driving ----------------------------------------------------------------------
     @property
     def helpers(self) -> list[str]:
-        return sorted(self.tree.helpers)
+        """The helpers, sorted (read it, do not change it: it is kept between calls)."""
+        helpers = self.tree.helpers
+        if self._helpers[0] is not helpers or self._helpers[1] != len(helpers):
+            self._helpers = (helpers, len(helpers), sorted(helpers))
+        return self._helpers[2]
 
     @property
     def forecast_every_s(self) -> float:
@@ -241,7 +277,7 @@ class OriginLogic:
             self._ask_due = True
             return []
         predictor = getattr(self.policy, "predictor", None) or "model"
-        body: dict[str, Any] = {"helpers": self.helpers, "top": self.s.engine_top,
+        body: dict[str, Any] = {"helpers": list(self.helpers), "top": self.s.engine_top,
                                 "predictor": predictor}
         if getattr(self.policy, "horizon_s", None):
             body["horizon_s"] = self.policy.horizon_s
@@ -291,7 +327,11 @@ class OriginLogic:
         return {v: self.live_edge(v, now) for v in self.live_ids}
 
     def size_of(self, video: str, index: int) -> int:
-        return self.catalogue[video].segment_size(index)
+        key = (video, index)
+        size = self._sizes.get(key)
+        if size is None:  # a catalogue's sizes never change: each worked out once
+            size = self._sizes[key] = self.catalogue[video].segment_size(index)
+        return size
 
     def helper_views(self, now: float) -> list[HelperView]:
         playheads: dict[str, list[tuple[str, int]]] = {}
@@ -311,14 +351,29 @@ class OriginLogic:
         return {h: frozenset(keys) for h, keys in by.items()}
 
     def mesh(self) -> nx.Graph:
-        """The mesh as the master knows it: helpers' reported links, and its own to tier 1."""
+        """The mesh as the master knows it: helpers' reported links, and its own to tier 1
+        (the graph of the round before when neither changed since; read it, do not change
+        it)."""
         pingback = self.tree.pingback
         master_links = {}
         for helper, table in pingback.tables.items():
             if table.parent == self.master and helper != self.master:
                 lat = pingback.index.latency(helper) or 50.0
                 master_links[helper] = PeerMetric(latency_ms=lat, bw_mbit=50.0)
-        return mesh_graph(self.tree.reports, self.master, master_links)
+        changes = self.tree.reports_changes
+        if self._mesh is None or self._mesh[0] != changes or self._mesh[1] != master_links:
+            self._mesh = (changes, master_links,
+                          mesh_graph(self.tree.reports, self.master, master_links))
+        return self._mesh[2]
+
+    def nearest(self, graph: nx.Graph) -> NearestCopy:
+        """Routes from the nearest copy over ``graph``: kept while the graph is the same,
+        with only the origin's own search carried from one round to the next."""
+        if self._nearest is None or self._nearest[0] is not graph:
+            self._nearest = (graph, NearestCopy(graph, self.master, self.ref_bytes))
+        else:
+            self._nearest[1].forget(keep=self.master)
+        return self._nearest[1]
 
     def demand(self, now: float) -> list[Demand]:
         """Expected requests per helper and segment over the horizon, for a demand policy:
@@ -330,29 +385,34 @@ class OriginLogic:
             return []
         # the running sessions' next requests, and the start-up bursts of sessions to come
         # (on-demand videos only: a live session starts at the live edge)
+        # the same answer gives the same rows (read them, do not change them)
+        if (self._demand is not None and self._demand[0] is self.forecast
+                and self._demand[1] == self.forecast_at):
+            return self._demand[2]
         helpers = self.tree.helpers
         rows = [(h, v, i, x, key == "arrivals") for key in ("predictions", "arrivals")
                 for h, got in self.forecast.get(key, {}).items() for v, i, x in got]
-        return [Demand(h, str(v), int(i), float(x)) for h, v, i, x, to_come in rows
-                if h in helpers and v in self.catalogue
-                and not (to_come and self.catalogue[v].kind == "live")]
+        demand = [Demand(h, str(v), int(i), float(x)) for h, v, i, x, to_come in rows
+                  if h in helpers and v in self.catalogue
+                  and not (to_come and self.catalogue[v].kind == "live")]
+        self._demand = (self.forecast, self.forecast_at, demand)
+        return demand
 
-    def holders(self, now: float) -> dict[tuple[str, int], list[str]]:
-        """Segment -> helpers holding a copy: their inventory reports, and the copies pushed
-        to them that have had time to land since (until a report says otherwise)."""
-        out: dict[tuple[str, int], set[str]] = {}
-        for helper, keys in self.tree.inventory.items():
-            for key in keys:
-                out.setdefault(key, set()).add(helper)
+    def holders(self, now: float) -> Mapping[tuple[str, int], list[str]]:
+        """Segment -> helpers holding a copy, sorted: their inventory reports, and the
+        copies pushed to them that have had time to land since (until a report says
+        otherwise).  Each segment's holders are looked up when asked for, so a round
+        costs what it asks, not every helper's whole inventory."""
+        landed: dict[tuple[str, int], set[str]] = {}
         for key, at in list(self.pushed.items()):
             for helper, t in list(at.items()):
                 if now - t > LANDED_FOR_S:
                     del at[helper]
                 elif now - t >= LANDED_AFTER_S:
-                    out.setdefault(key, set()).add(helper)
+                    landed.setdefault(key, set()).add(helper)
             if not at:
                 del self.pushed[key]
-        return {k: sorted(v) for k, v in out.items()}
+        return _Holders(self.tree.holding, landed)
 
     def room(self, now: float) -> Optional[LinkRoom]:
         """What each link can take in pushes this round (None: the links are not looked
@@ -375,14 +435,12 @@ class OriginLogic:
             helpers = self.helpers
             network: dict = {"newest": self.newest(now), "link_room": self.room(now)}
             if self.master in graph and self.s.push_source == "nearest":
-                network["nearest"] = NearestCopy(graph, self.master, self.ref_bytes)
+                network["nearest"] = self.nearest(graph)
                 network["holders"] = self.holders(now)
             elif self.master in graph:
                 network["routes"] = push_routes(graph, [self.master], helpers, ROUTE_BYTES)
-            inventory = self.tree.inventory
-            cached = {h: frozenset(inventory.get(h, set())) for h in helpers}
-            flying = self._flying()
-            flying = {h: flying.get(h, frozenset()) for h in helpers}
+            # helper -> what it holds / has on its way (a helper missing: nothing)
+            cached, flying = self.tree.inventory, self._flying()
             return self.policy.plan_demand(now, self.demand(now), cached, flying,
                                            self.size_of, budget, master=self.master,
                                            **network)
