@@ -155,14 +155,17 @@ class NodePlan:
 
         return build_catalogue(self.content.catalogue_config())
 
-    def helper_settings(self, http_port: int, catalogue: Catalogue | None = None
-                        ) -> HelperSettings:
-        """The helper's settings (:class:`testbed.core.node.helper.HelperSettings`)."""
+    def helper_settings(self, http_port: int, catalogue: Catalogue | None = None,
+                        addresses: dict[str, str] | None = None) -> HelperSettings:
+        """The helper's settings (:class:`testbed.core.node.helper.HelperSettings`).
+        ``addresses``: the address book to share (a simulation of many helpers gives
+        them all one, read-only; default: this plan's, copied)."""
         from testbed.core.node.helper import HelperSettings
 
         d = self.delivery
         return HelperSettings(
-            name=self.name, master=self.master, addresses=dict(self.addresses),
+            name=self.name, master=self.master,
+            addresses=addresses if addresses is not None else dict(self.addresses),
             catalogue=catalogue if catalogue is not None else self.catalogue(),
             cache_bytes=d.cache_bytes, eviction=d.eviction, mesh_degree=d.mesh_degree,
             mesh_pull=d.mesh_pull, push_port=self.push_port,

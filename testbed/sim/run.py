@@ -79,8 +79,9 @@ def build_world(plan: RunPlan) -> World:
         ep = plans[ENGINE_NAME]
         world.add(SimEngine(world, ENGINE_NAME, plan.engine.host, ep.engine_config(),
                             catalogue, plan.engine.port))
+    book = dict(mp.addresses)  # one address book for every helper (never written)
     for h in r.helpers:
-        world.add(SimHelper(world, h, plans[h].helper_settings(HTTP_PORT, catalogue)))
+        world.add(SimHelper(world, h, plans[h].helper_settings(HTTP_PORT, catalogue, book)))
     url = {h: f"http://{plan.ip(h)}:{HTTP_PORT}" for h in r.helpers}  # as the daemons name them
     for v in r.viewers:
         vp = plans[v]

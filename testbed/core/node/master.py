@@ -40,7 +40,7 @@ import bisect
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -84,11 +84,32 @@ class Neighbours:
     payload: bytes = b""
 
 
-@dataclass(frozen=True)
 class WriteSync:
-    """Effect: replace what the controller is told (the sync file) with ``data``."""
+    """Effect: replace what the controller is told (the sync file) with ``data``.
 
-    data: dict
+    Given a ``source`` instead, ``data`` is worked out only when a driver reads it (a
+    simulation, which has no controller to tell, never does: at 10,000 helpers the whole
+    mesh would otherwise be rebuilt for every neighbour report)."""
+
+    __slots__ = ("_data", "_source")
+
+    def __init__(self, data: dict | None = None, *,
+                 source: Callable[[], dict] | None = None) -> None:
+        self._data, self._source = data, source
+
+    @property
+    def data(self) -> dict:
+        if self._data is None and self._source is not None:
+            self._data, self._source = self._source(), None
+        return self._data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WriteSync) and self.data == other.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"WriteSync({self.data!r})"
 
 
 Event = Union[Timer, ProbeReply, Neighbours]
@@ -245,7 +266,7 @@ class MasterLogic:
         out: list[Effect] = [
             Record("tiers", {"version": self.pingback.version, "tiers": tiers,
                              "index_ms": {h: round(v, 3) for h, v in index.items()}}),
-            WriteSync(self.sync_data()),
+            WriteSync(source=self.sync_data),
         ]
         for helper, t in tables.items():
             if helper == self.master or helper not in self.helpers:
@@ -304,7 +325,7 @@ class MasterLogic:
                 out.append(_rejected(sender, "inventory"))
         if changed:
             out.append(Record("mesh_report", {"helper": sender, "neighbours": sorted(metrics)}))
-            out.append(WriteSync(self.sync_data()))
+            out.append(WriteSync(source=self.sync_data))
         return out
 
 
