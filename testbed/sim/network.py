@@ -471,8 +471,11 @@ class FlowNet:
             for f in group:
                 self._progress(f, now)
         for group, low in zip(order, (False, True)):
+            before = [f.rate for f in group]
             self._fill(group, low)
-            for f in group:
+            for f, old in zip(group, before):
+                if f.rate == old and f.version:
+                    continue  # its end, already scheduled, has not moved
                 f.version += 1
                 self.k.at(now + max(f.remaining, 0.0) / f.rate, self._finish, (f, f.version))
 
