@@ -3,7 +3,7 @@ memory at 100, 1,000 and 10,000 helpers (no root).
 
 Writes benchmarks/out/sim_scale.json.  Each point is ``experiments/scale/geometric-1000.yaml``
 with the helpers, viewer hosts (one per 10 helpers), switches and link radius of the
-sweep in ``experiments/scale/helpers-sweep.yaml``, the predictive policy, played for
+sweep in ``experiments/sweeps/scale-helpers.yaml``, the predictive policy, played for
 ``--duration`` simulated seconds (default 300, warm-up 60) in a fresh process, so its peak
 resident memory is its own.  Reported per point: sessions, requests, events, the
 simulation's wall and CPU time (the whole run: plan, play, tables), events and requests per

@@ -38,9 +38,13 @@ CA, SALT, T0 = b"\x01" * 32, b"\x02" * 16, 1000.0
 
 
 def _scenarios() -> list[Path]:
-    """Every scenario file under experiments/ (the sweep files are not scenarios)."""
+    """Every scenario file under experiments/ (the sweep files are not scenarios), but the
+    simulation's scale scenarios (an hour of a million sessions each: their plans are
+    checked by test_the_scale_scenarios_plan_at_a_shorter_duration)."""
     out = []
     for path in sorted((REPO / "experiments").rglob("*.yaml")):
+        if "scale" in path.relative_to(REPO / "experiments").parts:
+            continue
         try:
             load_scenario(path)
         except ScenarioError:
@@ -50,6 +54,16 @@ def _scenarios() -> list[Path]:
 
 
 SCENARIOS = _scenarios()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments" / "scale").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_the_scale_scenarios_plan_at_a_shorter_duration(path):
+    sc = load_scenario(path).with_overrides({"duration_s": 12, "warmup_s": 6})
+    plan = RunPlan.build(sc)
+    helpers = sc.topology.params["helpers"]
+    assert len(plan.roles.helpers) == helpers and len(plan.roles.viewers) == helpers // 10
+    assert plan.sessions and all(s.helper in plan.roles.helpers for s in plan.sessions)
 
 
 def test_the_experiments_include_the_two_main_scenarios():
