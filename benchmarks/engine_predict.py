@@ -16,9 +16,7 @@ import os
 
 os.environ["OMP_NUM_THREADS"] = "1"  # one core: before numpy and scikit-learn load
 
-import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -27,6 +25,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write  # noqa: E402
+from benchmarks.demand import timed  # noqa: E402
 from testbed.core import workload as W  # noqa: E402
 from testbed.core.engine import _DTYPES, DemandEngine, EngineConfig, train  # noqa: E402
 from testbed.core.workload import TRACE_COLUMNS  # noqa: E402
@@ -58,15 +57,6 @@ def scaled(trace: pd.DataFrame, n: int) -> pd.DataFrame:
         copies.append(c)
     out = pd.concat(copies, ignore_index=True)
     return out.sort_values("at", kind="stable").reset_index(drop=True)
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
 
 
 def run(n: int, trace: pd.DataFrame, n_segments: dict[str, int], model) -> dict:

@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from testbed.core import demand as D  # noqa: F401  (the engine's model, imported once)
 from testbed.core.content import Manifest, segment_standin, standin_manifest
 from testbed.core.engine import DemandEngine, EngineError, train
 from testbed.core.multicast import relay_group
@@ -351,11 +350,6 @@ class SimHelper(Node):
 
         w.net.send(self.host, other.host, 0,
                    lambda _: w.net.send(other.host, self.host, nbytes, got))
-
-    # -- viewers' requests (plain HTTP, not signed) ------------------------------------------
-    def viewer_request(self, make: Callable[[int], object], answer: Callable[[Reply], None]
-                       ) -> None:
-        self.ask(make, answer)
 
 
 # -- the master ------------------------------------------------------------------------------
@@ -685,7 +679,7 @@ class SimViewer(Node):
                 if not state[0]:
                     state[1] = w.net.send(helper.host, self.host, n, back)
 
-            helper.viewer_request(make, answer)
+            helper.ask(make, answer)  # plain HTTP: nothing signed or verified
 
         w.net.send(self.host, helper.host, size, at_helper)
         w.k.after(CLIENT_TIMEOUT_S, give_up)
