@@ -115,6 +115,10 @@ def _by_id(f: Flow) -> int:
     return f.id
 
 
+def _by_cap(lk: Link) -> float:
+    return lk.cap
+
+
 def wire_bytes(payload: int, http: bool = True) -> int:
     """Bytes on the wire for ``payload`` bytes of an HTTP body (headers and packets)."""
     body = payload + (HTTP_OVERHEAD if http else 0)
@@ -124,7 +128,8 @@ def wire_bytes(payload: int, http: bool = True) -> int:
 class Link:
     """One direction of a link."""
 
-    __slots__ = ("a", "b", "delay", "cap", "loss", "buffer", "hi", "lo", "bytes")
+    __slots__ = ("a", "b", "delay", "cap", "loss", "buffer", "hi", "lo", "bytes", "held",
+                 "hi_sum", "paced_sum", "lo_sum", "paced_n")
 
     def __init__(self, a: str, b: str, delay_s: float, cap: float, loss: float,
                  buffer: float) -> None:
@@ -136,6 +141,15 @@ class Link:
         self.hi: set[Flow] = set()
         self.lo: set[Flow] = set()
         self.bytes = 0.0        # carried so far
+        self.held: set[Flow] = set()  # the flows whose rate this link fixes
+        # the rates of the flows on it, by class (kept as rates change): TCP of the higher
+        # class, paced UDP, the lower class; and how many paced flows
+        self.hi_sum = self.paced_sum = self.lo_sum = 0.0
+        self.paced_n = 0
+
+    def free(self) -> float:
+        """What no flow here uses (bytes/s; negative by rounding at most)."""
+        return self.cap - self.hi_sum - self.paced_sum - self.lo_sum
 
     def __repr__(self) -> str:
         return f"Link({self.a}->{self.b})"
@@ -144,11 +158,12 @@ class Link:
 class Route:
     """A cached path: its links, the rate-limited ones, its propagation delay and loss."""
 
-    __slots__ = ("links", "limited", "prop", "loss")
+    __slots__ = ("links", "limited", "by_cap", "prop", "loss")
 
     def __init__(self, links: tuple[Link, ...]) -> None:
         self.links = links
         self.limited = tuple(lk for lk in links if lk.cap != math.inf)
+        self.by_cap = tuple(sorted(self.limited, key=_by_cap))  # the narrowest first
         self.prop = sum(lk.delay for lk in links)
         self.loss = 1.0 - math.prod(1.0 - lk.loss for lk in links)
 
@@ -156,7 +171,7 @@ class Route:
 class Flow:
     __slots__ = ("id", "links", "limited", "remaining", "rate", "t", "version", "lo", "fn",
                  "arg", "prop", "rtt", "cwnd", "bottleneck", "fluid", "loss_cap", "extra",
-                 "conn", "paced", "ca", "cancelled")
+                 "conn", "paced", "ca", "cancelled", "by_cap", "due")
 
     def __init__(self, fid: int, links: tuple[Link, ...], nbytes: float, lo: bool, fn, arg,
                  prop: float) -> None:
@@ -180,6 +195,8 @@ class Flow:
         self.paced: float | None = None   # UDP at this offered rate (bytes/s): no backing off
         self.ca = False                   # past its first loss: congestion avoidance
         self.cancelled = False            # its receiver gave up: it stops where it is
+        self.by_cap = self.limited        # its limited links, the narrowest first
+        self.due: float | None = None     # when its end event is due
 
 
 class FlowNet:
@@ -207,6 +224,7 @@ class FlowNet:
         self.g = self.view.graph()
         self._toward: dict[str, dict[str, str]] = {}
         self._trees: dict[tuple[str, frozenset], tuple[Link, ...]] = {}
+        self._spt: dict[str, nx.DiGraph] = {}  # sender -> its tree to every host
         #: each connection's window, when it was last used and its retransmission timeout:
         #: (src, dst, lo) -> (cwnd, t, rto)
         self.conns: dict[tuple[str, str, bool], tuple[float, float, float]] = {}
@@ -262,12 +280,30 @@ class FlowNet:
         key = (src, frozenset(members))
         got = self._trees.get(key)
         if got is None:
-            wanted = [m for m in key[1] if m != src]
+            wanted = sorted(m for m in key[1] if m != src)
             if not wanted:
                 got = ()
             else:
-                t = multicast_tree(self.view, src, wanted, g=self.g)
-                edges = [(src, t.graph["root"]), *t.edges()]
+                # The shortest-path tree to some members is the one to every host pruned
+                # to their branches (core.multicast.graft says as much), so the tree to
+                # every host is built once per sender and each member set walks it.
+                full = self._spt.get(src)
+                if full is None:
+                    others = [h for h in self.view.hosts if h != src]
+                    full = self._spt[src] = multicast_tree(self.view, src, others, g=self.g)
+                root = full.graph["root"]
+                edges = {(src, root): None}
+                for m in wanted:
+                    if m not in full:
+                        raise ValueError(f"no multicast path from {src} to {m}")
+                    branch, node = [], m
+                    while node != root:
+                        (up,) = full.pred[node]
+                        if (up, node) in edges:
+                            break
+                        branch.append((up, node))
+                        node = up
+                    edges.update(dict.fromkeys(reversed(branch)))
                 got = tuple(self.links[e] for e in edges)
             self._trees[key] = got
         return got
@@ -276,10 +312,10 @@ class FlowNet:
     def queue_delay(self, link: Link, lo: bool = False) -> float:
         """How long a packet arriving now waits at ``link``: the windows of the flows held
         back there, beyond what their round trip keeps in flight (at most the buffer)."""
-        if not (link.hi or link.lo) or link.cap == math.inf:
+        held = link.held
+        if not held or link.cap == math.inf:
             return 0.0
         now = self.k.now
-        held = [f for f in (link.hi | link.lo) if f.bottleneck is link]
         standing = math.fsum(max(0.0, _window(f, now) - f.rate * f.rtt) for f in held
                              if lo or not f.lo)
         while standing > link.buffer:  # it overflowed: the flows held here back off
@@ -295,7 +331,7 @@ class FlowNet:
         """The queueing along ``links`` (only rate-limited links queue)."""
         q = 0.0
         for lk in links:
-            if lk.hi or lk.lo:
+            if lk.held:
                 q += self.queue_delay(lk, lo)
         return q
 
@@ -327,6 +363,7 @@ class FlowNet:
             self.k.after(t, fn, arg)
             return None
         f = Flow(self.flows, links, wire, lo, fn, arg, prop)
+        f.by_cap = route.by_cap
         f.rtt = 2 * prop
         f.conn = (src, dst, lo)
         last = self.conns.get(f.conn)
@@ -347,9 +384,7 @@ class FlowNet:
         f.version += 1
         if f.fluid:
             self._progress(f, self.k.now)
-            for lk in f.links:
-                (lk.lo if f.lo else lk.hi).discard(f)
-            self._reshare(f.links)
+            self._leave(f)
 
     def multicast(self, src: str, members: dict[str, tuple[Callable, Any]], payload: int,
                   datagrams: int, pace: float = MULTICAST_PACE) -> None:
@@ -375,7 +410,7 @@ class FlowNet:
         f.cwnd = math.inf  # no congestion control: it leaves at the sender's pace
         f.paced = pace
         self.flows += 1
-        self._go_fluid(f)
+        self._go_fluid(f, pace)
 
     def _overflows(self, route: Route, wire: float, pace: float) -> bool:
         """Whether a burst of ``wire`` bytes at ``pace`` loses datagrams on ``route``: on a
@@ -395,10 +430,10 @@ class FlowNet:
         the flows of its class there (those held below it elsewhere keep their rate, the
         rest share what is left); the lower class shares what the higher leaves."""
         if f.lo:
-            room = max(lk.cap - math.fsum(g.rate for g in lk.hi), LO_FLOOR * lk.cap)
+            room = max(lk.cap - lk.hi_sum - lk.paced_sum, LO_FLOOR * lk.cap)
             rates = sorted(g.rate for g in lk.lo if g is not f)
         else:
-            room = lk.cap - math.fsum(g.rate for g in lk.hi if g.paced is not None)
+            room = lk.cap - lk.paced_sum
             rates = sorted(g.rate for g in lk.hi if g is not f and g.paced is None)
         n = len(rates) + 1
         for r in rates:
@@ -408,25 +443,34 @@ class FlowNet:
             n -= 1
         return room / n
 
-    def _share(self, f: Flow) -> tuple[float, Link | None]:
-        """The rate ``f`` gets now (joining every link it crosses), and its bottleneck."""
-        best, where = f.loss_cap, None
-        for lk in f.limited:
+    def _share(self, f: Flow) -> float:
+        """The rate ``f`` (not yet fluid) would get now, joining every link it crosses.
+        A link's level is never below what its class leaves unused there, so a link whose
+        unused room already exceeds the best level so far cannot lower it (the wide links
+        of the core and the origin are passed over without looking at their flows)."""
+        best = f.loss_cap
+        for lk in f.by_cap:
+            if f.lo:
+                free = max(lk.cap - lk.hi_sum - lk.paced_sum, LO_FLOOR * lk.cap) - lk.lo_sum
+            else:
+                free = lk.cap - lk.paced_sum - lk.hi_sum
+            if free >= best:
+                continue
             r = self._level(lk, f)
             if r < best:
-                best, where = r, lk
-        return max(best, MIN_RATE), where
+                best = r
+        return max(best, MIN_RATE)
 
     def _round(self, f: Flow) -> None:
         """One round of slow start: send a window, or go fluid when it covers the share."""
         if f.cancelled:
             return
         now = self.k.now
-        rate, _ = self._share(f)
+        rate = self._share(f)
         q = self.path_queue(f.limited, f.lo)
         rtt = f.rtt + q
         if f.cwnd >= rate * rtt:
-            self._go_fluid(f)
+            self._go_fluid(f, rate)
             return
         w = min(f.cwnd, f.remaining)
         f.remaining -= w
@@ -451,33 +495,97 @@ class FlowNet:
         rto = f.rtt + self.path_queue(f.limited, f.lo) + RTO_S
         self.conns[f.conn] = (max(float(IW_BYTES), min(cwnd, cap)), at, rto)
 
-    def _go_fluid(self, f: Flow) -> None:
+    def _go_fluid(self, f: Flow, want: float) -> None:
+        """``f`` joins its links as a fluid flow that would get ``want``.  Only the links
+        where what is unused falls short of that have flows that must give way; the
+        others keep their rates."""
         f.fluid = True
         f.t = self.k.now
+        short = [lk for lk in f.limited if lk.free() < want]
         for lk in f.links:
             (lk.lo if f.lo else lk.hi).add(f)
-        self._reshare(f.links)
+            if f.paced is not None:
+                lk.paced_n += 1
+        self._reshare(short, f)
 
-    def _reshare(self, links: Iterable[Link]) -> None:
-        """New rates for every flow on ``links`` (the higher class first), and their ends."""
+    def _leave(self, f: Flow) -> None:
+        """``f`` leaves its links (it ended or was cancelled); the flows whose rate a link
+        it crossed fixed (and paced ones, which take what they can) share what it frees.
+        ``f`` keeps its last rate and bottleneck for the connection's window."""
+        f.fluid = False  # off the links: cancelling it now changes nothing
+        rate = f.rate
+        for lk in f.links:
+            if f.lo:
+                lk.lo.discard(f)
+                lk.lo_sum = lk.lo_sum - rate if lk.lo else 0.0
+            else:
+                lk.hi.discard(f)
+                if f.paced is not None:
+                    lk.paced_n -= 1
+                    lk.paced_sum -= rate
+                else:
+                    lk.hi_sum -= rate
+                if not lk.hi:
+                    lk.hi_sum = lk.paced_sum = 0.0
+        if f.bottleneck is not None:
+            f.bottleneck.held.discard(f)
+        self._reshare([lk for lk in f.limited if lk.held or lk.paced_n])
+
+    def _assign(self, f: Flow, rate: float, where: Link | None) -> None:
+        """``f`` runs at ``rate`` from now, held back by ``where`` (None: nowhere)."""
+        d = rate - f.rate
+        if d:
+            if f.lo:
+                for lk in f.links:
+                    lk.lo_sum += d
+            elif f.paced is not None:
+                for lk in f.links:
+                    lk.paced_sum += d
+            else:
+                for lk in f.links:
+                    lk.hi_sum += d
+            f.rate = rate
+        old = f.bottleneck
+        if where is not old:
+            if old is not None:
+                old.held.discard(f)
+            if where is not None:
+                where.held.add(f)
+            f.bottleneck = where
+
+    def _reshare(self, links: Iterable[Link], joined: Flow | None = None) -> None:
+        """New rates for every flow on ``links`` and for ``joined`` (the higher class
+        first), and their ends."""
         now = self.k.now
         hi: set[Flow] = set()
         lo: set[Flow] = set()
         for lk in links:
             hi |= lk.hi
             lo |= lk.lo
-        order = sorted(hi, key=_by_id), sorted(lo, key=_by_id)
-        for group in order:
+        if joined is not None:
+            (lo if joined.lo else hi).add(joined)
+        at = self.k.at
+        for low in (False, True):
+            group = sorted(lo if low else hi, key=_by_id)
             for f in group:
                 self._progress(f, now)
-        for group, low in zip(order, (False, True)):
             before = [f.rate for f in group]
             self._fill(group, low)
+            if not low:  # the lower class shares what the higher leaves wherever it moved
+                for f, old in zip(group, before):
+                    if f.rate > old:
+                        for lk in f.limited:
+                            if lk.lo:
+                                lo |= lk.lo
             for f, old in zip(group, before):
                 if f.rate == old and f.version:
                     continue  # its end, already scheduled, has not moved
+                end = now + max(f.remaining, 0.0) / f.rate
+                if f.version and f.due is not None and end >= f.due:
+                    continue  # slower: the event due first finds it unfinished and waits
                 f.version += 1
-                self.k.at(now + max(f.remaining, 0.0) / f.rate, self._finish, (f, f.version))
+                f.due = end
+                at(end, self._finish, (f, f.version))
 
     def _fill(self, flows: list[Flow], lo: bool) -> None:
         """Max-min fair rates for ``flows`` (one class) by progressive filling: the links
@@ -486,30 +594,33 @@ class FlowNet:
         its rate."""
         if not flows:
             return
-        members = set(flows)
-        avail: dict[Link, float] = {}
+        mine: dict[Link, float] = {}   # the flows' own rates on each link
         count: dict[Link, int] = {}
         for f in flows:
             for lk in f.limited:
-                if lk not in avail:
-                    if lo:
-                        used = math.fsum(g.rate for g in lk.hi)
-                        room = max(lk.cap - used, LO_FLOOR * lk.cap)
-                        room -= math.fsum(g.rate for g in lk.lo if g not in members)
-                    else:
-                        room = lk.cap - math.fsum(g.rate for g in lk.hi if g not in members)
-                    avail[lk] = max(room, 0.0)
-                    count[lk] = 0
-                count[lk] += 1
+                if lk in count:
+                    count[lk] += 1
+                    mine[lk] += f.rate
+                else:
+                    count[lk] = 1
+                    mine[lk] = f.rate
+        avail: dict[Link, float] = {}
+        for lk, own in mine.items():
+            if lo:
+                room = max(lk.cap - lk.hi_sum - lk.paced_sum, LO_FLOOR * lk.cap)
+                room -= lk.lo_sum - own
+            else:
+                room = lk.cap - lk.hi_sum - lk.paced_sum + own
+            avail[lk] = max(room, 0.0)
         open_ = []
         for f in flows:
             if f.paced is None:
                 open_.append(f)
                 continue
-            f.rate = max(min([f.paced, *(avail[lk] for lk in f.limited)]), MIN_RATE)
-            f.bottleneck = None  # nothing queues behind a sender that does not back off
+            rate = max(min([f.paced, *(avail[lk] for lk in f.limited)]), MIN_RATE)
+            self._assign(f, rate, None)  # nothing queues behind a sender that does not back off
             for lk in f.limited:
-                avail[lk] = max(avail[lk] - f.rate, 0.0)
+                avail[lk] = max(avail[lk] - rate, 0.0)
                 count[lk] -= 1
         while open_:
             best, where = math.inf, None
@@ -526,11 +637,13 @@ class FlowNet:
             else:
                 done, rate, at = [f for f in open_ if where in f.limited], best, where
             for f in done:
-                f.rate = max(f.loss_cap if rate is None else rate, MIN_RATE)
-                f.bottleneck = at
+                r = max(f.loss_cap if rate is None else rate, MIN_RATE)
+                self._assign(f, r, at)
                 for lk in f.limited:
-                    avail[lk] -= f.rate
+                    avail[lk] -= r
                     count[lk] -= 1
+            if len(done) == len(open_):
+                break
             gone = set(map(id, done))
             open_ = [f for f in open_ if id(f) not in gone]
 
@@ -548,11 +661,14 @@ class FlowNet:
         f, version = token
         if version != f.version:
             return
-        self._progress(f, self.k.now)
+        now = self.k.now
+        self._progress(f, now)
+        if f.remaining > f.rate * 1e-9:  # slowed since this was due: not there yet
+            f.due = now + f.remaining / f.rate
+            self.k.at(f.due, self._finish, token)
+            return
         f.version += 1
-        for lk in f.links:
-            (lk.lo if f.lo else lk.hi).discard(f)
-        self._reshare(f.links)
+        self._leave(f)
         if f.extra is not None:
             for delay, fn, arg in f.extra:
                 self.k.after(delay, fn, arg)
@@ -581,9 +697,11 @@ class FlowNet:
                 lk.loss = float(loss_pct) / 100
         self._routes.clear()
         self._trees.clear()
+        self._spt.clear()
         for f in {f for key in ((a, b), (b, a)) for f in (*self.links[key].hi,
                                                           *self.links[key].lo)}:
             f.limited = tuple(lk for lk in f.links if lk.cap != math.inf)
+            f.by_cap = tuple(sorted(f.limited, key=_by_cap))
         self._reshare([self.links[(a, b)], self.links[(b, a)]])
 
     # -- what the controller would measure ----------------------------------------------

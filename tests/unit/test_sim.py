@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import networkx as nx
@@ -15,7 +16,7 @@ from testbed.harness import crosscheck as X
 from testbed.scenario import load_scenario
 from testbed.sim import run_sim
 from testbed.sim.kernel import Kernel
-from testbed.sim.network import IW_BYTES, MSS, FlowNet, wire_bytes
+from testbed.sim.network import IW_BYTES, LO_FLOOR, MSS, FlowNet, wire_bytes
 
 
 # -- the clock ------------------------------------------------------------------------------
@@ -165,6 +166,61 @@ def test_multicast_reaches_every_member_once():
     assert sorted(got) == ["b", "c", "d"]
     shared = net.links[("s1", "s2")].bytes
     assert shared == pytest.approx(150_000 + 125 * 28)  # one copy over the shared link
+
+
+def geometric_net(k: Kernel, **params) -> FlowNet:
+    import topologies
+
+    g = topologies.generate("geometric", switches=30, radius=0.3, helpers=40, viewers=10,
+                            core_bw_mbit=20, access_bw_mbit=5, helper_bw_mbit=10,
+                            master_bw_mbit=50, seed=3, **params)
+    return FlowNet(k, g, seed=1)
+
+
+def test_a_multicast_tree_is_the_controllers_tree_for_those_members():
+    from testbed.core.multicast import multicast_tree
+
+    k = Kernel()
+    net = geometric_net(k)
+    hosts = sorted(h for h in net.view.hosts if h != "m1")
+    rng = random.Random(5)
+    for size in (1, 2, 5, 20, len(hosts)):
+        members = rng.sample(hosts, size)
+        t = multicast_tree(net.view, "m1", members, g=net.g)
+        want = {("m1", t.graph["root"]), *t.edges()}
+        got = net.tree("m1", members)
+        assert {(lk.a, lk.b) for lk in got} == want and len(got) == len(want)
+
+
+def test_rates_stay_within_capacity_and_the_kept_sums_match_the_flows():
+    """Flows of both classes come and go over a mesh of narrow and wide links: no link
+    carries more than its capacity (the lower class its floor beyond), each link's kept
+    sums are its flows' rates, and every flow a link holds back is on it."""
+    rng = random.Random(7)
+    k = Kernel()
+    net = geometric_net(k)
+    hosts = sorted(net.view.hosts)
+    live = []
+    for i in range(300):
+        src, dst = rng.sample(hosts, 2)
+        f = net.send(src, dst, rng.choice([20_000, 150_000, 2_000_000]), lambda _: None,
+                     lo=rng.random() < 0.3)
+        if f is not None:
+            live.append(f)
+        if i % 7 == 0 and live:
+            net.cancel(live.pop(rng.randrange(len(live))))
+        k.run(k.now + rng.random() * 0.05)
+        for lk in net.links.values():
+            hi = math.fsum(f.rate for f in lk.hi if f.paced is None)
+            lo = math.fsum(f.rate for f in lk.lo)
+            assert lk.hi_sum == pytest.approx(hi, abs=1e-3)
+            assert lk.lo_sum == pytest.approx(lo, abs=1e-3)
+            if lk.cap != math.inf:  # the lower class is never starved below its floor
+                assert hi <= lk.cap * (1 + 1e-9) + 1e-3
+                assert hi + lo <= lk.cap * (1 + LO_FLOOR) * (1 + 1e-9) + 1e-3
+            assert all(f in lk.hi or f in lk.lo for f in lk.held)
+    k.run(k.now + 600.0)
+    assert all(not lk.hi and not lk.lo and not lk.held for lk in net.links.values())
 
 
 def test_a_live_burst_takes_the_link_before_tcp_and_is_lost_where_it_overflows():
