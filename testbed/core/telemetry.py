@@ -71,6 +71,8 @@ _BRACKETED = re.compile(r"\[([0-9A-Fa-f:.%]+)\]")
 
 def _is_address(text: str) -> bool:
     """True when ``text`` is or contains an IP address (``10.0.0.7:80``, ``[::1]:80``...)."""
+    if "." not in text and ":" not in text:  # every address written as text has one
+        return False
     for candidate in _IPV4.findall(text) + _BRACKETED.findall(text) + [text]:
         try:
             ipaddress.ip_address(candidate)

@@ -51,8 +51,12 @@ CHUNK_PAYLOAD = 1200      # a live datagram's share of its segment (protocol.enc
 CHUNK_OVERHEAD = 40       # its header
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def body_size(body: dict) -> int:
-    return len(json.dumps(body, separators=(",", ":"), default=str))
+    """Bytes of ``body`` as the daemons send it (compact JSON)."""
+    return len(_COMPACT.encode(body))
 
 
 class Node:
