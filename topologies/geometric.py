@@ -7,7 +7,8 @@ would), so every seed gives a usable network.  Link delay is Euclidean
 distance times ``ms_per_unit`` (20 ms per unit puts opposite corners about
 28 ms apart).  The master sits on the most central switch (closeness by
 delay); helpers, then viewers, go round-robin over the other switches in a
-seeded order, so viewer ``vK`` shares a switch with helper ``hK``.
+seeded order, so viewer ``vK`` shares a switch with helper ``hK``.  Helpers' links
+have ``helper_bw_mbit`` (default: ``access_bw_mbit``, as viewers' links have).
 
 Also a ``mn --custom`` file: ``mn --custom topologies/geometric.py --link tc
 --topo geometric,switches=10,seed=3``.
@@ -75,6 +76,7 @@ def make_geometric(
     core_bw_mbit: float = 50.0,
     access_bw_mbit: float = 20.0,
     master_bw_mbit: float = 50.0,
+    helper_bw_mbit: float | None = None,
     seed: int = 1,
 ) -> nx.Graph:
     """Build the geometric spec; switch nodes carry ``pos`` (x, y) in the unit square."""
@@ -84,8 +86,9 @@ def make_geometric(
     require(viewers >= 0, NAME, "viewers", viewers, "must be >= 0")
     require(ms_per_unit >= 0, NAME, "ms_per_unit", ms_per_unit, "must be >= 0")
     require(access_delay_ms >= 0, NAME, "access_delay_ms", access_delay_ms, "must be >= 0")
+    helper_bw_mbit = access_bw_mbit if helper_bw_mbit is None else helper_bw_mbit
     check_bandwidths(NAME, core_bw_mbit=core_bw_mbit, access_bw_mbit=access_bw_mbit,
-                     master_bw_mbit=master_bw_mbit)
+                     master_bw_mbit=master_bw_mbit, helper_bw_mbit=helper_bw_mbit)
 
     rng = random.Random(seed)
     names = [f"s{i}" for i in range(1, switches + 1)]
@@ -107,7 +110,7 @@ def make_geometric(
     attach(g, "m1", MASTER, centre, delay_ms=access_delay_ms, bw_mbit=master_bw_mbit)
     for i in range(helpers):
         switch = others[i % len(others)]
-        attach(g, f"h{i + 1}", HELPER, switch, delay_ms=access_delay_ms, bw_mbit=access_bw_mbit)
+        attach(g, f"h{i + 1}", HELPER, switch, delay_ms=access_delay_ms, bw_mbit=helper_bw_mbit)
     for i in range(viewers):
         switch = others[i % len(others)]
         attach(g, f"v{i + 1}", VIEWER, switch, delay_ms=access_delay_ms, bw_mbit=access_bw_mbit)

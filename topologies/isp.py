@@ -6,7 +6,8 @@ A backbone link's one-way delay is the great-circle distance between its
 cities divided by ``km_per_ms`` (light in fibre covers about 200 km per ms;
 real fibre routes are longer, so lower it for more realism).  The master sits
 at ``master_city``; helpers, then viewers, go round-robin over the other
-cities in file order, so viewer ``vK`` shares a city with helper ``hK``.
+cities in file order, so viewer ``vK`` shares a city with helper ``hK``.  Helpers'
+links have ``helper_bw_mbit`` (default: ``access_bw_mbit``, as viewers' links have).
 
 Also a ``mn --custom`` file: ``mn --custom topologies/isp.py --link tc
 --topo isp,master_city=chicago,helpers=5``.
@@ -89,14 +90,16 @@ def make_isp(
     core_bw_mbit: float = 50.0,
     access_bw_mbit: float = 20.0,
     master_bw_mbit: float = 50.0,
+    helper_bw_mbit: float | None = None,
 ) -> nx.Graph:
     """Build the ISP spec from backbone ``network`` (see :func:`networks`)."""
     require(helpers >= 0, NAME, "helpers", helpers, "must be >= 0")
     require(viewers >= 0, NAME, "viewers", viewers, "must be >= 0")
     require(km_per_ms > 0, NAME, "km_per_ms", km_per_ms, "must be > 0")
     require(access_delay_ms >= 0, NAME, "access_delay_ms", access_delay_ms, "must be >= 0")
+    helper_bw_mbit = access_bw_mbit if helper_bw_mbit is None else helper_bw_mbit
     check_bandwidths(NAME, core_bw_mbit=core_bw_mbit, access_bw_mbit=access_bw_mbit,
-                     master_bw_mbit=master_bw_mbit)
+                     master_bw_mbit=master_bw_mbit, helper_bw_mbit=helper_bw_mbit)
     backbone = load_backbone(network)
     try:
         master_node = find_city(backbone, master_city)
@@ -122,7 +125,7 @@ def make_isp(
     others = [c for c in backbone.nodes if c != master_node] or [master_node]
     place("m1", MASTER, master_node, master_bw_mbit)
     for i in range(helpers):
-        place(f"h{i + 1}", HELPER, others[i % len(others)], access_bw_mbit)
+        place(f"h{i + 1}", HELPER, others[i % len(others)], helper_bw_mbit)
     for i in range(viewers):
         place(f"v{i + 1}", VIEWER, others[i % len(others)], access_bw_mbit)
     return g

@@ -308,6 +308,19 @@ def test_isp_places_hosts() -> None:
     assert [g.nodes[v]["city"] for v in hosts(g, [VIEWER])] == helper_cities[:2]
 
 
+@pytest.mark.parametrize("name", ["geometric", "isp"])
+def test_helpers_links_can_be_wider_than_viewers(name: str) -> None:
+    def access(g: nx.Graph, role: str) -> set[float]:
+        return {link_params(g, h, next(iter(g.neighbors(h)))).bw_mbit for h in hosts(g, [role])}
+
+    g = generate(name, helpers=6, viewers=3, access_bw_mbit=50, helper_bw_mbit=1000)
+    assert access(g, HELPER) == {1000} and access(g, VIEWER) == {50}
+    same = generate(name, helpers=6, viewers=3, access_bw_mbit=50)
+    assert access(same, HELPER) == access(same, VIEWER) == {50}
+    with pytest.raises(ParamError, match="helper_bw_mbit=0.0 .must be > 0"):
+        generate(name, helper_bw_mbit=0)
+
+
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
