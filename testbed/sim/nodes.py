@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from testbed.core.content import Manifest, segment_standin, standin_manifest
@@ -59,6 +60,44 @@ def body_size(body: dict) -> int:
     return len(_COMPACT.encode(body))
 
 
+class RecordLog:
+    """The nodes' records as the daemons write them (``logs/<node>.jsonl``): held until
+    ``limit`` of them wait, then appended to each node's file, so a long run's memory does
+    not grow with its records.  Without ``logs`` they are only held (:meth:`of`)."""
+
+    def __init__(self, logs: Path | None = None, limit: int = 200_000) -> None:
+        self.logs = logs
+        self.limit = limit
+        self.waiting: dict[str, list[dict]] = {}
+        self.held = 0
+
+    def add(self, node: str, record: dict) -> None:
+        got = self.waiting.get(node)
+        if got is None:
+            got = self.waiting[node] = []
+        got.append(record)
+        self.held += 1
+        if self.held >= self.limit and self.logs is not None:
+            self.flush()
+
+    def of(self, node: str) -> list[dict]:
+        """``node``'s records not yet written."""
+        return self.waiting.get(node, [])
+
+    def flush(self, nodes: Iterable[str] = ()) -> None:
+        """Append what waits to the files (each of ``nodes`` gets one, if empty)."""
+        if self.logs is None:
+            raise ValueError("records: no log directory to write to")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for name in nodes:
+            (self.logs / f"{name}.jsonl").touch()
+        for name, records in self.waiting.items():
+            with open(self.logs / f"{name}.jsonl", "a") as f:
+                f.writelines(_COMPACT.encode(r) + "\n" for r in records)
+        self.waiting.clear()
+        self.held = 0
+
+
 class Node:
     """What every simulated node has: a name, a host, its records and traffic."""
 
@@ -68,7 +107,6 @@ class Node:
         self.w = world
         self.name = name
         self.host = host
-        self.records: list[dict] = []
         self.tx: Counter[str] = Counter()
         self.rx: Counter[str] = Counter()
         self.timers: dict[str, int] = {}
@@ -76,8 +114,8 @@ class Node:
         self.verified = 0
 
     def record(self, kind: str, fields: dict) -> None:
-        self.records.append({"kind": kind, "node": self.name, "at": round(self.w.k.now, 4),
-                             **fields})
+        self.w.log.add(self.name, {"kind": kind, "node": self.name,
+                                   "at": round(self.w.k.now, 4), **fields})
 
     def set_timer(self, e: SetTimer) -> None:
         gen = self.timers.get(e.name, 0) + 1
@@ -167,6 +205,7 @@ class World:
         self.master: SimMaster | None = None
         self.groups: dict[str, dict[str, str]] = {}  # relay group -> member -> video
         self.stopped = False
+        self.log = RecordLog()  # run_sim gives it the run's logs directory
         self._load_mark: tuple[float, dict] | None = None
 
     def call(self, node: Node, on_answer, timeout_s: float) -> _Answering:

@@ -40,6 +40,7 @@ from testbed.sim.nodes import (
     HTTP_PORT,
     SIGN_CPU_S,
     VERIFY_CPU_S,
+    RecordLog,
     SimEngine,
     SimHelper,
     SimMaster,
@@ -118,6 +119,7 @@ def run_sim(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
     t_plan = time.monotonic()
     world = build_world(plan)
     k, net = world.k, world.net
+    world.log = RecordLog(out / "logs")
     for node in world.nodes.values():
         node.start()
     counted: dict = {}
@@ -143,7 +145,7 @@ def run_sim(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
             node.stop()
     world.stopped = True
     played_s = time.monotonic() - t_plan
-    _write_logs(out, world)
+    world.log.flush(world.nodes)
     _write_engine(out, world)
     before = counted.get("before", {})
     seconds = duration - counted.get("at", duration)
@@ -183,13 +185,6 @@ def _set_link(world: World, e, say: Callable[[str], None]) -> None:
     say(f"t={world.k.now:.0f}s link {a}-{b} changed: {fields}")
 
 
-def _write_logs(out: Path, world: World) -> None:
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
-    for name, node in world.nodes.items():
-        with open(logs / f"{name}.jsonl", "w") as f:
-            f.writelines(dumps(r) + "\n" for r in node.records)
 
 
 def _write_engine(out: Path, world: World) -> None:

@@ -17,6 +17,7 @@ from testbed.scenario import load_scenario
 from testbed.sim import run_sim
 from testbed.sim.kernel import Kernel
 from testbed.sim.network import IW_BYTES, LO_FLOOR, MSS, FlowNet, wire_bytes
+from testbed.sim.nodes import RecordLog
 
 
 # -- the clock ------------------------------------------------------------------------------
@@ -166,6 +167,19 @@ def test_multicast_reaches_every_member_once():
     assert sorted(got) == ["b", "c", "d"]
     shared = net.links[("s1", "s2")].bytes
     assert shared == pytest.approx(150_000 + 125 * 28)  # one copy over the shared link
+
+
+def test_records_are_written_as_they_pile_up_in_order_per_node(tmp_path):
+    log = RecordLog(tmp_path / "logs", limit=3)
+    for i in range(4):
+        log.add("h1" if i % 2 else "m1", {"kind": "x", "i": i})
+    assert log.held == 1 and log.of("h1") == [{"kind": "x", "i": 3}]  # 3 went to disk
+    log.flush(["m1", "h1", "v1"])
+    lines = {p.name: [json.loads(x)["i"] for x in p.read_text().splitlines()]
+             for p in (tmp_path / "logs").iterdir()}
+    assert lines == {"m1.jsonl": [0, 2], "h1.jsonl": [1, 3], "v1.jsonl": []}
+    with pytest.raises(ValueError, match="no log directory"):
+        RecordLog().flush()
 
 
 def geometric_net(k: Kernel, **params) -> FlowNet:
