@@ -20,10 +20,13 @@ How a transfer is timed:
   a fluid flow at its share.  A connection idle for less than its RTO (the round trip
   with its queues, plus 200 ms, as Linux computes it) starts from the window of its
   transfer before.  Shares are max-min fair: progressive filling over the flows a change
-  touches (those on the links of a flow that joins or leaves), the other flows there
-  keeping their rates.  Why that is enough here: segments are 75-150 kB, so most of a
-  transfer's time is slow start and propagation, which this keeps round by round, and
-  the contention that matters (a far region's narrow core link) has one bottleneck that
+  touches, the other flows keeping their rates.  A flow that joins touches the flows of
+  the links where what is unused falls short of its share (a wide link with room to spare
+  changes nobody's rate); one that leaves, the flows of the links where some flow was held
+  back; where a flow of the higher class speeds up, the lower class there is reshared
+  too.  Why that is enough here: segments are 75-150 kB, so most of a transfer's time
+  is slow start and propagation, which this keeps round by round, and the contention
+  that matters (a far region's narrow core link) has one bottleneck that
   the flows through it share equally, as TCP flows with similar round trips do.
 * **Priority**: the lower class (``lo``: pushes with ``push_priority: low``) gets what
   the higher class leaves on each link, never less than ``LO_FLOOR`` of it (a strict
