@@ -109,6 +109,27 @@ def test_many_peers_memory_is_bounded_and_every_peer_is_probed():
     assert max(rtt_of(p) for p in kept) <= rtt_of(best[H.PEER_STATE_MAX - 1])
 
 
+def test_many_helpers_spread_their_probes_and_their_choices():
+    """Each helper's sample starts after its own place in the address book: the first
+    rounds of 300 helpers probe every peer about equally often, and their neighbours are
+    many different peers, not the same few at the top of the book."""
+    n = 300
+    book_ = book(n)
+    helpers = [logic(n, name=f"h{i}", addresses=book_) for i in range(1, n + 1)]
+    probed: dict[str, int] = {}
+    chosen: dict[str, int] = {}
+    for h in helpers:
+        for r in range(3):
+            for p in run_round(h, 10.0 * (r + 1)):
+                probed[p] = probed.get(p, 0) + 1
+        for p in h.selector.neighbours:
+            chosen[p] = chosen.get(p, 0) + 1
+    # all starting at the top: 13 peers probed, one of them 897 times, and 4 neighbours
+    # for everyone (one chosen by 299 of the 300)
+    assert len(probed) == n and max(probed.values()) <= 40
+    assert len(chosen) >= n // 2 and max(chosen.values()) <= 20
+
+
 def test_many_peers_probe_the_parent_and_keep_its_rtt():
     h = logic(200, name="h7")
     h.set_table({"version": 1, "tier": 2, "parent": "h150", "children": [],

@@ -94,18 +94,19 @@ class HelperSettings:
         return name in self.addresses and name != self.name and name != self.master
 
 
-#: address book -> its names in order, shared by every helper given the same book (so
-#: 10,000 helpers do not each hold their own list of 10,000 names)
-_NAMES: dict[int, tuple[object, tuple[str, ...]]] = {}
+#: address book -> its names in order and each name's place, shared by every helper given
+#: the same book (so 10,000 helpers do not each hold their own list of 10,000 names)
+_NAMES: dict[int, tuple[object, tuple[str, ...], dict[str, int]]] = {}
 
 
-def _names(addresses: dict[str, str]) -> tuple[str, ...]:
+def _names(addresses: dict[str, str]) -> tuple[tuple[str, ...], dict[str, int]]:
     got = _NAMES.get(id(addresses))
     if got is None or got[0] is not addresses or len(got[1]) != len(addresses):
         if len(_NAMES) >= 16:
             _NAMES.pop(next(iter(_NAMES)))
-        got = _NAMES[id(addresses)] = (addresses, tuple(addresses))
-    return got[1]
+        names = tuple(addresses)
+        got = _NAMES[id(addresses)] = (addresses, names, {n: i for i, n in enumerate(names)})
+    return got[1], got[2]
 
 
 # -- helper-specific effects ---------------------------------------------------------------
@@ -273,13 +274,16 @@ class HelperLogic:
         self.table: dict | None = None
         # Few peers: every one is measured (``peer_rtt`` holds them all, in address-book
         # order).  Many: only the neighbours, the parent and the best PEER_STATE_MAX of
-        # those sampled lately, the sample going round the address book by a cursor.
-        names = _names(s.addresses)
+        # those sampled lately, the sample going round the address book by a cursor that
+        # starts just after the helper's own place (had every helper started at the top,
+        # all of them would measure the same few peers first and choose them: at 10,000
+        # helpers every one had h1 and h2 as its neighbours).
+        names, place = _names(s.addresses)
         n_peers = len(names) - (s.name in s.addresses) - (s.master in s.addresses
                                                           and s.master != s.name)
         self._few = n_peers <= PEER_STATE_MAX
         self._names = names
-        self._cursor = 0
+        self._cursor = (place.get(s.name, -1) + 1) % max(len(names), 1)
         self.peer_rtt: dict[str, deque] = (
             {p: deque(maxlen=5) for p in s.peers} if self._few else {})
         self.peer_bw: dict[str, float] = {}
