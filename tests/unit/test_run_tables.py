@@ -20,6 +20,7 @@ from testbed.harness.results import (
     emulator_figures,
     links_table,
     predictions_table,
+    read_logs,
     topology_view,
 )
 
@@ -353,3 +354,15 @@ def test_the_emulator_counters_add_up_over_lanes_and_take_the_worst_tail():
 @pytest.mark.parametrize("stats", [None, {}, {"pid": 1, "lanes": []}])
 def test_without_an_emulator_the_columns_are_there_and_empty(stats):
     assert emulator_figures(stats) == dict.fromkeys(EMULATOR_COLUMNS)
+
+
+def test_read_logs_keeps_every_whole_record_and_skips_what_is_torn(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "h1.jsonl").write_text('{"kind": "a", "at": 1}\n{"kind": "b", "at": 2}\n')
+    (logs / "h2.jsonl").write_text('{"kind": "c", "at": 3}\n[1, 2]\n\n{"kind": "d", "at"')
+    (logs / "m1.jsonl").write_text("")
+    got = read_logs(tmp_path)
+    assert [r["kind"] for r in got] == ["a", "b", "c"]
+    one, two = got[:2]
+    assert [id(k) for k in one] == [id(k) for k in two]  # a log's records share their keys
