@@ -4,14 +4,14 @@ memory at 100, 1,000 and 10,000 helpers (no root).
 Writes benchmarks/out/sim_scale.json.  Each point is ``experiments/scale/geometric-1000.yaml``
 with the helpers, viewer hosts (one per 10 helpers), switches and link radius of the
 sweep in ``experiments/sweeps/scale-helpers.yaml``, the predictive policy, played for
-``--duration`` simulated seconds (default 300, warm-up 60) in a fresh process, so its peak
+``--duration`` simulated seconds (default 120, warm-up 24) in a fresh process, so its peak
 resident memory is its own.  Reported per point: sessions, requests, events, the
 simulation's wall and CPU time (the whole run: plan, play, tables), events and requests per
 CPU second (one core; CPU time, so a busy machine slows the wall clock but not these),
 peak RSS; and side by side, each point's growth over the previous one against the growth
 in helpers (1.0: linear).
 
-    .venv/bin/python benchmarks/sim_scale.py [--sizes 100,1000,10000] [--duration 300]
+    .venv/bin/python benchmarks/sim_scale.py [--sizes 100,1000,10000] [--duration 120]
 
 Target (issue: scale where it hurts): 10,000 helpers and 1,000,000 sessions in <= 15 min on
 one core and <= 8 GB; the extrapolation line says how far the measured rate is from it.
@@ -70,7 +70,7 @@ def one(helpers: int, duration: float, policy: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100,1000,10000")
-    ap.add_argument("--duration", type=float, default=300.0)
+    ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--policy", default="predictive")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
