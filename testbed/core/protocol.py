@@ -22,7 +22,7 @@ import json
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -44,6 +44,11 @@ MAX_HEADER = 64 * 1024
 MAX_STR = 256
 MAX_ITEMS = 10_000
 MAX_DEPTH = 16
+#: The most nodes a push route may name (source and destination included): the master never
+#: plans a longer one, and a helper refuses one (one push must not become thousands of
+#: transfers).
+MAX_ROUTE = 32
+_PLAN_DOMAIN = b"meshcast-push-plan-v1\n"
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _U32 = struct.Struct(">I")
@@ -60,10 +65,10 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "routing": {"version": int, "tier": int, "parent": str, "parent_addr": str,
                 "children": list, "ancestors": list, "tiers": list, "live_group": str},
     "mesh_data": {"video": str, "index": int, "version": int, "route": list, "hop": int,
-                  "push_id": str, "keep": list},
+                  "push_id": str, "keep": list, "plan": str},
     # the master to the helper holding the copy nearest a push's destination: send it
     "push_order": {"video": str, "index": int, "version": int, "route": list, "hop": int,
-                   "push_id": str, "keep": list},
+                   "push_id": str, "keep": list, "plan": str},
     "invalidate": {"video": str, "version": int, "issued": float, "inv_id": str,
                    "route": list},
     "neighbours": {"neighbours": dict},
@@ -74,7 +79,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 #: Integer body fields that must not be negative, whatever the message type.
 NON_NEGATIVE = frozenset(("index", "version", "hop", "min_version", "tier"))
-_HEADER_KEYS = frozenset(("type", "from", "seq", "ts", "cert", "body"))
+_HEADER_KEYS = frozenset(("type", "from", "to", "seq", "ts", "cert", "body"))
 
 
 class ProtocolError(ValueError):
@@ -162,6 +167,28 @@ def check_body(msg_type: object, body: object) -> None:
     _check_value(body, f"{msg_type} body")
 
 
+# --------------------------------------------------------------------------- push plans
+
+
+def plan_bytes(body: Mapping[str, Any]) -> bytes:
+    """What the master signs for a push it planned (the ``plan`` field of ``mesh_data`` and
+    ``push_order``, in hex): its id, segment, route and the helpers that keep a copy.  Not
+    the hop (it advances) nor the version (a holder may send a newer copy than ordered;
+    the version is checked against the signed manifests)."""
+    return _PLAN_DOMAIN + _dumps([str(body["push_id"]), str(body["video"]), int(body["index"]),
+                                  [str(n) for n in body["route"]],
+                                  sorted(str(n) for n in body["keep"])])
+
+
+def route_problem(route: Sequence[object]) -> Optional[str]:
+    """Why a push route must not be followed (None: it may): too long, or it loops."""
+    if len(route) > MAX_ROUTE:
+        return f"a route of {len(route)} nodes (at most {MAX_ROUTE})"
+    if len(set(map(str, route))) != len(route):
+        return "a route that visits a node twice"
+    return None
+
+
 # --------------------------------------------------------------------------- envelope
 
 
@@ -176,6 +203,8 @@ class Message:
     ts: float
     body: Mapping[str, Any]
     payload: bytes
+    #: the node the sender addressed it to (None: a message that names no recipient)
+    to: Optional[str] = None
 
 
 def _dumps(obj: Any) -> bytes:
@@ -198,9 +227,14 @@ class Signer:
         self._from_json = json.dumps(identity.node_id, ensure_ascii=False)
         self.seq = seq_start   # the next sequence number
 
-    def encode(self, msg_type: str, body: dict, payload: bytes = b"", *, now: float) -> bytes:
-        """The signed envelope; ProtocolError if the body breaks its schema or the message
-        is too large (the sender's bug, caught before it costs a receiver anything)."""
+    def encode(self, msg_type: str, body: dict, payload: bytes = b"", *, now: float,
+               to: Optional[str] = None) -> bytes:
+        """The signed envelope, addressed to the node ``to`` (its name, under the
+        signature: a copy replayed to another node is refused there); ProtocolError if
+        the body breaks its schema or the message is too large (the sender's bug, caught
+        before it costs a receiver anything)."""
+        if to is not None and (type(to) is not str or not 0 < len(to) <= MAX_STR):
+            raise ValueError(f"to {to!r:.80} (must be a node name of 1..{MAX_STR} characters)")
         check_body(msg_type, body)
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise _malformed(f"payload: expected bytes, got {type(payload).__name__}")
@@ -214,7 +248,8 @@ class Signer:
             raise _malformed(f"{msg_type} body: {exc}") from None
         # The certificate's JSON is fixed for the signer: splice it in rather than
         # re-serialise it on every message.
-        header = (f'{{"type":{json.dumps(msg_type)},"from":{self._from_json},'
+        to_json = "" if to is None else f',"to":{json.dumps(to, ensure_ascii=False)}'
+        header = (f'{{"type":{json.dumps(msg_type)},"from":{self._from_json}{to_json},'
                   f'"seq":{self.seq},"ts":{float(now)!r},"cert":{self._cert_json},'
                   f'"body":{body_json}}}').encode()
         if len(header) > MAX_HEADER:
@@ -276,6 +311,9 @@ def _check_header(header: Any) -> None:
     sender = header["from"]
     if type(sender) is not str or not 0 < len(sender) <= MAX_STR:
         raise _malformed(f"header 'from' must be a string of 1..{MAX_STR} characters")
+    to = header.get("to")
+    if to is not None and (type(to) is not str or not 0 < len(to) <= MAX_STR):
+        raise _malformed(f"header 'to' must be a string of 1..{MAX_STR} characters")
     seq = header["seq"]
     if type(seq) is not int or not 0 <= seq <= INT64_MAX:
         raise _malformed("header 'seq' must be an int64 >= 0")
@@ -289,10 +327,14 @@ def _check_header(header: Any) -> None:
 
 
 def decode(data: bytes, verifier: Verifier, guard: Optional[ReplayGuard], now: float,
-           roles: Optional[Collection[str]] = None) -> Message:
+           roles: Optional[Collection[str]] = None,
+           recipient: Optional[str] = None) -> Message:
     """The authenticated message in ``data``; ProtocolError for bad bytes, AuthError for
-    a bad sender.  Order: framing/size -> schema -> certificate -> signature -> role ->
-    replay, so the replay guard only learns from messages whose signature verified."""
+    a bad sender.  ``recipient``: the receiving node's name; a message not addressed to
+    it (another node's, or one naming nobody) is refused as ``wrong_recipient``.
+    Order: framing/size -> schema -> certificate -> signature -> role -> recipient ->
+    replay, so the replay guard only learns from messages whose signature verified and
+    that were meant for this node."""
     header, payload, signed, signature = parse(data)
     sender = header["from"]
     if header.get("cert") is None:  # by reference: only for a node the verifier learned
@@ -311,11 +353,15 @@ def decode(data: bytes, verifier: Verifier, guard: Optional[ReplayGuard], now: f
     if roles is not None and cert.role not in roles:
         raise AuthError("wrong_role", f"{header['type']} from {sender!r:.80} with role "
                         f"{cert.role!r:.40} (expected {', '.join(sorted(roles))})")
+    to = header.get("to")
+    if recipient is not None and to != recipient:
+        raise AuthError("wrong_recipient", f"{header['type']} from {sender!r:.80} addressed "
+                        f"to {to!r:.80}, received by {recipient!r:.80}")
     seq, ts = header["seq"], float(header["ts"])
     if guard is not None:
         guard.check(sender, seq, ts, now)
     return Message(type=header["type"], sender=sender, role=cert.role, seq=seq, ts=ts,
-                   body=header["body"], payload=payload)
+                   body=header["body"], payload=payload, to=to)
 
 
 # --------------------------------------------------------------------------- live chunks

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 #: Every reason an :class:`AuthError` can carry (they are counter keys in the node logs).
 REASONS = ("no_credentials", "bad_certificate", "expired", "bad_signature", "replay",
-           "stale_timestamp", "unknown_peer", "wrong_role")
+           "stale_timestamp", "unknown_peer", "wrong_role", "wrong_recipient")
 #: The roles the testbed issues; a certificate's role is free text checked by receivers.
 ROLES = ("master", "helper", "viewer")
 #: ``not_after`` of a certificate that never expires in practice (9999-12-31, finite so

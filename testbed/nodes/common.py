@@ -174,14 +174,17 @@ class Secure:
         self.rejected = Rejections()
         self.last_reason = ""
 
-    def encode(self, msg_type: str, body: dict, payload: bytes = b"") -> bytes:
-        return self.signer.encode(msg_type, body, payload, now=self.clock.wall())
+    def encode(self, msg_type: str, body: dict, payload: bytes = b"", *, to: str) -> bytes:
+        """Signed, and addressed to the node ``to``: refused by any other."""
+        return self.signer.encode(msg_type, body, payload, now=self.clock.wall(), to=to)
 
     def decode(self, data: bytes, what: str, roles: tuple[str, ...] | None = None,
                peer: str = "?") -> P.Message | None:
-        """The message, or None after counting and logging why it was refused."""
+        """The message, or None after counting and logging why it was refused (a message
+        addressed to another node among the reasons)."""
         try:
-            return P.decode(data, self.verifier, self.guard, now=self.clock.wall(), roles=roles)
+            return P.decode(data, self.verifier, self.guard, now=self.clock.wall(), roles=roles,
+                            recipient=self.identity.node_id)
         except (P.ProtocolError, sec.AuthError) as exc:
             self.last_reason = getattr(exc, "reason", "malformed")
             self.rejected.note(self.events, self.last_reason, peer, what)

@@ -32,6 +32,7 @@ import time
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
+from testbed.core import protocol as P
 from testbed.core import security as sec
 from testbed.core.content import ManifestError
 from testbed.core.node import helper as H
@@ -196,7 +197,7 @@ class Helper:
         ip, port = self._port(e)
         status, body, headers = 0, b"", {}
         if ip is not None:
-            data = self.secure.encode(e.msg_type, e.body, e.payload)
+            data = self.secure.encode(e.msg_type, e.body, e.payload, to=e.to)
             self.traffic.sent(e.cls, len(data))
             try:
                 async with self.http.post(f"http://{ip}:{port}{e.path}", data=data,
@@ -218,7 +219,7 @@ class Helper:
             body = dict(e.body)
             if e.msg_type == "peer_probe":
                 body.update(nonce=next(self.nonces) & 0xFFFFFFFF, sent=self.clock.wall())
-            data = self.secure.encode(e.msg_type, body, e.payload)
+            data = self.secure.encode(e.msg_type, body, e.payload, to=e.to)
             self.traffic.sent(e.cls, len(data))
             self.udp.send(data, (ip, C.UDP_PORT))
 
@@ -318,8 +319,20 @@ class Helper:
         if msg.type != "mesh_data":
             self.secure.rejected.note(self.events, "wrong_type", msg.sender, "mesh")
             return web.Response(status=400, text="expected mesh_data\n")
+        if not self.plan_ok(msg.body):
+            self.secure.rejected.note(self.events, "unplanned", msg.sender, "mesh")
+            return web.Response(status=403, text="refused: the master did not plan this "
+                                "push (its route and keepers are not under its signature)\n")
         return await self.answer(lambda ref: H.MeshData(ref, msg.sender, dict(msg.body),
                                                         msg.payload))
+
+    def plan_ok(self, body) -> bool:
+        """Whether the master signed this push's plan (:func:`P.plan_bytes`)."""
+        try:
+            self.secure.verifier.verify_ca(P.plan_bytes(body), bytes.fromhex(body["plan"]))
+        except (sec.AuthError, ValueError, KeyError, TypeError):
+            return False
+        return True
 
     async def h_control(self, request: web.Request) -> web.Response:
         msg = await self._verified(request, "control", "control", ("master", "helper"))
@@ -340,7 +353,8 @@ class Helper:
             held = time.time() - self.udp.arrival
             reply = self.secure.encode("probe_reply", {"nonce": msg.body["nonce"],
                                                        "sent": msg.body["sent"],
-                                                       "held": round(held, 6)})
+                                                       "held": round(held, 6)},
+                                       to=msg.sender)
             self.traffic.sent("control", len(reply))
             self.udp.send(reply, addr)
         elif msg.type == "probe_reply" and msg.role == "helper":

@@ -297,7 +297,8 @@ class Master:
             else:
                 self.send_udp(e)
             return
-        data = self.secure.encode(e.msg_type, e.body, e.payload)
+        body = self.planned(e.body) if e.msg_type == "push_order" else e.body
+        data = self.secure.encode(e.msg_type, body, e.payload, to=e.to)
         if e.ref is not None:
             task = self._answer(e, data, logic or self.logic)
         else:
@@ -328,7 +329,7 @@ class Master:
         body = e.body
         if e.msg_type == "probe":
             body = {**body, "sent": self.clock.wall()}
-        data = self.secure.encode(e.msg_type, body, e.payload)
+        data = self.secure.encode(e.msg_type, body, e.payload, to=e.to)
         if e.msg_type == "probe":
             self.probe_sent[int(body["nonce"])] = time.time()  # just before it leaves
         self.traffic.sent(e.cls, len(data))
@@ -409,13 +410,18 @@ class Master:
                               group=group, bytes=len(data), send_drops=dropped)
 
     # -- pushes ----------------------------------------------------------------------
+    def planned(self, body: dict) -> dict:
+        """A push's body with the master's signature on its plan (route, keepers): every
+        helper on the route checks it, so no one else can route a push."""
+        return {**body, "plan": self.authority.sign(P.plan_bytes(body)).hex()}
+
     async def push_from_origin(self, e: PushFromOrigin) -> None:
         """Send a pushed segment to the first hop of its route (the push class's port); its
         bytes are made in a thread (they take a while)."""
-        body = e.body
+        body = self.planned(e.body)
         data = await asyncio.to_thread(self.segment, body["video"], body["index"],
                                        body["version"])
-        msg = self.secure.encode("mesh_data", body, data)
+        msg = self.secure.encode("mesh_data", body, data, to=body["route"][1])
         await self.send(body["route"][1], "/mesh", msg, "prefetch",
                         port=e.port or C.HTTP_PORT)
 

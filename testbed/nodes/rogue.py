@@ -5,13 +5,19 @@ Run in a Mininet host's namespace (only the testbed's own hosts are ever address
     python -m testbed.nodes.rogue ATTACK --target IP [--identity FILE] [--capture FILE]
                                   [--count N] [--seed S]
 
-Attacks (each prints one JSON object: HTTP status -> count, plus details):
+Signed messages name their recipient (``--target-name``).  Attacks (each prints one JSON
+object: HTTP status -> count, plus details):
 
 - ``unauth``: mesh data signed by a key the testbed CA never certified, and junk bytes;
 - ``forged``: mesh data from a credentialed insider whose bytes do not match the signed
-  manifest's digest (``--identity``: a credential the CA issued);
-- ``valid``: one correct push from an insider (the control case), kept with ``--save``;
+  manifest's digest (``--identity``: a credential the CA issued; ``--ca-secret``: the
+  master planned the push);
+- ``valid``: one push of the right bytes from an insider, kept with ``--save``: taken when
+  the master planned it, refused when not, or when its ``--route`` loops or is too long;
 - ``replay``: a valid message captured earlier (``--capture``), sent again;
+- ``sniff``: run on another testbed host, capture the first signed datagram of
+  ``--msg-type`` arriving there (the master's pingback probe) into ``--save``;
+- ``udp-replay``: send such a capture to the target's UDP port, counting the answers;
 - ``fuzz``: ``--count`` random and mutated messages into every signed endpoint and the
   UDP port (datagrams crafted with scapy), then checks the helper still serves;
 - ``http``: malformed HTTP (bad request lines, paths, methods, headers) on a raw socket;
@@ -67,7 +73,20 @@ class Http:
 
 def mesh_body(route: list[str], video: str, index: int, version: int) -> dict:
     return {"video": video, "index": index, "version": version, "route": route, "hop": 1,
-            "push_id": "rogue", "keep": []}
+            "push_id": "rogue", "keep": [], "plan": ""}
+
+
+def planned(args, body: dict) -> dict:
+    """``body`` with a plan signature: the master's when ``--ca-secret`` is given (a push
+    the master did order from this insider), none otherwise (a route nobody planned)."""
+    if not args.ca_secret:
+        return body
+    master = sec.Authority.from_secret(Path(args.ca_secret).read_bytes())
+    return {**body, "plan": master.sign(P.plan_bytes(body)).hex()}
+
+
+def route_of(args, ident: sec.Identity) -> list[str]:
+    return args.route.split(",") if args.route else [ident.cert.node_id, args.target_name]
 
 
 def attack_unauth(args, h: Http) -> dict:
@@ -77,7 +96,8 @@ def attack_unauth(args, h: Http) -> dict:
     codes: Counter = Counter()
     for i in range(args.count):
         msg = signer.encode("mesh_data", mesh_body(["h1", args.target_name], args.video, i % 3,
-                                                   1), b"\0" * 1000, now=time.time())
+                                                   1), b"\0" * 1000, now=time.time(),
+                             to=args.target_name)
         codes[h.request("POST", "/mesh", msg)[0]] += 1
         codes[h.request("POST", "/mesh", b"MCS1" + bytes(random.randbytes(200)))[0]] += 1
     return {"codes": dict(codes)}
@@ -89,16 +109,17 @@ def attack_forged(args, h: Http) -> dict:
     codes: Counter = Counter()
     for i in range(args.count):
         payload = random.randbytes(args.size)
-        msg = signer.encode("mesh_data", mesh_body([ident.cert.node_id, args.target_name],
-                                                   args.video, i % 3, args.version),
-                            payload, now=time.time())
+        msg = signer.encode("mesh_data", planned(args, mesh_body(
+            route_of(args, ident), args.video, i % 3, args.version)),
+            payload, now=time.time(), to=args.target_name)
         codes[h.request("POST", "/mesh", msg)[0]] += 1
     return {"codes": dict(codes)}
 
 
 def attack_valid(args, h: Http) -> dict:
-    """A correct push from a credentialed insider (the control case: it must be taken);
-    ``--save`` keeps its bytes for a replay."""
+    """The right bytes of a segment pushed by a credentialed insider: taken when the master
+    planned it (``--ca-secret``: the control case), refused when nobody did or when its
+    route (``--route a,b,...``) loops or is too long; ``--save`` keeps it for a replay."""
     from testbed.core.content import segment_bytes
     from testbed.nodes.common import NodeConfig
 
@@ -106,9 +127,9 @@ def attack_valid(args, h: Http) -> dict:
     video = plan.catalogue()[args.video]
     ident = sec.Identity.from_json(Path(args.identity).read_text())
     payload = segment_bytes(plan.seed, video, args.index, args.version)
-    msg = P.Signer(ident, seq_start=time.time_ns() // 1000).encode("mesh_data", {
-        **mesh_body([ident.cert.node_id, args.target_name], args.video, args.index,
-                    args.version)}, payload, now=time.time())
+    msg = P.Signer(ident, seq_start=time.time_ns() // 1000).encode("mesh_data", planned(
+        args, mesh_body(route_of(args, ident), args.video, args.index, args.version)),
+        payload, now=time.time(), to=args.target_name)
     if args.save:
         Path(args.save).write_bytes(msg)
     status, _ = h.request("POST", "/mesh", msg)
@@ -132,6 +153,47 @@ def attack_replay(args, h: Http) -> dict:
     for _ in range(args.count):
         codes[h.request("POST", args.path, data)[0]] += 1
     return {"codes": dict(codes), "sha256": hashlib.sha256(data).hexdigest()[:16]}
+
+
+def attack_sniff(args, h: Http) -> dict:
+    """Run on a host of the topology: capture the first signed datagram of type
+    ``--msg-type`` arriving there (the master's pingback probe, say) into ``--save``."""
+    from scapy.all import UDP, conf, sniff
+
+    conf.verb = 0
+    want = f'"type":{json.dumps(args.msg_type)}'.encode()
+
+    def signed(pkt) -> bool:
+        data = bytes(pkt[UDP].payload) if UDP in pkt else b""
+        return data[:4] == P.MAGIC and want in data[:200]
+
+    got = sniff(filter=f"udp dst port {UDP_PORT}", lfilter=signed, count=1,
+                timeout=args.timeout)
+    if not got:
+        return {"captured": 0}
+    data = bytes(got[0][UDP].payload)
+    Path(args.save).write_bytes(data)
+    header = P.parse(data)[0]
+    return {"captured": 1, "type": header["type"], "from": header["from"],
+            "to": header.get("to"), "bytes": len(data)}
+
+
+def attack_udp_replay(args, h: Http) -> dict:
+    """Send a captured datagram (``--capture``) to the target's UDP port ``--count``
+    times; count the datagrams that come back (a probe answered is a probe accepted)."""
+    data = Path(args.capture).read_bytes()
+    answered = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(1.0)
+        for _ in range(args.count):
+            sock.sendto(data, (args.target, UDP_PORT))
+            try:
+                while sock.recv(65536):
+                    answered += 1
+                    break
+            except OSError:  # the timeout: no answer
+                pass
+    return {"sent": args.count, "answered": answered}
 
 
 def _mutations(rng: random.Random, samples: list[bytes]) -> bytes:
@@ -158,7 +220,7 @@ def attack_fuzz(args, h: Http) -> dict:
     rng = random.Random(args.seed)
     outsider = sec.Authority.from_secret(b"fuzz CA").issue("h1", "helper", time.time() + 3600)
     signer = P.Signer(outsider, seq_start=time.time_ns() // 1000)
-    samples = [signer.encode(t, b, p, now=time.time()) for t, b, p in (
+    samples = [signer.encode(t, b, p, now=time.time(), to=args.target_name) for t, b, p in (
         ("mesh_data", mesh_body(["h1", args.target_name], args.video, 0, 1), b"x" * 300),
         ("invalidate", {"video": args.video, "version": 2, "issued": time.time(),
                         "inv_id": "x", "route": ["h1"]}, b""),
@@ -253,12 +315,13 @@ def attack_telemetry(args, h: Http) -> dict:
     outsider = sec.Authority.from_secret(b"not the testbed's CA").issue(
         me, "helper", time.time() + 3600)
     foreign = P.Signer(outsider, seq_start=time.time_ns() // 1000).encode(
-        "telemetry", {"events": cases["good"]}, now=time.time())
+        "telemetry", {"events": cases["good"]}, now=time.time(), to=args.target_name)
     for name, data in (("junk", b"this is not a message"), ("foreign", foreign)):
         status, body = h.request("POST", "/telemetry", data)
         out[name] = {"status": status, "answer": body.decode(errors="replace")[:200]}
     for name, events in cases.items():
-        msg = signer.encode("telemetry", {"events": events}, now=time.time())
+        msg = signer.encode("telemetry", {"events": events}, now=time.time(),
+                            to=args.target_name)
         status, body = h.request("POST", "/telemetry", msg)
         try:
             answer = json.loads(body)
@@ -270,7 +333,8 @@ def attack_telemetry(args, h: Http) -> dict:
 
 ATTACKS = {"telemetry": attack_telemetry, "unauth": attack_unauth, "forged": attack_forged,
            "replay": attack_replay, "fuzz": attack_fuzz, "http": attack_http, "valid": attack_valid,
-           "status": attack_status, "get": attack_get}
+           "status": attack_status, "get": attack_get, "sniff": attack_sniff,
+           "udp-replay": attack_udp_replay}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=1000)
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--msg-type", default="probe", help="what to capture (sniff)")
+    ap.add_argument("--ca-secret", help="sign push plans as the master would (forged, valid)")
+    ap.add_argument("--route", help="a push's route, comma-separated (forged, valid)")
+    ap.add_argument("--timeout", type=float, default=30.0, help="how long to wait (sniff)")
     args = ap.parse_args(argv)
     if not args.target.startswith("10."):
         print("error: --target must be a testbed host address (10.x)", file=sys.stderr)

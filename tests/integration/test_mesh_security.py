@@ -1,8 +1,9 @@
 """A rogue host inside the topology attacks a helper: mesh data without credentials, with a
-forged digest, replayed; 10,000 fuzzed messages into every signed endpoint and the UDP
-port; malformed HTTP; malformed telemetry into the prediction engine.  Everything is
-refused with a 4xx and counted, the cache does not change, and the helper and the engine
-keep serving."""
+forged digest, replayed, along a route the master never planned, looping or too long; a
+message captured on its way to one node replayed to another; 10,000 fuzzed messages into
+every signed endpoint and the UDP port; malformed HTTP; malformed telemetry into the
+prediction engine.  Everything is refused with a 4xx and counted, the cache does not
+change, and the helper and the engine keep serving."""
 
 import json
 import sys
@@ -75,17 +76,21 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
         # no credentials: a key the testbed CA never certified, and junk
         got = rogue(dep, "unauth", "--count", "50")
         assert got["codes"] == {"403": 50, "400": 50}, got  # not authentic; not parseable
-        # a credentialed insider whose bytes do not match the signed manifest
-        got = rogue(dep, "forged", "--count", "50", "--identity", str(ident))
+        master_key = run_dir / "secrets" / "ca.secret"  # to sign push plans as the master
+        # a credentialed insider the master ordered to push, whose bytes do not match the
+        # signed manifest
+        got = rogue(dep, "forged", "--count", "50", "--identity", str(ident),
+                    "--ca-secret", str(master_key))
         assert got["codes"] == {"422": 50}, got
         mid = rogue(dep, "status")
         assert cache_of(mid) == cache_of(before)
         assert mid["rejected"].get("bad_digest", 0) == 50
 
-        # the control case: the same insider's correct push is taken ...
+        # the control case: the same insider's correct push, planned by the master, is
+        # taken ...
         capture = run_dir / "valid.bin"
         got = rogue(dep, "valid", "--identity", str(ident), "--node-config", str(node_cfg),
-                    "--save", str(capture))
+                    "--save", str(capture), "--ca-secret", str(master_key))
         assert got["codes"] == {"200": 1}, got
         taken = rogue(dep, "status")
         assert taken["cache"]["inserts"] == before["cache"]["inserts"] + 1
@@ -99,6 +104,50 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
         # certificate; junk), 50 forged digests, 50 replays
         assert sum(after["rejected"].values()) == 200, after["rejected"]
         assert after["rejected"]["bad_certificate"] == 50
+
+        # pushes are routed by the master only: the insider's genuine segment along a
+        # route the master never planned is refused (before, h1 cached it); so is a
+        # route that loops (before, forwarded at every hop) or is too long, even under a
+        # plan signature, and nothing reaches h2
+        h2_ip = dep.configs["h2"]["ip"]
+        h2_before = rogue(dep, "status", ip=h2_ip)
+        got = rogue(dep, "valid", "--identity", str(ident), "--node-config", str(node_cfg),
+                    "--index", "1")
+        assert got["codes"] == {"403": 1}, got
+        too_long = ",".join(["h9", "h1", "h2"] + [f"x{i}" for i in range(40)])
+        for route in ("h9,h1,h2,h1,h2", too_long):
+            got = rogue(dep, "valid", "--identity", str(ident), "--node-config", str(node_cfg),
+                        "--index", "2", "--route", route, "--ca-secret", str(master_key))
+            assert got["codes"] == {"400": 1}, (route, got)
+        routed = rogue(dep, "status")
+        assert cache_of(routed) == cache_of(after)
+        assert routed["rejected"]["unplanned"] == 1 and routed["rejected"]["bad_route"] == 2
+        time.sleep(1)
+        h2_mid = rogue(dep, "status", ip=h2_ip)
+        assert cache_of(h2_mid) == cache_of(h2_before)
+        assert h2_mid["rejected"] == h2_before["rejected"]
+        after = routed
+
+        # a message names its recipient under the signature: the insider's push that h1
+        # took, replayed to h2, is refused there (before, h2's replay guard had never seen
+        # it); the master's own pingback probe to h2, captured on h2's link and replayed to
+        # h1, is refused and not answered
+        got = rogue(dep, "replay", "--capture", str(capture), "--count", "5", ip=h2_ip)
+        assert got["codes"] == {"403": 5}, got
+        h2_after = rogue(dep, "status", ip=h2_ip)
+        assert h2_after["rejected"].get("wrong_recipient", 0) == 5, h2_after["rejected"]
+        assert cache_of(h2_after) == cache_of(h2_mid)
+        probe = run_dir / "probe.bin"
+        out = dep.host("h2").cmd(f"cd {REPO} && {sys.executable} -m testbed.nodes.rogue sniff "
+                                 f"--target {dep.configs['h2']['ip']} --save {probe}")
+        sniffed = json.loads(out.strip().splitlines()[-1])
+        print("sniffed", sniffed)
+        assert sniffed["captured"] == 1 and sniffed["from"] == "m1", sniffed
+        assert sniffed["to"] == "h2", sniffed
+        got = rogue(dep, "udp-replay", "--capture", str(probe), "--count", "3")
+        assert got == {"sent": 3, "answered": 0}, got
+        assert rogue(dep, "status")["rejected"].get("wrong_recipient", 0) == 3
+        after = rogue(dep, "status")
 
         # 10,000 fuzzed messages over HTTP and 10,000 datagrams: 4xx only, still serving
         got = rogue(dep, "fuzz", "--count", "10000")
@@ -133,7 +182,7 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
         port = str(engine["extra"]["engine"]["port"])
         ahead = rogue(dep, "status", "--port", port, ip=engine["ip"])
         got = rogue(dep, "telemetry", "--port", port, "--identity", str(ident), "--now",
-                    f"{dep.now():.3f}", ip=engine["ip"])
+                    f"{dep.now():.3f}", "--target-name", engine["name"], ip=engine["ip"])
         print("telemetry", json.dumps(got)[:3000])
         assert got["junk"]["status"] == 400 and got["foreign"]["status"] == 403
         words = {"missing_field": "lacks at", "wrong_type": "playhead_s must be a number",

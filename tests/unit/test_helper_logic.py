@@ -314,6 +314,8 @@ def test_push_is_forwarded_along_its_route_and_kept_where_told():
     ("h9", ["m1", "h1", "h2"], 1, "bad_route", 400),     # not the previous hop
     ("m1", ["m1", "h2", "h1"], 1, "bad_route", 400),     # this helper is not at hop
     ("m1", ["m1", "h1"], 0, "bad_route", 400),           # hop 0 is the sender
+    ("m1", ["m1", "h1", "h2", "h1"], 1, "bad_route", 400),  # a loop
+    ("m1", ["m1", "h1", "h2"] + [f"x{i}" for i in range(40)], 1, "bad_route", 400),  # long
 ])
 def test_push_off_its_route_is_refused(sender, route, hop, reason, status):
     net = Net("h1", "h2")
@@ -335,7 +337,8 @@ def test_push_with_a_bad_digest_is_refused_and_not_forwarded():
 def test_push_order_sends_this_helpers_copy_or_says_it_is_gone():
     net = Net("h1", "h2")
     h1 = net.nodes["h1"]
-    body = {"video": VOD, "index": 9, "version": 1, "route": ["h1", "h2"], "push_id": "p2"}
+    body = {"video": VOD, "index": 9, "version": 1, "route": ["h1", "h2"], "push_id": "p2",
+            "plan": "ab" * 64}
     ref = net.ask("h1", lambda r: H.Control(r, "m1", "master", "push_order", body))
     assert net.replies[("h1", ref)].status == 404
     h1.cache.put((VOD, 9), 1, seg(VOD, 9), "tree", 0.0)
@@ -343,6 +346,12 @@ def test_push_order_sends_this_helpers_copy_or_says_it_is_gone():
     net.run(1.0)
     assert net.replies[("h1", ref)].status == 200
     assert net.nodes["h2"].cache.peek((VOD, 9)) is not None
+    # the master's signature on the plan travels with the push (the next hop checks it)
+    assert [e.body["plan"] for e in net.sends("h1", "/mesh")] == ["ab" * 64]
+    # a route that loops is not followed, even from the master
+    looped = {**body, "route": ["h1", "h2", "h1"]}
+    ref = net.ask("h1", lambda r: H.Control(r, "m1", "master", "push_order", looped))
+    assert net.replies[("h1", ref)].status == 400
     # from a helper, a push order is refused
     ref = net.ask("h1", lambda r: H.Control(r, "h2", "helper", "push_order", body))
     assert net.replies[("h1", ref)].status == 400

@@ -77,7 +77,7 @@ def test_a_round_through_the_driver(scenario, tmp_path):
             assert probe.type == "probe" and set(probe.body) == {"nonce", "sent"}
             nonce = probe.body["nonce"]
             reply = {"nonce": nonce, "sent": probe.body["sent"], "held": 0.0001}
-            replies.append((h, nonce, helpers[h].encode("probe_reply", reply)))
+            replies.append((h, nonce, helpers[h].encode("probe_reply", reply, to=m.cfg.name)))
         for h, nonce, reply in replies:
             m.udp.arrival = m.probe_sent[nonce] + (0.0011 if h in near else 0.0301)
             m.on_udp(reply, (m.cfg.helpers[h], C.UDP_PORT))

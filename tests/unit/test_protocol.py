@@ -44,9 +44,9 @@ BODIES = {
                 "children": ["h4", "h5"], "ancestors": ["h0", "master"],
                 "tiers": [["h0"], ["h1", "h2"]], "live_group": "239.1.1.1"},
     "mesh_data": {"video": "vod-0003", "index": 4, "version": 1, "route": ["h1", "h2"],
-                  "hop": 0, "push_id": "p-1", "keep": [["vod-0003", 5]]},
+                  "hop": 0, "push_id": "p-1", "keep": [["vod-0003", 5]], "plan": "ab" * 64},
     "push_order": {"video": "vod-0003", "index": 4, "version": 1, "route": ["h2", "h3"],
-                   "hop": 1, "push_id": "p-2", "keep": []},
+                   "hop": 1, "push_id": "p-2", "keep": [], "plan": ""},
     "invalidate": {"video": "vod-0000", "version": 2, "issued": 60.0, "inv_id": "i-1",
                    "route": []},
     "neighbours": {"neighbours": {"h2": {"latency_ms": 4.5, "bw_mbit": 100.0}}},
@@ -128,9 +128,10 @@ def test_tuples_encode_as_lists():
 # --------------------------------------------------------------------------- tampering
 
 
-def _rejected(data: bytes, verifier=VERIFIER, guard=None, now=NOW, roles=None) -> str:
+def _rejected(data: bytes, verifier=VERIFIER, guard=None, now=NOW, roles=None,
+              recipient=None) -> str:
     with pytest.raises((ProtocolError, AuthError)) as e:
-        decode(data, verifier, guard, now, roles)
+        decode(data, verifier, guard, now, roles, recipient=recipient)
     return e.value.reason
 
 
@@ -190,6 +191,55 @@ def test_wrong_role():
     assert _rejected(data, roles=("helper", "master")) == "wrong_role"
     assert decode(data, VERIFIER, None, NOW, roles={"viewer"}).role == "viewer"
     assert _rejected(data, roles="viewers") == "wrong_role"   # a string is one role
+
+
+def test_a_message_is_taken_only_by_the_node_it_names():
+    """The master's routing message to h6, replayed to h3: refused there, and h3's replay
+    guard learns nothing from it (h6 still takes it)."""
+    data = signer(MASTER).encode("routing", BODIES["routing"], now=NOW, to="h6")
+    assert header_of(data)["to"] == "h6"
+    at_h3 = ReplayGuard()
+    assert _rejected(data, guard=at_h3, recipient="h3") == "wrong_recipient"
+    assert len(at_h3) == 0
+    assert decode(data, VERIFIER, ReplayGuard(), NOW, recipient="h6").to == "h6"
+    # a message naming nobody is refused by a node that checks; the name is signed
+    anonymous = signer(MASTER).encode("routing", BODIES["routing"], now=NOW)
+    assert _rejected(anonymous, recipient="h6") == "wrong_recipient"
+    header = header_of(data)
+    header["to"] = "h3"
+    forged = resign(HELPER, header)  # re-signed by someone else: not the master's any more
+    assert _rejected(forged, roles=("master",), recipient="h3") == "bad_signature"
+    tampered = bytearray(data)
+    at = bytes(data).index(b'"to":"h6"') + 7
+    tampered[at] = ord("3")
+    assert _rejected(bytes(tampered), recipient="h3") == "bad_signature"
+
+
+@pytest.mark.parametrize("to", ["", 7, "x" * 300])
+def test_a_bad_recipient_name_is_the_senders_error(to):
+    with pytest.raises(ValueError, match="to"):
+        signer().encode("probe", BODIES["probe"], now=NOW, to=to)
+
+
+def test_a_push_plan_covers_route_and_keepers_not_the_hop():
+    body = {**BODIES["mesh_data"], "route": ["m1", "h1", "h2"], "keep": ["h2", "h1"]}
+    base = P.plan_bytes(body)
+    assert P.plan_bytes({**body, "hop": 2, "version": 9, "plan": "x"}) == base
+    assert P.plan_bytes({**body, "keep": ["h1", "h2"]}) == base        # a set of keepers
+    for change in ({"route": ["m1", "h1", "h3"]}, {"keep": ["h2"]}, {"index": 5},
+                   {"video": "vod-0004"}, {"push_id": "p-9"}):
+        assert P.plan_bytes({**body, **change}) != base, change
+    sig = CA.sign(base)
+    VERIFIER.verify_ca(base, sig)
+    with pytest.raises(AuthError):  # a helper's signature is not the master's plan
+        VERIFIER.verify_ca(base, HELPER.sign(base))
+
+
+def test_route_problem():
+    assert P.route_problem(["m1", "h1", "h2"]) is None
+    assert "twice" in P.route_problem(["h2", "h8", "h3", "h8", "h3"])
+    assert "at most" in P.route_problem([f"h{i}" for i in range(P.MAX_ROUTE + 1)])
+    assert P.route_problem([f"h{i}" for i in range(P.MAX_ROUTE)]) is None
 
 
 def test_certificate_of_another_node():

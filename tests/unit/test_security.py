@@ -381,4 +381,5 @@ def test_replay_guard_never_accepts_a_message_twice_under_eviction(ops, max_send
 
 def test_module_names_its_reasons():
     assert set(sec.REASONS) == {"no_credentials", "bad_certificate", "expired", "bad_signature",
-                                "replay", "stale_timestamp", "unknown_peer", "wrong_role"}
+                                "replay", "stale_timestamp", "unknown_peer", "wrong_role",
+                                "wrong_recipient"}

@@ -17,8 +17,10 @@ The rules it keeps:
   50-300 ms) or when every neighbour has said no; the tree is asked ancestor by ancestor
   (parent, its parent, ..., the master).  An answer counts only if its version is at least
   the one asked for and its bytes match the digest in the signed manifest of that version.
-* **Pushes** (receiveMeshData): a push is accepted only on its route, from the previous hop,
-  for a known segment no older than the floor, with a matching digest; it is cached at the
+* **Pushes** (receiveMeshData): the driver has checked the master's signature on the push's
+  plan (:func:`P.plan_bytes`); a push is accepted only on its route, from the previous hop,
+  along a route with no loop and at most :data:`P.MAX_ROUTE` nodes, for a known segment no
+  older than the floor, with a matching digest; it is cached at the
   destination and on the hops its ``keep`` list names, and forwarded to the next hop.
 * **Invalidations** raise the video's floor, drop older copies, and go on to children and
   neighbours other than the sender, once per invalidation id.
@@ -686,6 +688,10 @@ class HelperLogic:
                 and route[hop - 1] == ev.sender):
             return [self._reject("bad_route", ev.sender, "mesh"),
                     Reply(ev.ref, 400, b"not on this message's route\n")]
+        problem = P.route_problem(route)
+        if problem is not None:
+            return [self._reject("bad_route", ev.sender, "mesh"),
+                    Reply(ev.ref, 400, f"{problem}\n".encode())]
         if video not in self.catalogue or not 0 <= index < self.catalogue[video].n_segments:
             return [self._reject("unknown_segment", ev.sender, "mesh"),
                     Reply(ev.ref, 404, b"no such segment\n")]
@@ -768,7 +774,8 @@ class HelperLogic:
         except (KeyError, TypeError, ValueError):
             return [self._reject("malformed", "master", "push_order"),
                     Reply(ref, 400, b"malformed push order\n")]
-        if len(route) < 2 or route[0] != self.s.name or not self.s.is_peer(route[1]):
+        if len(route) < 2 or route[0] != self.s.name or not self.s.is_peer(route[1]) \
+                or P.route_problem(route) is not None:
             return [self._reject("bad_route", "master", "push_order"),
                     Reply(ref, 400, b"not a route from this helper\n")]
         entry = self.cache.peek((video, index))
@@ -777,7 +784,7 @@ class HelperLogic:
                                  index=index),
                     Reply(ref, 404, b"no such copy\n")]
         body = {"video": video, "index": index, "version": entry.version, "route": route,
-                "hop": 1, "push_id": push_id, "keep": keep}
+                "hop": 1, "push_id": push_id, "keep": keep, "plan": str(b.get("plan", ""))}
         return [self._record("push_sent", push_id=push_id, video=video, index=index,
                              to=route[1], dest=route[-1], bytes=len(entry.data),
                              source=Source.cached(entry.origin).value),

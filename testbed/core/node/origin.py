@@ -46,6 +46,7 @@ from testbed.core.mesh import NearestCopy, PeerMetric, mesh_graph, push_route, p
 from testbed.core.node.effects import Record, Response, Send, SetTimer, Timer
 from testbed.core.node.master import MasterLogic
 from testbed.core.prefetch import Demand, FutureDemand, HelperView, Push
+from testbed.core.protocol import route_problem
 
 ACTIVE_S = 15.0  # playheads (and forecasts) older than this are not planned with
 FORECAST_EVERY_S = 2.0  # at most this often the engine is asked (a segment's length)
@@ -463,7 +464,7 @@ class OriginLogic:
             route = list(push.route) or None
             if route is None and push.dest in graph and self.master in graph:
                 route = push_route(graph, [self.master], push.dest, push.size)
-            if not route:
+            if not route or route_problem(route) is not None:  # helpers would refuse it
                 route = [self.master, push.dest]
             for holder in (*push.keep, push.dest):
                 self.in_flight[(holder, push.video, push.index)] = now
@@ -493,6 +494,8 @@ class OriginLogic:
         dest = body["route"][-1]
         route = (push_route(graph, [self.master], dest, ROUTE_BYTES)
                  if self.master in graph else None) or [self.master, dest]
+        if route_problem(route) is not None:
+            route = [self.master, dest]
         keep = [h for h in body["keep"] if h in route[1:-1]]
         return [Record("push_fallback", {"push_id": body["push_id"], "holder": body["route"][0],
                                          "status": r.status or None, "route": route}),
