@@ -49,6 +49,7 @@ MAX_DEPTH = 16
 #: transfers).
 MAX_ROUTE = 32
 _PLAN_DOMAIN = b"meshcast-push-plan-v1\n"
+_INVALIDATION_DOMAIN = b"meshcast-invalidation-v1\n"
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _U32 = struct.Struct(">I")
@@ -70,7 +71,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "push_order": {"video": str, "index": int, "version": int, "route": list, "hop": int,
                    "push_id": str, "keep": list, "plan": str},
     "invalidate": {"video": str, "version": int, "issued": float, "inv_id": str,
-                   "route": list},
+                   "route": list, "auth": str},
     "neighbours": {"neighbours": dict},
     "telemetry": {"events": list},
     "predict": {"helpers": list, "top": int},
@@ -178,6 +179,15 @@ def plan_bytes(body: Mapping[str, Any]) -> bytes:
     return _PLAN_DOMAIN + _dumps([str(body["push_id"]), str(body["video"]), int(body["index"]),
                                   [str(n) for n in body["route"]],
                                   sorted(str(n) for n in body["keep"])])
+
+
+def invalidation_bytes(body: Mapping[str, Any]) -> bytes:
+    """What the master signs for an invalidation (the ``auth`` field of ``invalidate``, in
+    hex): its id, video, version and time, not the route it has travelled (each helper
+    adds itself).  Helpers pass the master's signature on, so a helper can forward an
+    invalidation but never make one."""
+    return _INVALIDATION_DOMAIN + _dumps([str(body["inv_id"]), str(body["video"]),
+                                          int(body["version"]), float(body["issued"])])
 
 
 def route_problem(route: Sequence[object]) -> Optional[str]:

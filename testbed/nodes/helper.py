@@ -319,17 +319,18 @@ class Helper:
         if msg.type != "mesh_data":
             self.secure.rejected.note(self.events, "wrong_type", msg.sender, "mesh")
             return web.Response(status=400, text="expected mesh_data\n")
-        if not self.plan_ok(msg.body):
+        if not self.master_signed(P.plan_bytes, msg.body, "plan"):
             self.secure.rejected.note(self.events, "unplanned", msg.sender, "mesh")
             return web.Response(status=403, text="refused: the master did not plan this "
                                 "push (its route and keepers are not under its signature)\n")
         return await self.answer(lambda ref: H.MeshData(ref, msg.sender, dict(msg.body),
                                                         msg.payload))
 
-    def plan_ok(self, body) -> bool:
-        """Whether the master signed this push's plan (:func:`P.plan_bytes`)."""
+    def master_signed(self, what, body, field: str) -> bool:
+        """Whether ``body[field]`` is the master's signature on ``what(body)`` (a push's
+        plan, an invalidation)."""
         try:
-            self.secure.verifier.verify_ca(P.plan_bytes(body), bytes.fromhex(body["plan"]))
+            self.secure.verifier.verify_ca(what(body), bytes.fromhex(body[field]))
         except (sec.AuthError, ValueError, KeyError, TypeError):
             return False
         return True
@@ -338,6 +339,12 @@ class Helper:
         msg = await self._verified(request, "control", "control", ("master", "helper"))
         if msg is None:
             return self.secure.refusal()
+        if msg.type == "invalidate" and not self.master_signed(
+                P.invalidation_bytes, msg.body, "auth"):
+            self.secure.rejected.note(self.events, "unsigned_invalidation", msg.sender,
+                                      "control")
+            return web.Response(status=403, text="refused: an invalidation the master did "
+                                "not sign\n")
         return await self.answer(lambda ref: H.Control(ref, msg.sender, msg.role, msg.type,
                                                        dict(msg.body)))
 

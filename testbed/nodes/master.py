@@ -297,7 +297,8 @@ class Master:
             else:
                 self.send_udp(e)
             return
-        body = self.planned(e.body) if e.msg_type == "push_order" else e.body
+        body = (self.planned(e.body) if e.msg_type == "push_order"
+                else self.authorised(e.body) if e.msg_type == "invalidate" else e.body)
         data = self.secure.encode(e.msg_type, body, e.payload, to=e.to)
         if e.ref is not None:
             task = self._answer(e, data, logic or self.logic)
@@ -410,6 +411,11 @@ class Master:
                               group=group, bytes=len(data), send_drops=dropped)
 
     # -- pushes ----------------------------------------------------------------------
+    def authorised(self, body: dict) -> dict:
+        """An invalidation's body with the master's signature on it: helpers forward it
+        as it is, and refuse one without it."""
+        return {**body, "auth": self.authority.sign(P.invalidation_bytes(body)).hex()}
+
     def planned(self, body: dict) -> dict:
         """A push's body with the master's signature on its plan (route, keepers): every
         helper on the route checks it, so no one else can route a push."""

@@ -15,6 +15,8 @@ object: HTTP status -> count, plus details):
 - ``valid``: one push of the right bytes from an insider, kept with ``--save``: taken when
   the master planned it, refused when not, or when its ``--route`` loops or is too long;
 - ``replay``: a valid message captured earlier (``--capture``), sent again;
+- ``invalidate``: an insider's own invalidation (``--version``, say a huge one) of
+  ``--video``;
 - ``sniff``: run on another testbed host, capture the first signed datagram of
   ``--msg-type`` arriving there (the master's pingback probe) into ``--save``;
 - ``udp-replay``: send such a capture to the target's UDP port, counting the answers;
@@ -136,6 +138,21 @@ def attack_valid(args, h: Http) -> dict:
     return {"codes": {status: 1}}
 
 
+def attack_invalidate(args, h: Http) -> dict:
+    """An invalidation of ``--video`` at version ``--version`` made by a credentialed
+    insider (``--identity``), not by the master, sent ``--count`` times to the target's
+    ``/control``."""
+    ident = sec.Identity.from_json(Path(args.identity).read_text())
+    signer = P.Signer(ident, seq_start=time.time_ns() // 1000)
+    codes: Counter = Counter()
+    for i in range(args.count):
+        body = {"video": args.video, "version": args.version, "issued": time.time(),
+                "inv_id": f"rogue-{i}", "route": [ident.cert.node_id], "auth": ""}
+        msg = signer.encode("invalidate", body, now=time.time(), to=args.target_name)
+        codes[h.request("POST", "/control", msg)[0]] += 1
+    return {"codes": dict(codes)}
+
+
 def attack_status(args, h: Http) -> dict:
     status, body = h.request("GET", "/status")
     return json.loads(body) if status == 200 else {"status": status}
@@ -223,7 +240,7 @@ def attack_fuzz(args, h: Http) -> dict:
     samples = [signer.encode(t, b, p, now=time.time(), to=args.target_name) for t, b, p in (
         ("mesh_data", mesh_body(["h1", args.target_name], args.video, 0, 1), b"x" * 300),
         ("invalidate", {"video": args.video, "version": 2, "issued": time.time(),
-                        "inv_id": "x", "route": ["h1"]}, b""),
+                        "inv_id": "x", "route": ["h1"], "auth": ""}, b""),
         ("fetch", {"video": args.video, "index": 0, "min_version": 0}, b""),
         ("probe", {"nonce": 1, "sent": time.time()}, b""),
     )]
@@ -334,7 +351,7 @@ def attack_telemetry(args, h: Http) -> dict:
 ATTACKS = {"telemetry": attack_telemetry, "unauth": attack_unauth, "forged": attack_forged,
            "replay": attack_replay, "fuzz": attack_fuzz, "http": attack_http, "valid": attack_valid,
            "status": attack_status, "get": attack_get, "sniff": attack_sniff,
-           "udp-replay": attack_udp_replay}
+           "udp-replay": attack_udp_replay, "invalidate": attack_invalidate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ from testbed.core.protocol import PUSH_PORT
 from testbed.core.records import ROOT_HEADER, SOURCE_HEADER, VERSION_HEADER
 
 SIGNED_OVERHEAD = 342     # bytes a signed envelope (recipient included) adds to body and payload
-PLAN_STANDIN = "0" * 128  # a push plan's signature: its size (the bytes it adds)
+PLAN_STANDIN = "0" * 128  # the master's signature on a push plan or an invalidation: its size
 SIGN_CPU_S = 115e-6       # one signature (Ed25519 and the envelope), as measured
 VERIFY_CPU_S = 140e-6     # one verification
 EGRESS_EVERY_S = 1.0      # the master's egress records, as the daemon writes them
@@ -372,6 +372,8 @@ class SimHelper(Node):
             self.verified += 1  # the master's signature on the push's plan
             self.ask(lambda ref: H.MeshData(ref, sender.name, dict(e.body), e.payload), answer)
         else:
+            if e.msg_type == "invalidate":
+                self.verified += 1  # the master's signature on it
             self.ask(lambda ref: H.Control(ref, sender.name, sender.role, e.msg_type,
                                            dict(e.body)), answer)
 
@@ -448,6 +450,9 @@ class SimMaster(Node):
             if t is Send:
                 if e.msg_type == "push_order":
                     e = replace(e, body=self.planned(e.body))
+                elif e.msg_type == "invalidate":
+                    self.signed += 1  # the master's signature on the invalidation
+                    e = replace(e, body={**e.body, "auth": PLAN_STANDIN})
                 if e.ref is not None:
                     ref = e.ref
                     self.send(e, lambda r, ref=ref, logic=logic: self.apply(

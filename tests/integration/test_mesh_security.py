@@ -1,9 +1,9 @@
 """A rogue host inside the topology attacks a helper: mesh data without credentials, with a
-forged digest, replayed, along a route the master never planned, looping or too long; a
-message captured on its way to one node replayed to another; 10,000 fuzzed messages into
-every signed endpoint and the UDP port; malformed HTTP; malformed telemetry into the
-prediction engine.  Everything is refused with a 4xx and counted, the cache does not
-change, and the helper and the engine keep serving."""
+forged digest, replayed, along a route the master never planned, looping or too long; an
+insider's own invalidation; a message captured on its way to one node replayed to
+another; 10,000 fuzzed messages into every signed endpoint and the UDP port; malformed
+HTTP; malformed telemetry into the prediction engine.  Everything is refused with a 4xx
+and counted, the cache does not change, and the helper and the engine keep serving."""
 
 import json
 import sys
@@ -126,7 +126,22 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
         h2_mid = rogue(dep, "status", ip=h2_ip)
         assert cache_of(h2_mid) == cache_of(h2_before)
         assert h2_mid["rejected"] == h2_before["rejected"]
-        after = routed
+
+        # invalidations are the master's only: an insider's own invalidation of vod-0000
+        # at version 1,000,000 is refused (before, it was taken and forwarded, and every
+        # later copy of the video was refused as stale), and a planned push of the video
+        # at version 1 is still taken
+        got = rogue(dep, "invalidate", "--identity", str(ident), "--video", "vod-0000",
+                    "--version", "1000000", "--count", "3")
+        assert got["codes"] == {"403": 3}, got
+        inval = rogue(dep, "status")
+        assert inval["rejected"]["unsigned_invalidation"] == 3, inval["rejected"]
+        assert cache_of(inval) == cache_of(routed)
+        got = rogue(dep, "valid", "--identity", str(ident), "--node-config", str(node_cfg),
+                    "--index", "3", "--ca-secret", str(master_key))
+        assert got["codes"] == {"200": 1}, got
+        after = rogue(dep, "status")
+        assert after["cache"]["inserts"] == routed["cache"]["inserts"] + 1
 
         # a message names its recipient under the signature: the insider's push that h1
         # took, replayed to h2, is refused there (before, h2's replay guard had never seen

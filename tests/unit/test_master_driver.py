@@ -211,3 +211,43 @@ def test_a_republish_signs_the_new_manifest_and_invalidates(scenario, tmp_path):
         msg = helper_secure(m, h).decode(data, "control", roles=("master",))
         assert path == "/control" and msg.type == "invalidate"
         assert msg.body["inv_id"] == rec["inv_id"] and msg.body["version"] == 2
+
+
+def test_push_orders_and_invalidations_leave_under_the_masters_signature(scenario, tmp_path):
+    """A push order carries the master's signature on its plan and an invalidation on its
+    content; a helper's driver checks both against the CA key, and neither verifies once
+    its route (or version) is changed."""
+    from testbed.core import protocol as P
+    from testbed.core.node.effects import Send
+    from testbed.nodes.helper import Helper
+
+    m = master(scenario, tmp_path)
+    posted: list[bytes] = []
+
+    async def fake_send(helper, path, data, cls, port=C.HTTP_PORT):
+        posted.append(data)
+        return 200
+
+    m.send = fake_send
+    order = {"video": "vod-0001", "index": 2, "version": 1, "route": ["h1", "h2"], "hop": 1,
+             "push_id": "p-1", "keep": []}
+    inval = {"video": "vod-0001", "version": 2, "issued": 1.0, "inv_id": "i-1",
+             "route": ["m1"]}
+
+    async def play():
+        m.execute_send(Send("h1", "push_order", order, path="/control", cls="control"))
+        m.execute_send(Send("h1", "invalidate", inval, path="/control", cls="control"))
+        await asyncio.sleep(0.05)
+
+    uvloop.run(play())
+    at_h1 = helper_secure(m, "h1")
+    bodies = [dict(at_h1.decode(data, "control", roles=("master",)).body) for data in posted]
+    checker = Helper.__new__(Helper)
+    checker.secure = at_h1
+    plan, auth = bodies
+    assert checker.master_signed(P.plan_bytes, plan, "plan")
+    assert checker.master_signed(P.invalidation_bytes, auth, "auth")
+    assert checker.master_signed(P.invalidation_bytes, {**auth, "route": ["m1", "h1"]}, "auth")
+    assert not checker.master_signed(P.plan_bytes, {**plan, "route": ["h1", "h3"]}, "plan")
+    assert not checker.master_signed(P.invalidation_bytes, {**auth, "version": 9}, "auth")
+    assert not checker.master_signed(P.plan_bytes, {**plan, "plan": "zz"}, "plan")

@@ -48,7 +48,7 @@ BODIES = {
     "push_order": {"video": "vod-0003", "index": 4, "version": 1, "route": ["h2", "h3"],
                    "hop": 1, "push_id": "p-2", "keep": [], "plan": ""},
     "invalidate": {"video": "vod-0000", "version": 2, "issued": 60.0, "inv_id": "i-1",
-                   "route": []},
+                   "route": [], "auth": "cd" * 64},
     "neighbours": {"neighbours": {"h2": {"latency_ms": 4.5, "bw_mbit": 100.0}}},
     "telemetry": {"events": [{"kind": "start", "viewer": "ab12", "at": 3.5}]},
     "predict": {"helpers": ["h1", "h2"], "top": 20},
@@ -232,6 +232,18 @@ def test_a_push_plan_covers_route_and_keepers_not_the_hop():
     sig = CA.sign(base)
     VERIFIER.verify_ca(base, sig)
     with pytest.raises(AuthError):  # a helper's signature is not the master's plan
+        VERIFIER.verify_ca(base, HELPER.sign(base))
+
+
+def test_an_invalidation_is_signed_without_its_route():
+    body = BODIES["invalidate"]
+    base = P.invalidation_bytes(body)
+    assert P.invalidation_bytes({**body, "route": ["m1", "h1", "h5"], "auth": "x"}) == base
+    for change in ({"version": 3}, {"video": "vod-0001"}, {"inv_id": "i-2"},
+                   {"issued": 61.0}):
+        assert P.invalidation_bytes({**body, **change}) != base, change
+    VERIFIER.verify_ca(base, CA.sign(base))
+    with pytest.raises(AuthError):
         VERIFIER.verify_ca(base, HELPER.sign(base))
 
 

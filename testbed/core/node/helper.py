@@ -22,8 +22,10 @@ The rules it keeps:
   along a route with no loop and at most :data:`P.MAX_ROUTE` nodes, for a known segment no
   older than the floor, with a matching digest; it is cached at the
   destination and on the hops its ``keep`` list names, and forwarded to the next hop.
-* **Invalidations** raise the video's floor, drop older copies, and go on to children and
-  neighbours other than the sender, once per invalidation id.
+* **Invalidations** (the driver has checked the master's signature on each,
+  :func:`P.invalidation_bytes`; forwarded with it) raise the video's floor, drop older
+  copies, and go on to children and neighbours other than the sender, once per
+  invalidation id.
 * **Neighbours** are re-chosen each round from the medians of the probe round trips and the
   packet-train bandwidth estimates; the neighbours (and the cache inventory, when it
   changed) are reported to the master.
