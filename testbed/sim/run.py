@@ -17,12 +17,14 @@ deterministic (the same seed gives the same records).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,9 +96,40 @@ def build_world(plan: RunPlan) -> World:
     return world
 
 
+#: The cycle collector's thresholds during a run: a young generation this large is
+#: collected rarely (a run allocates millions of short-lived objects, almost none in
+#: cycles), and the objects built before the run starts are frozen out of every collection.
+GC_THRESHOLDS = (100_000, 20, 10)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Python's cycle collector, tuned for one long simulated run and restored after it.
+
+    A full collection walks every object alive: at 10,000 helpers (a heap of about 3 GB)
+    they took 44 % of the run's CPU at the default thresholds.  Cycles (a transfer and the
+    call waiting on it) are still collected, less often.
+    """
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 def run_sim(scenario: Scenario, out: Path, say: Callable[[str], None] = print,
             fidelity: dict | None = None, plan: RunPlan | None = None) -> RunResult:
     """Play ``scenario`` on the simulated network; results land in ``out`` (see module)."""
+    with fewer_collections():
+        return _run_sim(scenario, out, say, fidelity, plan)
+
+
+def _run_sim(scenario: Scenario, out: Path, say: Callable[[str], None],
+             fidelity: dict | None, plan: RunPlan | None) -> RunResult:
     from testbed.harness.run import RunDirError, RunResult, policy_horizon_s
 
     out = Path(out)

@@ -436,3 +436,16 @@ def test_a_seed_gives_the_same_run_in_another_process(tmp_path):
     for name in ("m1", "h5", "v2"):
         assert ((tmp_path / "1" / "logs" / f"{name}.jsonl").read_text()
                 == (tmp_path / "2" / "logs" / f"{name}.jsonl").read_text())
+
+
+def test_a_run_tunes_the_cycle_collector_and_restores_it():
+    import gc
+
+    from testbed.sim.run import GC_THRESHOLDS, fewer_collections
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), fewer_collections():
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what existed before the run is never walked
+        raise RuntimeError("a run that fails")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
