@@ -22,7 +22,7 @@ import json
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -188,6 +188,42 @@ def invalidation_bytes(body: Mapping[str, Any]) -> bytes:
     invalidation but never make one."""
     return _INVALIDATION_DOMAIN + _dumps([str(body["inv_id"]), str(body["video"]),
                                           int(body["version"]), float(body["issued"])])
+
+
+#: The messages whose decision is the master's alone: the body field holding its signature,
+#: what it signs, and the reason a receiver counts when the signature does not verify.
+#: Helpers pass these bodies on with the master's signature; their own envelope only says
+#: who handed it over.
+COUNTERSIGNED: dict[str, tuple[str, Callable[[Mapping[str, Any]], bytes], str]] = {
+    "mesh_data": ("plan", plan_bytes, "unplanned"),
+    "push_order": ("plan", plan_bytes, "unplanned"),
+    "invalidate": ("auth", invalidation_bytes, "unsigned_invalidation"),
+}
+
+
+def countersign(msg_type: str, body: dict, sign: Callable[[bytes], bytes]) -> dict:
+    """``body`` with the master's signature (``sign``, the CA key) in its field, when
+    ``msg_type`` is one of :data:`COUNTERSIGNED`; other bodies as they are."""
+    spec = COUNTERSIGNED.get(msg_type)
+    if spec is None:
+        return body
+    field, what, _ = spec
+    return {**body, field: sign(what(body)).hex()}
+
+
+def countersign_problem(msg_type: str, body: Mapping[str, Any],
+                        verify_ca: Callable[[bytes, bytes], None]) -> Optional[str]:
+    """The reason to refuse ``body`` when it needs the master's signature and does not
+    carry a good one (``verify_ca`` raises on a bad signature); None otherwise."""
+    spec = COUNTERSIGNED.get(msg_type)
+    if spec is None:
+        return None
+    field, what, reason = spec
+    try:
+        verify_ca(what(body), bytes.fromhex(body[field]))
+    except (AuthError, ValueError, KeyError, TypeError):
+        return reason
+    return None
 
 
 def route_problem(route: Sequence[object]) -> Optional[str]:

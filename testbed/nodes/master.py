@@ -297,8 +297,7 @@ class Master:
             else:
                 self.send_udp(e)
             return
-        body = (self.planned(e.body) if e.msg_type == "push_order"
-                else self.authorised(e.body) if e.msg_type == "invalidate" else e.body)
+        body = P.countersign(e.msg_type, e.body, self.authority.sign)
         data = self.secure.encode(e.msg_type, body, e.payload, to=e.to)
         if e.ref is not None:
             task = self._answer(e, data, logic or self.logic)
@@ -411,20 +410,10 @@ class Master:
                               group=group, bytes=len(data), send_drops=dropped)
 
     # -- pushes ----------------------------------------------------------------------
-    def authorised(self, body: dict) -> dict:
-        """An invalidation's body with the master's signature on it: helpers forward it
-        as it is, and refuse one without it."""
-        return {**body, "auth": self.authority.sign(P.invalidation_bytes(body)).hex()}
-
-    def planned(self, body: dict) -> dict:
-        """A push's body with the master's signature on its plan (route, keepers): every
-        helper on the route checks it, so no one else can route a push."""
-        return {**body, "plan": self.authority.sign(P.plan_bytes(body)).hex()}
-
     async def push_from_origin(self, e: PushFromOrigin) -> None:
         """Send a pushed segment to the first hop of its route (the push class's port); its
         bytes are made in a thread (they take a while)."""
-        body = self.planned(e.body)
+        body = P.countersign("mesh_data", e.body, self.authority.sign)  # the plan
         data = await asyncio.to_thread(self.segment, body["video"], body["index"],
                                        body["version"])
         msg = self.secure.encode("mesh_data", body, data, to=body["route"][1])

@@ -39,11 +39,11 @@ from testbed.core.node.effects import Record, Reply, Response, Send, SetTimer, T
 from testbed.core.node.master import MasterLogic, Neighbours, ProbeReply, WriteSync
 from testbed.core.node.origin import PREFETCH, LinkLoad, OriginLogic, Publish, PushFromOrigin
 from testbed.core.node.origin import TIMERS as ORIGIN_TIMERS
-from testbed.core.protocol import PUSH_PORT
+from testbed.core.protocol import COUNTERSIGNED, PUSH_PORT, countersign
 from testbed.core.records import ROOT_HEADER, SOURCE_HEADER, VERSION_HEADER
 
 SIGNED_OVERHEAD = 342     # bytes a signed envelope (recipient included) adds to body and payload
-PLAN_STANDIN = "0" * 128  # the master's signature on a push plan or an invalidation: its size
+STANDIN_SIGNATURE = bytes(64)  # the master's signature in a body (a plan, an invalidation)
 SIGN_CPU_S = 115e-6       # one signature (Ed25519 and the envelope), as measured
 VERIFY_CPU_S = 140e-6     # one verification
 EGRESS_EVERY_S = 1.0      # the master's egress records, as the daemon writes them
@@ -364,16 +364,15 @@ class SimHelper(Node):
     def on_message(self, sender: Node, e: Send, size: int, answer) -> None:
         self.rx[e.cls] += size
         self.verified += 1
+        if e.msg_type in COUNTERSIGNED:
+            self.verified += 1  # the master's signature in the body too
         path = e.path
         if path in ("/fetch", "/peer-fetch"):
             self.ask(lambda ref: H.FetchRequest(ref, sender.name, dict(e.body),
                                                 path == "/peer-fetch"), answer)
         elif path == "/mesh":
-            self.verified += 1  # the master's signature on the push's plan
             self.ask(lambda ref: H.MeshData(ref, sender.name, dict(e.body), e.payload), answer)
         else:
-            if e.msg_type == "invalidate":
-                self.verified += 1  # the master's signature on it
             self.ask(lambda ref: H.Control(ref, sender.name, sender.role, e.msg_type,
                                            dict(e.body)), answer)
 
@@ -448,11 +447,8 @@ class SimMaster(Node):
         for e in effects:
             t = type(e)
             if t is Send:
-                if e.msg_type == "push_order":
-                    e = replace(e, body=self.planned(e.body))
-                elif e.msg_type == "invalidate":
-                    self.signed += 1  # the master's signature on the invalidation
-                    e = replace(e, body={**e.body, "auth": PLAN_STANDIN})
+                if e.msg_type in COUNTERSIGNED:
+                    e = replace(e, body=self.countersigned(e.msg_type, e.body))
                 if e.ref is not None:
                     ref = e.ref
                     self.send(e, lambda r, ref=ref, logic=logic: self.apply(
@@ -544,13 +540,14 @@ class SimMaster(Node):
         return Reply(0, 200, data, {VERSION_HEADER: str(version), SOURCE_HEADER: "origin",
                                     ROOT_HEADER: "origin"})
 
-    def planned(self, body: dict) -> dict:
-        """The push's body with its plan signature (counted, as every signature here)."""
+    def countersigned(self, msg_type: str, body: dict) -> dict:
+        """``body`` with the master's signature on it (a push's plan, an invalidation):
+        its bytes, counted as every signature here."""
         self.signed += 1
-        return {**body, "plan": PLAN_STANDIN}
+        return countersign(msg_type, body, lambda _: STANDIN_SIGNATURE)
 
     def push_from_origin(self, e: PushFromOrigin) -> None:
-        body = self.planned(e.body)
+        body = self.countersigned("mesh_data", e.body)
         data = segment_standin(self.w.seed, self.catalogue[body["video"]], body["index"],
                                body["version"])
         self.send(Send(body["route"][1], "mesh_data", body, data, path="/mesh",

@@ -219,7 +219,6 @@ def test_push_orders_and_invalidations_leave_under_the_masters_signature(scenari
     its route (or version) is changed."""
     from testbed.core import protocol as P
     from testbed.core.node.effects import Send
-    from testbed.nodes.helper import Helper
 
     m = master(scenario, tmp_path)
     posted: list[bytes] = []
@@ -241,13 +240,15 @@ def test_push_orders_and_invalidations_leave_under_the_masters_signature(scenari
 
     uvloop.run(play())
     at_h1 = helper_secure(m, "h1")
-    bodies = [dict(at_h1.decode(data, "control", roles=("master",)).body) for data in posted]
-    checker = Helper.__new__(Helper)
-    checker.secure = at_h1
-    plan, auth = bodies
-    assert checker.master_signed(P.plan_bytes, plan, "plan")
-    assert checker.master_signed(P.invalidation_bytes, auth, "auth")
-    assert checker.master_signed(P.invalidation_bytes, {**auth, "route": ["m1", "h1"]}, "auth")
-    assert not checker.master_signed(P.plan_bytes, {**plan, "route": ["h1", "h3"]}, "plan")
-    assert not checker.master_signed(P.invalidation_bytes, {**auth, "version": 9}, "auth")
-    assert not checker.master_signed(P.plan_bytes, {**plan, "plan": "zz"}, "plan")
+    order, inval = (dict(at_h1.decode(data, "control", roles=("master",)).body)
+                    for data in posted)
+
+    def refused(msg_type: str, body: dict) -> str | None:
+        return P.countersign_problem(msg_type, body, at_h1.verifier.verify_ca)
+
+    assert refused("push_order", order) is None and refused("mesh_data", order) is None
+    assert refused("invalidate", inval) is None
+    assert refused("invalidate", {**inval, "route": ["m1", "h1"]}) is None  # it travels
+    assert refused("push_order", {**order, "route": ["h1", "h3"]}) == "unplanned"
+    assert refused("invalidate", {**inval, "version": 9}) == "unsigned_invalidation"
+    assert refused("mesh_data", {**order, "plan": "zz"}) == "unplanned"

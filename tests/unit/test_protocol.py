@@ -229,6 +229,13 @@ def test_a_push_plan_covers_route_and_keepers_not_the_hop():
     for change in ({"route": ["m1", "h1", "h3"]}, {"keep": ["h2"]}, {"index": 5},
                    {"video": "vod-0004"}, {"push_id": "p-9"}):
         assert P.plan_bytes({**body, **change}) != base, change
+    signed = P.countersign("mesh_data", body, CA.sign)
+    assert bytes.fromhex(signed["plan"]) == CA.sign(base)
+    assert P.countersign_problem("mesh_data", signed, VERIFIER.verify_ca) is None
+    assert P.countersign_problem("mesh_data", body, VERIFIER.verify_ca) == "unplanned"
+    fetch = BODIES["fetch"]  # not the master's decision: left as it is, never refused
+    assert P.countersign("fetch", fetch, CA.sign) is fetch
+    assert P.countersign_problem("fetch", fetch, VERIFIER.verify_ca) is None
     sig = CA.sign(base)
     VERIFIER.verify_ca(base, sig)
     with pytest.raises(AuthError):  # a helper's signature is not the master's plan
