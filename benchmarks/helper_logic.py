@@ -8,7 +8,7 @@ Writes benchmarks/out/helper_logic.json.  Timed on one core, median of repeats, 
 * ``segment_miss``: a request that misses, its tree fetch's answer (digest checked against
   the manifest) and the reply;
 * ``push_relay``: a push arriving on its route, checked, kept and forwarded;
-* ``telemetry_batch``: a viewer host's batch of 20 player events, anonymised.
+* ``telemetry_batch``: one session's batch of 20 player events: token checked, anonymised.
 
 Each figure is events per second of logic (what a simulation of 10,000 helpers pays per
 event); signing and the network are the driver's and are not included.
@@ -33,6 +33,7 @@ from testbed.core.content import (  # noqa: E402
 )
 from testbed.core.node import helper as H  # noqa: E402
 from testbed.core.node.effects import Response, Send  # noqa: E402
+from testbed.core.telemetry import session_token  # noqa: E402
 
 REPEATS = 5
 N = 4000
@@ -43,7 +44,7 @@ ADDR = {"m1": "10.0.0.1", **{f"h{i}": f"10.0.1.{i}" for i in range(1, 9)}}
 
 def logic() -> H.HelperLogic:
     s = H.HelperSettings(name="h1", master="m1", addresses=ADDR, catalogue=CAT,
-                         cache_bytes=10**12, telemetry_salt=b"s" * 16, engine="e1")
+                         cache_bytes=10**12, pseudonym_key=b"s" * 16, engine="e1")
     g = H.HelperLogic(s)
     for v in VIDEOS:
         g.handle(H.ManifestArrived(v, build_manifest(1, CAT[v]), {}), 0.0)
@@ -89,12 +90,13 @@ def push_relay() -> float:
 
 def telemetry_batch() -> float:
     g = logic()
-    batch = json.dumps({"viewer": "viewer-1", "events": [
-        {"kind": "request", "video": VIDEOS[j % 50], "playhead_s": 2.0 * j, "at": 1.0}
+    token = session_token(g.s.pseudonym_key, "viewer-1", VIDEOS[0])
+    batch = json.dumps({"viewer": "viewer-1", "video": VIDEOS[0], "token": token, "events": [
+        {"kind": "stall", "video": VIDEOS[0], "playhead_s": 2.0 * j, "at": 1.0}
         for j in range(20)]}).encode()
     t = time.perf_counter()
     for n in range(N // 4):
-        g.handle(H.ViewerTelemetry(n, batch), 1.0)
+        g.handle(H.ViewerTelemetry(n, batch), 1.0 + n * 10.0)  # within the session's rate
         if n % 10 == 9:
             g.telemetry.drain(10_000)
     return time.perf_counter() - t

@@ -116,7 +116,6 @@ class NodePlan:
     t0: float                              # wall-clock time of run second 0
     live_t0: float                         # run time of the live channels' first segment
     viewers_start_s: float                 # run time the viewers' workload starts
-    telemetry_salt: str                    # hex
     master: str
     addresses: Mapping[str, str]           # every helper, then the master -> address
     engine_at: EnginePlacement
@@ -125,6 +124,8 @@ class NodePlan:
     viewers: ViewersConfig
     engine: EngineSection
     # what only some roles need (empty for the others)
+    #: helper: the run's pseudonym key (hex), drawn for this run; no other role is given it
+    pseudonym_key: str = ""
     republish: tuple[Republish, ...] = ()  # master
     links: tuple[Link, ...] = ()           # master: the emulated links
     #: master: the planned sessions' requests (the oracle's future), None: no workload
@@ -170,7 +171,7 @@ class NodePlan:
             cache_bytes=d.cache_bytes, eviction=d.eviction, mesh_degree=d.mesh_degree,
             mesh_pull=d.mesh_pull, push_port=self.push_port,
             neighbour_interval_s=d.neighbour_interval_s,
-            telemetry_salt=bytes.fromhex(self.telemetry_salt), live_t0=self.live_t0,
+            pseudonym_key=bytes.fromhex(self.pseudonym_key), live_t0=self.live_t0,
             t0=self.t0, engine=self.engine_at.name if self.engine_at.enabled else None,
             base_url=f"http://{self.ip}:{http_port}")
 

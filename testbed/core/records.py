@@ -55,6 +55,8 @@ class Root(StrEnum):
 VERSION_HEADER = "X-Meshcast-Version"
 SOURCE_HEADER = "X-Meshcast-Source"
 ROOT_HEADER = "X-Meshcast-Root"
+#: A manifest's answer to a viewer: the session's telemetry token.
+TOKEN_HEADER = "X-Meshcast-Session-Token"
 
 
 def is_cache(source: object) -> bool:

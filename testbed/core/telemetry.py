@@ -1,21 +1,31 @@
 """Viewer telemetry as it leaves a helper: anonymised, whitelisted records, bounded buffering.
 
 A helper turns each player event (and each segment request) into a record with
-:func:`telemetry_record` before sending it to the master.  The viewer's id is replaced by a
-salted hash (:func:`anonymise`): the master and the prediction engine can follow one
-viewer's session without learning who or where it is.  Only whitelisted keys get through,
-and a value that is an IP address or the raw viewer id is refused, so a careless caller
-cannot leak either.  :class:`TelemetryBuffer` holds records between batches; when the
-master is unreachable it keeps the newest and counts what it dropped.
+:func:`telemetry_record` before sending it to the prediction engine.  The viewer's id is
+replaced by a keyed hash (:func:`anonymise`, HMAC-SHA256 under the run's pseudonym key,
+which only helpers hold and which is drawn anew for every run): the engine can follow one
+viewer's session without learning who or where it is, and cannot undo the pseudonym by
+hashing the (enumerable) viewer ids itself.  Only whitelisted keys get through, and a value
+that is an IP address or the raw viewer id is refused, so a careless caller cannot leak
+either.
+
+What a viewer host posts is only taken under a session token (:func:`session_token`) the
+helper issued with the session's manifest, at most at a session's rate
+(:class:`SessionGate`).  :class:`TelemetryBuffer` holds records between batches; when it is
+full it drops from the session holding the most, so a flooding session cannot evict the
+others' records, and counts what it dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import hmac
 import ipaddress
+import itertools
 import math
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 #: Player event kinds (``resume_play`` = playback restarts after a stall or seek) plus
@@ -56,13 +66,62 @@ class Refusal(str):
         return obj
 
 
-def anonymise(viewer_id: str, salt: bytes) -> str:
-    """A stable pseudonym for ``viewer_id``: ``sha256(salt + id)`` in hex, first 16 digits."""
+def _keyed(key: bytes, purpose: bytes, *parts: str) -> str:
+    if not isinstance(key, (bytes, bytearray)) or len(key) < 8:
+        raise TelemetryError("the pseudonym key must be bytes, at least 8 of them")
+    return hmac.new(bytes(key), b"\0".join([purpose, *(p.encode() for p in parts)]),
+                    hashlib.sha256).hexdigest()
+
+
+def anonymise(viewer_id: str, key: bytes) -> str:
+    """A stable pseudonym for ``viewer_id`` under the run's pseudonym ``key``: the first
+    16 hex digits of HMAC-SHA256.  Without the key it can be neither computed nor undone."""
     if not isinstance(viewer_id, str):
         raise TelemetryError(f"viewer id must be text, got {type(viewer_id).__name__}")
-    if not isinstance(salt, (bytes, bytearray)) or not salt:
-        raise TelemetryError("salt must be non-empty bytes")
-    return hashlib.sha256(bytes(salt) + viewer_id.encode()).hexdigest()[:16]
+    return _keyed(key, b"pseudonym", viewer_id)[:16]
+
+
+def session_token(key: bytes, viewer_id: str, video: str) -> str:
+    """The token a helper hands a viewer with a session's manifest (32 hex digits): the
+    session's telemetry is taken only under it.  Keyed like :func:`anonymise`, so any helper
+    of the run can check it (a viewer that fails over keeps its session) and nobody else can
+    make one."""
+    return _keyed(key, b"session", viewer_id, video)[:32]
+
+
+def token_ok(key: bytes, viewer_id: str, video: str, token: object) -> bool:
+    """True when ``token`` is the session token of ``viewer_id`` watching ``video``."""
+    return isinstance(token, str) and hmac.compare_digest(
+        token.encode(), session_token(key, viewer_id, video).encode())
+
+
+class SessionGate:
+    """Per-session token buckets for what viewers post: ``rate`` events per second, up to
+    ``burst`` at once.  At most ``max_sessions`` buckets are kept, the least recently used
+    forgotten first (a forgotten session starts again with a full bucket, so forgetting
+    never refuses anything a session is owed)."""
+
+    def __init__(self, rate: float = 2.0, burst: float = 200.0,
+                 max_sessions: int = 4096) -> None:
+        if not (rate > 0 and burst >= 1 and max_sessions >= 1):
+            raise TelemetryError(f"session gate: rate {rate!r} must be > 0, burst {burst!r} "
+                                 f">= 1 and max_sessions {max_sessions!r} >= 1")
+        self.rate, self.burst, self.max_sessions = float(rate), float(burst), max_sessions
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def admit(self, session: str, events: int, now: float) -> bool:
+        """Take ``events`` from ``session``'s bucket; False (nothing taken) when it lacks
+        them."""
+        level, then = self._buckets.pop(session, (self.burst, now))
+        level = min(self.burst, level + max(0.0, now - then) * self.rate)
+        ok = events <= level
+        self._buckets[session] = (level - events if ok else level, now)
+        if len(self._buckets) > self.max_sessions:
+            self._buckets.popitem(last=False)
+        return ok
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
@@ -101,8 +160,8 @@ def _check_value(key: str, value: object, viewer_id: str) -> None:
         raise TelemetryError(f"telemetry {key}: {value!r} is an address", "address")
 
 
-def telemetry_record(kind: str, viewer_id: str, salt: bytes, video: str, playhead_s: float,
-                     at: float, helper: str, **extra: object) -> dict:
+def telemetry_record(kind: str, viewer_id: str, pseudonym_key: bytes, video: str,
+                     playhead_s: float, at: float, helper: str, **extra: object) -> dict:
     """A telemetry record with the viewer anonymised; only known keys and plain values.
 
     Raises :class:`TelemetryError` (a ``ValueError``) for an unknown kind, an extra key
@@ -130,18 +189,25 @@ def telemetry_record(kind: str, viewer_id: str, salt: bytes, video: str, playhea
         _check_value(name, text, viewer_id)
     for key, value in extra.items():
         _check_value(key, value, viewer_id)
-    return {"kind": kind, "viewer": anonymise(viewer_id, salt), "video": video,
+    return {"kind": kind, "viewer": anonymise(viewer_id, pseudonym_key), "video": video,
             "playhead_s": float(playhead_s), "at": float(at), "helper": helper, **extra}
 
 
 class TelemetryBuffer:
-    """Records waiting to be sent, oldest first; at most ``max_items`` (the oldest go first)."""
+    """Records waiting to be sent, oldest first; at most ``max_items``.
+
+    When full, the oldest record of the session (``viewer`` pseudonym) holding the most
+    goes: each session keeps a fair share, so one that floods evicts only its own records.
+    Among equal shares the oldest record goes, as a plain bounded queue would.
+    """
 
     def __init__(self, max_items: int = 10_000) -> None:
         if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
             raise TelemetryError(f"max_items must be an int >= 1, got {max_items!r}")
         self.max_items = max_items
-        self._items: deque[dict] = deque()
+        self._by: dict[object, deque[tuple[int, dict]]] = {}
+        self._seq = itertools.count()
+        self._n = 0
         self.dropped = 0
         self.added = 0
 
@@ -150,12 +216,27 @@ class TelemetryBuffer:
         if not isinstance(record, dict):
             raise TelemetryError(f"telemetry record must be a dict, got {type(record).__name__}")
         self.added += 1
-        self._items.append(record)
-        if len(self._items) > self.max_items:
-            self._items.popleft()
-            self.dropped += 1
-            return False
-        return True
+        who = record.get("viewer")
+        queue = self._by.get(who)
+        if queue is None:
+            queue = self._by[who] = deque()
+        queue.append((next(self._seq), record))
+        self._n += 1
+        if self._n <= self.max_items:
+            return True
+        top = max(len(q) for q in self._by.values())
+        self._pop(min(((q[0][0], k) for k, q in self._by.items() if len(q) == top),
+                      key=lambda pair: pair[0])[1])
+        self.dropped += 1
+        return False
+
+    def _pop(self, who: object) -> dict:
+        queue = self._by[who]
+        _, record = queue.popleft()
+        if not queue:
+            del self._by[who]
+        self._n -= 1
+        return record
 
     def extend(self, records: Iterable[dict]) -> int:
         """Queue several; returns how many older records were dropped to make room."""
@@ -166,11 +247,25 @@ class TelemetryBuffer:
         if max_items is not None and (isinstance(max_items, bool)
                                       or not isinstance(max_items, int) or max_items < 0):
             raise TelemetryError(f"drain max_items must be an int >= 0, got {max_items!r}")
-        n = len(self._items) if max_items is None else min(max_items, len(self._items))
-        return [self._items.popleft() for _ in range(n)]
+        n = self._n if max_items is None else min(max_items, self._n)
+        if n == 0:
+            return []
+        if len(self._by) == 1:
+            (who,) = self._by
+            return [self._pop(who) for _ in range(n)]
+        heads = [(q[0][0], i, who) for i, (who, q) in enumerate(self._by.items())]
+        heapq.heapify(heads)
+        out = []
+        while len(out) < n:
+            _, i, who = heapq.heappop(heads)
+            out.append(self._pop(who))
+            queue = self._by.get(who)
+            if queue:
+                heapq.heappush(heads, (queue[0][0], i, who))
+        return out
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._n
 
 
 # ---------------------------------------------------------------- the engine's side

@@ -275,12 +275,14 @@ class RunPlan:
                          req["video"].tolist(), req["index"].tolist()))
 
     # -- what each daemon is told ---------------------------------------------------------
-    def node_plans(self, t0: float, telemetry_salt: bytes) -> dict[str, NodePlan]:
-        """Every daemon's typed plan (the engine's too, even when it does not run)."""
+    def node_plans(self, t0: float, pseudonym_key: bytes) -> dict[str, NodePlan]:
+        """Every daemon's typed plan (the engine's too, even when it does not run).  Only
+        the helpers are given ``pseudonym_key``: the engine, the viewers and the master can
+        neither compute a viewer's pseudonym nor undo one."""
         sc, r = self.scenario, self.roles
         base = dict(
             seed=sc.seed, duration_s=sc.duration_s, t0=t0, live_t0=LIVE_T0_S,
-            viewers_start_s=VIEWERS_START_S, telemetry_salt=telemetry_salt.hex(),
+            viewers_start_s=VIEWERS_START_S,
             master=r.master, addresses={**self.helper_addresses, r.master: self.ip(r.master)},
             engine_at=self.engine, content=sc.content, delivery=sc.delivery,
             viewers=sc.viewers, engine=sc.engine)
@@ -295,7 +297,8 @@ class RunPlan:
                      else None))}
         out[ENGINE_NAME] = NodePlan(name=ENGINE_NAME, role="engine", ip=self.engine.ip, **base)
         for h in r.helpers:
-            out[h] = NodePlan(name=h, role="helper", ip=self.ip(h), **base)
+            out[h] = NodePlan(name=h, role="helper", ip=self.ip(h), **base,
+                              pseudonym_key=pseudonym_key.hex())
         helper_ip = self.helper_addresses
         by_host: dict[str, list[ViewerSession]] = {v: [] for v in r.viewers}
         with collector_paused():
@@ -311,7 +314,7 @@ class RunPlan:
         return out
 
     def node_configs(self, out: Path, t0: float, ca_public_key: bytes,
-                     salt: bytes) -> dict[str, dict]:
+                     pseudonym_key: bytes) -> dict[str, dict]:
         """Every daemon's configuration (what :class:`testbed.nodes.common.NodeConfig`
         loads): who and where it is, the run's clock and CA, and its typed plan."""
         r = self.roles
@@ -321,17 +324,17 @@ class RunPlan:
                 "helpers": self.helper_addresses, "ca_public_key": ca_public_key.hex(),
                 "extra": {"engine": dataclasses.asdict(self.engine)}}
         return {name: {**base, "name": name, "role": p.role, "ip": p.ip, "plan": p.to_plain()}
-                for name, p in self.node_plans(t0, salt).items()}
+                for name, p in self.node_plans(t0, pseudonym_key).items()}
 
     def write(self, out: Path, t0: float, ca_public_key: bytes,
-              salt: bytes) -> dict[str, dict]:
+              pseudonym_key: bytes) -> dict[str, dict]:
         """Write ``workload/planned.csv`` and every daemon's ``nodes/<name>.json``; the
         configurations written."""
         out = Path(out)
         if self.planned_trace is not None:  # the sessions as planned, as a trace
             (out / PLANNED_CSV).parent.mkdir(parents=True, exist_ok=True)
             write_trace(self.planned_trace, out / PLANNED_CSV)
-        configs = self.node_configs(out, t0, ca_public_key, salt)
+        configs = self.node_configs(out, t0, ca_public_key, pseudonym_key)
         (out / "nodes").mkdir(parents=True, exist_ok=True)
         for name, _, _ in self.daemons():
             (out / "nodes" / f"{name}.json").write_text(

@@ -69,11 +69,11 @@ class RunResult:
 
 
 def node_configs(scenario: Scenario, spec: nx.Graph | None, out: Path, t0: float,
-                 ca_public_key: bytes, salt: bytes) -> dict[str, dict]:
+                 ca_public_key: bytes, pseudonym_key: bytes) -> dict[str, dict]:
     """Every daemon's configuration (what :class:`testbed.nodes.common.NodeConfig` loads),
     from the run's plan (:meth:`RunPlan.node_configs`; a run builds its plan once and
     asks it directly)."""
-    return RunPlan.build(scenario, spec).node_configs(out, t0, ca_public_key, salt)
+    return RunPlan.build(scenario, spec).node_configs(out, t0, ca_public_key, pseudonym_key)
 
 
 class ControllerSync:

@@ -271,8 +271,8 @@ class Helper:
 
     # -- viewers ----------------------------------------------------------------------
     async def h_manifest(self, request: web.Request) -> web.Response:
-        video = request.match_info["video"]
-        return await self.answer(lambda ref: H.ManifestRequest(ref, video))
+        video, viewer = request.match_info["video"], request.headers.get("X-Viewer", "")
+        return await self.answer(lambda ref: H.ManifestRequest(ref, video, viewer=viewer))
 
     async def h_mpd(self, request: web.Request) -> web.Response:
         video = request.match_info["video"]
@@ -379,6 +379,8 @@ class Helper:
                       "capacity_bytes": g.cache.capacity_bytes, **g.cache.stats},
             "rejected": dict(self.secure.rejected + g.rejected),
             "live": sorted(self.live_socks),
+            "telemetry": {"queued": len(g.telemetry), "added": g.telemetry.added,
+                          "dropped": g.telemetry.dropped, "sessions": len(g.telemetry_gate)},
         })
 
     # -- live channels ----------------------------------------------------------------

@@ -26,7 +26,12 @@ object: HTTP status -> count, plus details):
 - ``get``: a plain ``GET --path`` (e.g. the DASH MPD), as a standard client would;
 - ``status``: the helper's ``GET /status`` (cache, rejections), to compare before and after;
 - ``telemetry``: malformed telemetry into the prediction engine, from outside and from a
-  credentialed insider (``--port`` the engine's, ``--now`` the run's time).
+  credentialed insider (``--port`` the engine's, ``--now`` the run's time);
+- ``viewer-telemetry``: a rogue viewer floods a helper's ``/telemetry`` with ``--count``
+  batches of ``--size`` forged player events: with no session token, with a made-up one,
+  then under a genuine token it got with a manifest as viewer ``rogue-viewer``.  Forged
+  events carry the playhead 666 (no token), 667 (a made-up one) or 777 (the genuine one),
+  so what reached the engine can be told apart.
 """
 
 from __future__ import annotations
@@ -311,8 +316,8 @@ def attack_telemetry(args, h: Http) -> dict:
     now = float(args.now)
 
     def rec(**change):
-        r = {"kind": "request", "viewer": anonymise("rogue-viewer", b"salt"), "video": args.video,
-             "playhead_s": 2.0, "at": now, "helper": me, "index": 1}
+        r = {"kind": "request", "viewer": anonymise("rogue-viewer", b"rogue-key"),
+             "video": args.video, "playhead_s": 2.0, "at": now, "helper": me, "index": 1}
         r.update(change)
         return {k: v for k, v in r.items() if v is not None}
 
@@ -347,10 +352,45 @@ def attack_telemetry(args, h: Http) -> dict:
     return out
 
 
-ATTACKS = {"telemetry": attack_telemetry, "unauth": attack_unauth, "forged": attack_forged,
-           "replay": attack_replay, "fuzz": attack_fuzz, "http": attack_http, "valid": attack_valid,
-           "status": attack_status, "get": attack_get, "sniff": attack_sniff,
-           "udp-replay": attack_udp_replay, "invalidate": attack_invalidate}
+def attack_viewer_telemetry(args, h: Http) -> dict:
+    """See the module: per phase, HTTP status -> count and the refusal reasons."""
+    from testbed.core.records import TOKEN_HEADER
+
+    viewer, video = "rogue-viewer", args.video
+
+    def flood(token: str | None, playhead: float) -> dict:
+        codes: Counter = Counter()
+        reasons: Counter = Counter()
+        for _ in range(args.count):
+            batch = {"viewer": viewer, "video": video, "events": [
+                {"kind": "start", "video": video, "playhead_s": playhead, "at": float(args.now)}
+                for _ in range(args.size)]}
+            if token is not None:
+                batch["token"] = token
+            status, body = h.request("POST", "/telemetry", json.dumps(batch).encode())
+            codes[status] += 1
+            if status != 200:
+                try:
+                    reasons[json.loads(body)["reason"]] += 1
+                except (ValueError, KeyError, TypeError):
+                    reasons["?"] += 1
+        return {"codes": dict(codes), "reasons": dict(reasons)}
+
+    out = {"no_token": flood(None, 666.0), "made_up": flood("0" * 32, 667.0)}
+    h.conn.request("GET", f"/manifest/{video}", headers={"X-Viewer": viewer})
+    r = h.conn.getresponse()
+    r.read()
+    token = r.getheader(TOKEN_HEADER, "")
+    out["manifest"] = {"status": r.status, "token": bool(token)}
+    out["genuine"] = flood(token, 777.0)
+    return out
+
+
+ATTACKS = {"telemetry": attack_telemetry, "viewer-telemetry": attack_viewer_telemetry,
+           "unauth": attack_unauth, "forged": attack_forged, "valid": attack_valid,
+           "invalidate": attack_invalidate, "replay": attack_replay, "fuzz": attack_fuzz,
+           "http": attack_http, "status": attack_status, "get": attack_get,
+           "sniff": attack_sniff, "udp-replay": attack_udp_replay}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from testbed.core import security as sec
 from testbed.core.content import ManifestError
 from testbed.core.node import viewer as V
 from testbed.core.node.effects import Record, SetTimer, Timer
+from testbed.core.records import TOKEN_HEADER
 from testbed.nodes import common as C
 from testbed.nodes.manifests import ManifestBook
 
@@ -86,18 +87,20 @@ class ViewerHost:
 
     async def _manifest(self, e: V.GetManifest) -> None:
         try:
-            async with self.http.get(f"{e.helper}/manifest/{e.video}") as r:
+            async with self.http.get(f"{e.helper}/manifest/{e.video}",
+                                     headers={"X-Viewer": e.viewer} if e.viewer else None) as r:
                 body = await r.read()
                 self.traffic.received("viewer", len(body))
                 if r.status != 200:
                     self.feed(V.ManifestResult(e.ref, error=f"HTTP {r.status}"))
                     return
+                token = r.headers.get(TOKEN_HEADER, "")
             m = self.book.add(json.loads(body))
         except (ClientError, asyncio.TimeoutError, ManifestError, sec.AuthError,
                 ValueError) as exc:
             self.feed(V.ManifestResult(e.ref, error=str(exc) or type(exc).__name__))
             return
-        self.feed(V.ManifestResult(e.ref, m))
+        self.feed(V.ManifestResult(e.ref, m, token=token[:64]))
 
     async def _segment(self, e: V.GetSegment) -> None:
         try:

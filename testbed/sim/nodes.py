@@ -40,7 +40,7 @@ from testbed.core.node.master import MasterLogic, Neighbours, ProbeReply, WriteS
 from testbed.core.node.origin import PREFETCH, LinkLoad, OriginLogic, Publish, PushFromOrigin
 from testbed.core.node.origin import TIMERS as ORIGIN_TIMERS
 from testbed.core.protocol import COUNTERSIGNED, PUSH_PORT, countersign
-from testbed.core.records import ROOT_HEADER, SOURCE_HEADER, VERSION_HEADER
+from testbed.core.records import ROOT_HEADER, SOURCE_HEADER, TOKEN_HEADER, VERSION_HEADER
 
 SIGNED_OVERHEAD = 342     # bytes a signed envelope (recipient included) adds to body and payload
 STANDIN_SIGNATURE = bytes(64)  # the master's signature in a body (a plan, an invalidation)
@@ -762,9 +762,10 @@ class SimViewer(Node):
             if m is None:
                 m = self.parsed[r.body] = Manifest.from_dict(json.loads(r.body)["manifest"])
             self.verified += 1
-            self.feed(V.ManifestResult(e.ref, m))
+            self.feed(V.ManifestResult(e.ref, m, token=r.headers.get(TOKEN_HEADER, "")))
 
-        self._request(e.helper, lambda ref: H.ManifestRequest(ref, e.video), then)
+        self._request(e.helper, lambda ref: H.ManifestRequest(ref, e.video, viewer=e.viewer),
+                      then)
 
     def _telemetry(self, e: V.PostTelemetry) -> None:
         raw = json.dumps(e.batch).encode()

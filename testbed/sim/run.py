@@ -66,7 +66,7 @@ def build_world(plan: RunPlan) -> World:
     sc = plan.scenario
     k = Kernel()
     world = World(k, FlowNet(k, plan.spec, sc.seed), sc.seed)
-    plans = plan.node_plans(0.0, _key(sc.seed, "salt")[:16])
+    plans = plan.node_plans(0.0, _key(sc.seed, "pseudonyms")[:16])
     r = plan.roles
     catalogue = plan.catalogue
     mp = plans[r.master]

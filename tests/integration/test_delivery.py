@@ -11,7 +11,9 @@
   with prefetch off and cold caches no prefetch hits at all.
 """
 
+import hashlib
 import json
+import re
 import time
 import urllib.request
 
@@ -21,10 +23,24 @@ from conftest import REPO
 
 from testbed.core.prefetch import MIN_EXPECTED
 from testbed.core.spec import HELPER, MASTER, SWITCH, VIEWER
+from testbed.core.telemetry import anonymise
 from testbed.harness import results
 from testbed.harness.run import Deployment, run_scenario
 from testbed.scenario import load_scenario, loads_scenario
 from testbed.traces import read_trace
+
+
+def texts(value):
+    """Every text in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from texts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from texts(v)
 
 
 def of(records, kind, **match):
@@ -106,6 +122,20 @@ def test_default_scenario_plays_with_prefetch_and_a_republish(run_dir):
     trace = read_trace(run_dir / "engine" / "telemetry.csv")
     assert set(trace["helper"]) == {f"h{i}" for i in range(1, 9)}
     assert trace["viewer"].str.fullmatch("[0-9a-f]{16}").all()
+    # the pseudonyms are keyed with a secret of this run only the helpers were given: with
+    # it they are the players'; with anything the engine, the master or a viewer was given
+    # (hashed the old way too) not one can be made
+    configs = [json.loads(p.read_text()) for p in (run_dir / "nodes").glob("*.json")]
+    (key,) = {c["plan"]["pseudonym_key"] for c in configs if c["role"] == "helper"}
+    seen = set(trace["viewer"])
+    assert {anonymise(p, bytes.fromhex(key)) for p in players} & seen
+    given = {v for c in configs if c["role"] != "helper" for v in texts(c)
+             if re.fullmatch(r"(?:[0-9a-f]{2}){8,}", v)}
+    assert key not in given and given  # (the CA's public key, at least)
+    for secret in map(bytes.fromhex, given):
+        made = {anonymise(p, secret) for p in players}
+        made |= {hashlib.sha256(secret + p.encode()).hexdigest()[:16] for p in players}
+        assert not made & seen
 
     # the engine trained models while the run went on and the master used its forecasts
     models = of(records, "model")

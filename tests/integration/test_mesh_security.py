@@ -2,8 +2,9 @@
 forged digest, replayed, along a route the master never planned, looping or too long; an
 insider's own invalidation; a message captured on its way to one node replayed to
 another; 10,000 fuzzed messages into every signed endpoint and the UDP port; malformed
-HTTP; malformed telemetry into the prediction engine.  Everything is refused with a 4xx
-and counted, the cache does not change, and the helper and the engine keep serving."""
+HTTP; malformed telemetry into the prediction engine; a rogue viewer's telemetry flood
+into a helper.  Everything is refused with a 4xx and counted, the cache does not change,
+and the helper and the engine keep serving."""
 
 import json
 import sys
@@ -18,6 +19,7 @@ from testbed.core.spec import HELPER, MASTER, PROBE, SWITCH
 from testbed.harness.results import read_logs
 from testbed.harness.run import Deployment
 from testbed.scenario import loads_scenario
+from testbed.traces import read_trace
 
 QUIET = """
 name: rogue
@@ -216,9 +218,32 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
             "malformed": 1, "bad_certificate": 1, "missing_field": 1, "wrong_type": 2,
             "future": 1, "not_pseudonym": 1, "address": 1, "wrong_sender": 1,
             "too_large": 1}, status["rejected"]
+
+        # a rogue viewer floods a helper's telemetry: without a session token and with a
+        # made-up one, nothing is taken; under a genuine token (it asked for a manifest as
+        # a viewer) only the session's burst, the rest refused for its rate; all counted
+        got = rogue(dep, "viewer-telemetry", "--count", "20", "--size", "100", "--now",
+                    f"{dep.now():.3f}", "--video", "vod-0001")
+        print("viewer telemetry", got)
+        assert got["no_token"] == {"codes": {"403": 20}, "reasons": {"no_token": 20}}
+        assert got["made_up"] == {"codes": {"403": 20}, "reasons": {"bad_token": 20}}
+        assert got["manifest"] == {"status": 200, "token": True}
+        taken = got["genuine"]["codes"].get("200", 0)
+        assert 1 <= taken <= 3, got  # a burst of 200 events: two batches of 100
+        assert got["genuine"] == {"codes": {"200": taken, "429": 20 - taken},
+                                  "reasons": {"rate_limited": 20 - taken}}
+        rejected = rogue(dep, "status")["rejected"]
+        assert (rejected["no_token"], rejected["bad_token"], rejected["rate_limited"]) == (
+            20, 20, 20 - taken), rejected
         attacked_at = dep.now()
         time.sleep(5)
         assert dep.procs["engine"].alive()
+    # what reached the engine's store from the rogue viewer: only what its token's rate let
+    # through, none of the untokened batches
+    stored = read_trace(run_dir / "engine" / "telemetry.csv")
+    forged = stored[stored["video"] == "vod-0001"]["playhead_s"]
+    assert not forged.isin([666.0, 667.0]).any()
+    assert (forged == 777.0).sum() == 100 * taken
     forecasts = [r for r in read_logs(run_dir) if r.get("kind") == "forecast"]
     assert any(r["at"] > attacked_at + 1 for r in forecasts), forecasts[-3:]
     assert not [r for r in read_logs(run_dir) if r.get("kind") == "forecast_failed"]

@@ -37,7 +37,7 @@ def manifest(video: str, version: int = 1):
 
 def settings(name: str, **kw) -> H.HelperSettings:
     base = dict(name=name, master="m1", addresses=ADDR, catalogue=CAT,
-                cache_bytes=50_000_000, mesh_degree=2, telemetry_salt=b"s" * 16,
+                cache_bytes=50_000_000, mesh_degree=2, pseudonym_key=b"s" * 16,
                 engine="e1", base_url=f"http://{ADDR[name]}:8080")
     return H.HelperSettings(**{**base, **kw})
 
@@ -477,21 +477,56 @@ def test_live_datagrams_are_relayed_to_children_and_cached_when_whole():
 
 
 # -- telemetry --------------------------------------------------------------------------------
-def test_viewer_telemetry_is_anonymised_and_bad_batches_refused():
+def test_viewer_telemetry_is_taken_only_under_the_sessions_token_and_rate():
     import json
+
+    from testbed.core.records import TOKEN_HEADER
     net = Net("h1")
     h1 = net.nodes["h1"]
-    good = {"viewer": "alice", "events": [{"kind": "start", "video": VOD, "playhead_s": 0,
-                                           "at": 1.0}]}
-    ref = net.ask("h1", lambda r: H.ViewerTelemetry(r, json.dumps(good).encode()))
-    assert net.replies[("h1", ref)].status == 200
-    for bad in (b"not json", json.dumps({"viewer": 3, "events": []}).encode(),
-                json.dumps({"viewer": "a", "events": [{"kind": "nope"}]}).encode()):
-        ref = net.ask("h1", lambda r, bad=bad: H.ViewerTelemetry(r, bad))
-        assert net.replies[("h1", ref)].status == 400
-    net.apply("h1", h1.handle(Timer("telemetry"), 2.0))
+    ref = net.ask("h1", lambda r: H.ManifestRequest(r, VOD, viewer="alice"))
+    net.run(1.0)
+    token = net.replies[("h1", ref)].headers[TOKEN_HEADER]
+    ref = net.ask("h1", lambda r: H.ManifestRequest(r, VOD))  # nobody: no token
+    net.run(1.0)
+    assert TOKEN_HEADER not in net.replies[("h1", ref)].headers
+
+    def post(batch, now=None) -> tuple[int, dict]:
+        net.now = net.now if now is None else now
+        raw = batch if isinstance(batch, bytes) else json.dumps(batch).encode()
+        reply = net.replies[("h1", net.ask("h1", lambda r: H.ViewerTelemetry(r, raw)))]
+        return reply.status, json.loads(reply.body)
+
+    def events(n, video=VOD):
+        return [{"kind": "stall", "video": video, "playhead_s": 0, "at": 1.0}] * n
+
+    good = {"viewer": "alice", "video": VOD, "token": token, "events": events(1)}
+    assert post(good)[0] == 200
+    refused = {  # reason -> batch
+        "no_token": {**good, "token": None},
+        "bad_token": {**good, "token": "0" * 32},
+        "malformed": b"not json",
+    }
+    refused["bad_token"]["token"] = "0" * 32
+    del refused["no_token"]["token"]
+    for reason, batch in refused.items():
+        status, body = post(batch)
+        assert (status, body["reason"]) == ({"malformed": 400}.get(reason, 403), reason)
+        assert "\n" not in body["error"]
+    # alice's token is hers, for this video: not bob's, not another video's
+    assert post({**good, "viewer": "bob"})[1]["reason"] == "bad_token"
+    assert post({**good, "video": "vod-0002", "events": events(1, "vod-0002")})[1][
+        "reason"] == "bad_token"
+    assert post({**good, "events": events(1, "vod-0002")}) == (
+        400, {"error": f"telemetry: an event for 'vod-0002' in a session of {VOD!r}",
+              "reason": "malformed"})
+    # the session's rate: a burst, then about two events a second
+    assert post({**good, "events": events(150)})[0] == 200
+    assert post({**good, "events": events(100)})[1]["reason"] == "rate_limited"
+    assert post({**good, "events": events(40)}, now=net.now + 10.0)[0] == 200
+    assert h1.rejected == {"no_token": 1, "bad_token": 3, "malformed": 2, "rate_limited": 1}
+    net.apply("h1", h1.handle(Timer("telemetry"), net.now))
     (send,) = net.sends("h1", "/telemetry")
-    assert send.to == "e1" and len(send.body["events"]) == 1
+    assert send.to == "e1" and len(send.body["events"]) == 1 + 150 + 40
     assert "alice" not in json.dumps(send.body)
 
 

@@ -142,7 +142,12 @@ def test_the_daemons_settings_are_the_plans(tmp_path):
     plan.write(tmp_path, T0, CA, SALT)
     helper = helper_settings(NodeConfig.load(tmp_path / "nodes" / "h1.json"))
     assert helper.cache_bytes == sc.delivery.cache_bytes == 4_350_000  # rounded, not cut
-    assert helper.push_port is None and helper.t0 == T0 and helper.telemetry_salt == SALT
+    assert helper.push_port is None and helper.t0 == T0 and helper.pseudonym_key == SALT
+    # only helpers hold the pseudonym key: nobody else can make or undo a pseudonym
+    for path in (tmp_path / "nodes").glob("*.json"):
+        cfg = json.loads(path.read_text())
+        assert (cfg["plan"]["pseudonym_key"] == SALT.hex()) == (cfg["role"] == "helper"), path
+        assert cfg["role"] == "helper" or SALT.hex() not in path.read_text(), path
     assert helper.engine == "engine" and helper.peers == [f"h{i}" for i in range(2, 9)]
     engine = engine_config(NodeConfig.load(tmp_path / "nodes" / "engine.json"))
     e = sc.engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 
 import pytest
@@ -11,24 +12,53 @@ from testbed.core.telemetry import (
     BASE_KEYS,
     EXTRA_KEYS,
     TELEMETRY_KINDS,
+    SessionGate,
     TelemetryBuffer,
     TelemetryError,
     anonymise,
+    session_token,
     telemetry_record,
+    token_ok,
 )
 
 SALT = b"run-salt"
 
 
-def test_anonymise_is_a_salted_truncated_sha256():
+def test_anonymise_is_a_keyed_truncated_hmac():
     a = anonymise("v1-3", SALT)
-    assert a == hashlib.sha256(SALT + b"v1-3").hexdigest()[:16]
+    assert a == hmac.new(SALT, b"pseudonym\0v1-3", hashlib.sha256).hexdigest()[:16]
+    assert a != hashlib.sha256(SALT + b"v1-3").hexdigest()[:16]  # not a salted hash
     assert len(a) == 16 and int(a, 16) >= 0
     assert a == anonymise("v1-3", SALT)                 # stable: sessions can be followed
     assert a != anonymise("v1-4", SALT)
-    assert a != anonymise("v1-3", b"other-salt")         # unlinkable across runs
-    with pytest.raises(TelemetryError, match="salt"):
-        anonymise("v1-3", b"")
+    assert a != anonymise("v1-3", b"other-key")          # unlinkable across runs
+    for short in (b"", b"short"):
+        with pytest.raises(TelemetryError, match="pseudonym key"):
+            anonymise("v1-3", short)
+
+
+def test_session_tokens_bind_the_viewer_and_the_video_under_the_key():
+    t = session_token(SALT, "v1-3", "vod-0001")
+    assert len(t) == 32 and t != anonymise("v1-3", SALT)[:32]
+    assert token_ok(SALT, "v1-3", "vod-0001", t)
+    assert not token_ok(SALT, "v1-4", "vod-0001", t)     # another viewer's session
+    assert not token_ok(SALT, "v1-3", "vod-0002", t)     # another video
+    assert not token_ok(b"other-key", "v1-3", "vod-0001", t)
+    for bad in (None, 7, "", t[:-1], t.upper()):
+        assert not token_ok(SALT, "v1-3", "vod-0001", bad)
+
+
+def test_session_gate_admits_a_burst_then_the_rate():
+    gate = SessionGate(rate=2.0, burst=10, max_sessions=2)
+    assert gate.admit("a", 10, 0.0) and not gate.admit("a", 1, 0.0)
+    assert gate.admit("b", 10, 0.0)                     # sessions are apart
+    assert not gate.admit("a", 2, 0.5) and gate.admit("a", 2, 1.0)  # 2 per s
+    assert not gate.admit("a", 11, 100.0)                # never more than the burst
+    assert gate.admit("a", 10, 100.0)
+    gate.admit("c", 1, 100.0)                           # the least recently used goes
+    assert len(gate) == 2 and gate.admit("b", 10, 100.0)
+    with pytest.raises(TelemetryError, match="rate"):
+        SessionGate(rate=0)
 
 
 def test_record_has_the_base_keys_and_no_raw_id():
@@ -98,6 +128,26 @@ def test_buffer_is_bounded_keeps_the_newest_and_counts_drops():
     assert buf.drain(2) == [{"n": 3}, {"n": 4}]         # oldest first
     assert buf.drain(10) == [{"n": 5}]
     assert buf.drain() == [] and len(buf) == 0
+
+
+def test_a_flooding_session_evicts_only_its_own_records():
+    buf = TelemetryBuffer(max_items=10)
+    for i in range(3):
+        buf.add({"viewer": "alice", "n": i})
+        buf.add({"viewer": "bob", "n": i})
+    assert buf.extend({"viewer": "mallory", "n": i} for i in range(1000)) == 996
+    kept = buf.drain()
+    assert [r["n"] for r in kept if r["viewer"] == "alice"] == [0, 1, 2]
+    assert [r["n"] for r in kept if r["viewer"] == "bob"] == [0, 1, 2]
+    assert [r["n"] for r in kept if r["viewer"] == "mallory"] == [996, 997, 998, 999]
+    # drained oldest first across sessions
+    assert [(r["viewer"], r["n"]) for r in kept[:6]] == [
+        ("alice", 0), ("bob", 0), ("alice", 1), ("bob", 1), ("alice", 2), ("bob", 2)]
+    # equal shares: the oldest record goes, as in a plain bounded queue
+    buf = TelemetryBuffer(max_items=4)
+    for i in range(6):
+        buf.add({"viewer": f"v{i}", "n": i})
+    assert [r["n"] for r in buf.drain()] == [2, 3, 4, 5]
 
 
 def test_buffer_rejects_bad_arguments():

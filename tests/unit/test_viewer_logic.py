@@ -37,6 +37,7 @@ class Loop:
         self.records: list[Record] = []
         self.gets: list[V.GetSegment] = []
         self.manifest_gets = 0
+        self.manifest_askers: list[str] = []
         self.telemetry: list[dict] = []
         self.timers: dict[str, int] = {}
         self.apply(self.logic.start(0.0))
@@ -55,12 +56,14 @@ class Loop:
                 self.at(e.at, Timer(e.name, e.token), e.name)
             elif isinstance(e, V.GetManifest):
                 self.manifest_gets += 1
+                self.manifest_askers.append(e.viewer)
                 if self.manifest_fails > 0:
                     self.manifest_fails -= 1
                     self.at(self.now + self.latency, V.ManifestResult(e.ref, error="HTTP 504"))
                 else:
                     m = build_manifest(SEED, CAT[e.video], self.version)
-                    self.at(self.now + self.latency, V.ManifestResult(e.ref, m))
+                    token = f"token-{e.viewer}-{e.video}" if e.viewer else ""
+                    self.at(self.now + self.latency, V.ManifestResult(e.ref, m, token=token))
             elif isinstance(e, V.GetSegment):
                 self.gets.append(e)
                 if self.fail.get(e.index, 0) > 0:
@@ -101,7 +104,10 @@ def test_a_session_plays_to_the_end_checking_every_segment():
     assert qoe["requests"] == qoe["answered"] == n
     assert qoe["bytes_by_source"] == {"cache_prefetch": sum(len(seg(i)) for i in range(n))}
     assert all(r["digest_ok"] for r in loop.kinds("request"))
-    assert loop.manifest_gets == 1
+    assert loop.manifest_gets == 1 and loop.manifest_askers == ["p1"]
+    # the session's telemetry goes under the token its manifest came with
+    assert {(b["viewer"], b["video"], b["token"]) for b in loop.telemetry} == {
+        ("p1", VOD, f"token-p1-{VOD}")}
     kinds = [e["kind"] for b in loop.telemetry for e in b["events"]]
     assert kinds[0] == "start" and kinds[-1] == "complete"
     assert qoe["startup_s"] is not None and qoe["startup_s"] < 0.5
@@ -181,6 +187,22 @@ def test_a_players_sessions_play_one_after_the_other():
     q1, q2 = loop.kinds("qoe")
     assert q1["video"] == VOD and q2["video"] == "vod-0001"
     assert q2["asked_at"] >= 1.0 + CAT[VOD].duration_s   # after the first one ended
+
+
+def test_every_session_asks_for_its_manifest_and_falls_back_to_a_known_one():
+    loop = Loop([[session(start=1.0)], [session(start=2.0, viewer="p2")]])
+    loop.run(3.0)
+    assert loop.manifest_askers == ["p1", "p2"]      # the host knew it: asked anyway
+    assert {b["token"] for b in loop.telemetry} == {f"token-p1-{VOD}", f"token-p2-{VOD}"}
+    # a later session whose helper cannot answer plays from the manifest the host knows
+    late = Loop([[session(start=1.0)], [session(start=40.0, viewer="p3")]])
+    late.run(30.0)
+    late.manifest_fails = 10
+    late.run(120.0)
+    q1, q3 = late.kinds("qoe")
+    assert q3["viewer"] == "p3" and q3["completed"] and q3["digest_failures"] == 0
+    assert late.manifest_askers.count("p3") == V.RETRIES
+    assert all(b["token"] == "" for b in late.telemetry if b["viewer"] == "p3")
 
 
 def test_stop_records_the_sessions_still_playing():

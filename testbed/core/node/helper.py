@@ -49,8 +49,22 @@ from testbed.core.content import Catalogue, Manifest, iso_datetime, render_mpd
 from testbed.core.mesh import NeighbourSelector, PeerMetric
 from testbed.core.multicast import relay_group
 from testbed.core.node.effects import Record, Reply, Response, Send, SetTimer, Timer
-from testbed.core.records import ROOT_HEADER, SOURCE_HEADER, VERSION_HEADER, Root, Source
-from testbed.core.telemetry import TelemetryBuffer, TelemetryError, telemetry_record
+from testbed.core.records import (
+    ROOT_HEADER,
+    SOURCE_HEADER,
+    TOKEN_HEADER,
+    VERSION_HEADER,
+    Root,
+    Source,
+)
+from testbed.core.telemetry import (
+    SessionGate,
+    TelemetryBuffer,
+    TelemetryError,
+    session_token,
+    telemetry_record,
+    token_ok,
+)
 
 PEER_SAMPLE = 4           # non-neighbours probed per round (besides the neighbours)
 #: peers a helper keeps measurements of: with more peers than this, the neighbours, the
@@ -66,7 +80,7 @@ MESH_ASK_TIMEOUT_S = 2.0
 TREE_ASK_TIMEOUT_S = 8.0
 CONTROL_TIMEOUT_S = 5.0
 TELEMETRY_BATCH = 200
-MAX_VIEWER_BATCH = 1000
+MAX_VIEWER_BATCH = 200
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -84,7 +98,7 @@ class HelperSettings:
     mesh_pull: bool = False
     push_port: int | None = None      # where pushes go (None: the usual HTTP port)
     neighbour_interval_s: float = 5.0
-    telemetry_salt: bytes = b""
+    pseudonym_key: bytes = b""        # the run's key for pseudonyms and session tokens
     live_t0: float = 0.0              # run time of the live channels' first segment
     t0: float = 0.0                   # wall-clock time of run second 0
     engine: str | None = None         # the engine's name; None: no engine in this run
@@ -168,6 +182,7 @@ class ManifestRequest:
     ref: int
     video: str
     mpd: bool = False   # the MPEG-DASH MPD rather than the signed manifest
+    viewer: str = ""    # who asks (header X-Viewer): the answer carries its session token
 
 
 @dataclass(frozen=True)
@@ -299,6 +314,7 @@ class HelperLogic:
         self.live_wanted_until: dict[str, float] = {}
         self.seen_invalidations: set[str] = set()
         self.telemetry = TelemetryBuffer()
+        self.telemetry_gate = SessionGate()
         self.reasm = P.Reassembler()
         self.rejected: Counter[str] = Counter()
         # verified manifests: newest per video, every version by (video, version)
@@ -439,7 +455,10 @@ class HelperLogic:
                                   else iso_datetime(start))
                 return [Reply(ev.ref, 200, text.encode(), content_type="application/dash+xml")]
             body = json.dumps(self.signed[ev.video]).encode()
-            return [Reply(ev.ref, 200, body, content_type="application/json", cls="viewer")]
+            headers = ({TOKEN_HEADER: session_token(self.s.pseudonym_key, ev.viewer[:64],
+                                                    ev.video)} if ev.viewer else {})
+            return [Reply(ev.ref, 200, body, headers, content_type="application/json",
+                          cls="viewer")]
 
         return self._with_manifest(ev.video, 0, then)
 
@@ -455,7 +474,7 @@ class HelperLogic:
                                      error=error[:200]),
                         Reply(ev.ref, 504, f"unavailable: {error}\n".encode())]
             data, version, source, root = got
-            anon = telemetry_record("request", viewer, self.s.telemetry_salt, key[0],
+            anon = telemetry_record("request", viewer, self.s.pseudonym_key, key[0],
                                     key[1] * self.catalogue[key[0]].segment_s, at, self.s.name)
             self.telemetry.add({**anon, "index": key[1]})
             if self.catalogue[key[0]].kind == "live":
@@ -471,24 +490,48 @@ class HelperLogic:
         return self.obtain(key, now, done)
 
     def _viewer_telemetry(self, ev: ViewerTelemetry, now: float) -> list:
-        """A viewer host's batch of player events; anonymised before it leaves."""
+        """A viewer's batch of one session's player events (``{"viewer", "video", "token",
+        "events"}``): taken only under the token this helper's run issued with the session's
+        manifest, at most at the session's rate; anonymised before it leaves."""
+        def refuse(status: int, reason: str, error: str) -> list:
+            body = json.dumps({"error": f"telemetry: {error}"[:200], "reason": reason})
+            return [self._reject(reason, "viewer", "telemetry"),
+                    Reply(ev.ref, status, body.encode(), content_type="application/json")]
+
         try:
             batch = json.loads(ev.raw)
-            viewer, events = batch["viewer"], batch["events"]
-            if not isinstance(viewer, str) or not isinstance(events, list) \
-                    or len(events) > MAX_VIEWER_BATCH:
-                raise ValueError(f"viewer must be text and events a list of "
+            viewer, video, events = batch["viewer"], batch["video"], batch["events"]
+            if not isinstance(viewer, str) or not isinstance(video, str) \
+                    or not isinstance(events, list) or len(events) > MAX_VIEWER_BATCH:
+                raise ValueError(f"viewer and video must be text and events a list of "
                                  f"<= {MAX_VIEWER_BATCH}")
-            records = [telemetry_record(e["kind"], viewer, self.s.telemetry_salt, e["video"],
-                                        float(e["playhead_s"]), float(e["at"]), self.s.name)
-                       for e in events]
-        except (ValueError, KeyError, TypeError, TelemetryError) as exc:
-            body = json.dumps({"error": f"telemetry: {exc}"[:200]}).encode()
-            return [Reply(ev.ref, 400, body, content_type="application/json")]
+        except KeyError as exc:
+            return refuse(400, "malformed", f"the batch lacks {exc}")
+        except (ValueError, TypeError) as exc:
+            return refuse(400, "malformed", str(exc))
+        token = batch.get("token")
+        if not token_ok(self.s.pseudonym_key, viewer[:64], video, token):
+            return refuse(403, "no_token" if token is None else "bad_token",
+                          "no session token" if token is None else "not this session's token")
+        if not self.telemetry_gate.admit(token, len(events), now):
+            return refuse(429, "rate_limited", f"{len(events)} events over the session's rate")
+        try:
+            records = []
+            for e in events:
+                if e["video"] != video:
+                    raise ValueError(f"an event for {str(e['video'])[:64]!r} in a session of "
+                                     f"{video[:64]!r}")
+                records.append(telemetry_record(e["kind"], viewer[:64], self.s.pseudonym_key,
+                                                video, float(e["playhead_s"]), float(e["at"]),
+                                                self.s.name))
+        except KeyError as exc:
+            return refuse(400, "malformed", f"an event lacks {exc}")
+        except (ValueError, TypeError, TelemetryError) as exc:
+            return refuse(400, "malformed", str(exc))
         for rec in records:
             self.telemetry.add(rec)
-            if rec["video"] in self.live_ids:
-                self.live_wanted_until[rec["video"]] = now + LIVE_WANTED_S
+        if records and video in self.live_ids:
+            self.live_wanted_until[video] = now + LIVE_WANTED_S
         return [Reply(ev.ref, 200, json.dumps({"ok": len(records)}).encode(),
                       content_type="application/json")]
 

@@ -54,12 +54,14 @@ class PlannedSession:
 # -- effects ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GetManifest:
-    """GET ``helper``/manifest/``video``, verify the master's signature, and hand back
-    :class:`ManifestResult` with ``ref``."""
+    """GET ``helper``/manifest/``video`` (header X-Viewer when ``viewer`` is set), verify the
+    master's signature, and hand back :class:`ManifestResult` with ``ref`` and the session
+    token the answer carried (header X-Meshcast-Session-Token)."""
 
     ref: int
     helper: str
     video: str
+    viewer: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ class GetSegment:
 
 @dataclass(frozen=True)
 class PostTelemetry:
-    """POST the batch (``{"viewer": ..., "events": [...]}``) to ``helper``/telemetry."""
+    """POST the batch (``{"viewer", "video", "token", "events": [...]}``) to
+    ``helper``/telemetry."""
 
     helper: str
     batch: dict
@@ -88,6 +91,7 @@ class ManifestResult:
     ref: int
     manifest: Manifest | None = None
     error: str = ""
+    token: str = ""     # the session's telemetry token, issued with the manifest
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class _Session:
     latencies: list[float] = field(default_factory=list)
     inflight: dict[int, tuple[int, int, float]] = field(default_factory=dict)  # ref -> ...
     telemetry: list[dict] = field(default_factory=list)
+    token: str = ""                      # the helper's telemetry token for this session
     done: bool = False
 
     @property
@@ -179,12 +184,11 @@ class ViewerHostLogic:
         return self._ask_manifest(sess)
 
     def _ask_manifest(self, sess: _Session) -> list:
-        m = self.manifests.get(sess.video)
-        if m is not None:
-            return self._play(sess, self.now)
+        """Every session asks its helper for the manifest, as a DASH player asks for the
+        MPD: the answer carries the session's telemetry token."""
         ref = self._ref()
         self._refs[ref] = ("manifest", sess.sid, None)
-        return [GetManifest(ref, sess.planned.helper, sess.video)]
+        return [GetManifest(ref, sess.planned.helper, sess.video, sess.planned.viewer)]
 
     def _keep(self, m: Manifest) -> None:
         self.versions[(m.video_id, m.version)] = m
@@ -207,6 +211,7 @@ class ViewerHostLogic:
                     out += self._checked(w, index, t0, seg, now)
             return out
         if ev.manifest is not None:
+            sess.token = ev.token
             return self._play(sess, now)
         out: list = [Record("manifest_error", {"player": sess.planned.viewer,
                                                "error": ev.error[:200]})]
@@ -214,6 +219,8 @@ class ViewerHostLogic:
         if sess.manifest_attempt < self.s.retries:
             return [*out, SetTimer(f"manifest:{sid}",
                                    now + MANIFEST_BACKOFF_S * sess.manifest_attempt, sid)]
+        if sess.video in self.manifests:  # known from an earlier session: play, untokened
+            return [*out, *self._play(sess, now)]
         sess.done = True  # never started: recorded, not lost
         out.append(Record("qoe", {
             "viewer": sess.planned.viewer, "video": sess.video, "helper": sess.planned.helper,
@@ -336,8 +343,9 @@ class ViewerHostLogic:
         if not sess.telemetry:
             return []
         batch, sess.telemetry = sess.telemetry, []
-        return [PostTelemetry(sess.planned.helper, {"viewer": sess.planned.viewer,
-                                                    "events": batch})]
+        return [PostTelemetry(sess.planned.helper, {
+            "viewer": sess.planned.viewer, "video": sess.video, "token": sess.token,
+            "events": batch})]
 
     def _qoe(self, sess: _Session, cut: int) -> Record:
         lat = sorted(sess.latencies)
