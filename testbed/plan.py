@@ -144,6 +144,11 @@ class NodePlan:
         return self.addresses[self.master]
 
     @property
+    def link_tuples(self) -> tuple[tuple[str, str, float | None, float | None], ...]:
+        """The emulated links as the master's logic takes them: ``(a, b, delay, rate)``."""
+        return tuple((lk.a, lk.b, lk.delay_ms, lk.bw_mbit) for lk in self.links)
+
+    @property
     def push_port(self) -> int | None:
         """Where prefetch pushes go: the port the shaped links carry in their lower-priority
         class (``push_priority: low``), else None (the usual HTTP port)."""
@@ -246,7 +251,7 @@ class NodePlan:
             engine=self.engine_at.name if self.engine_at.enabled else None,
             engine_top=self.engine.top, horizon_s=self.engine.horizon_s,
             live_t0=self.live_t0, t0=self.t0,
-            links=tuple((lk.a, lk.b, lk.delay_ms, lk.bw_mbit) for lk in self.links),
+            links=self.link_tuples,
             republish=self.republish, planned=self.planned)
 
     def pingback_settings(self) -> dict[str, Any]:

@@ -6,7 +6,9 @@ This module gives the planner, per planning round, the bytes each directed physi
 can still take:
 
 * :class:`PhysicalPaths` maps a hop between two hosts onto the directed links it crosses
-  (the shortest path by configured delay in the topology spec, as the switches forward it);
+  (the shortest path by configured delay in the topology spec, as the switches forward it),
+  and gives the least delay and narrowest rate the spec allows between two hosts (what the
+  master can verify of a helper's measurements);
 * :func:`link_room`: ``capacity * (1 - reserve)`` less the load that is not the master's own
   pushes (the measured rate from the switches' port counters, minus the push rate the
   master itself put on the link), times the planning interval; a link never measured is
@@ -42,6 +44,7 @@ class PhysicalPaths:
     def __init__(self, spec: nx.Graph) -> None:
         self.spec = spec
         self._paths: dict[Link, tuple[Link, ...]] = {}
+        self._floors: dict[Link, float] = {}
 
     def hop_links(self, a: str, b: str) -> tuple[Link, ...]:
         """The directed links from ``a`` to ``b``; empty when either is unknown or
@@ -55,6 +58,33 @@ class PhysicalPaths:
                 nodes = []
             got = self._paths[key] = tuple(zip(nodes, nodes[1:]))
         return got
+
+    def floors_from(self, source: str) -> dict[str, float]:
+        """Every node's least configured one-way delay (ms) from ``source``, over any path:
+        what no measurement can beat.  One pass; empty when ``source`` is unknown."""
+        if source not in self.spec:
+            return {}
+        return nx.single_source_dijkstra_path_length(self.spec, source, weight=_bare_delay)
+
+    def floor_ms(self, a: str, b: str) -> float:
+        """The least configured one-way delay (ms) between ``a`` and ``b`` over any path;
+        0 when either is unknown or unreachable (nothing is known of it)."""
+        key = (a, b) if a <= b else (b, a)
+        got = self._floors.get(key)
+        if got is None:
+            try:
+                got = nx.bidirectional_dijkstra(self.spec, a, b, weight=_bare_delay)[0]
+            except (nx.NetworkXNoPath, nx.NodeNotFound):
+                got = 0.0
+            self._floors[key] = got = float(got)
+        return got
+
+    def ceiling_mbit(self, a: str, b: str) -> Optional[float]:
+        """The narrowest configured rate (Mbit/s) on the path from ``a`` to ``b``; None when
+        no link on it has one (or the path is unknown)."""
+        rates = [self.spec.edges[link].get("bw_mbit") for link in self.hop_links(a, b)]
+        rates = [float(r) for r in rates if r]
+        return min(rates) if rates else None
 
     def route_links(self, route: Sequence[str]) -> list[Link]:
         """Every directed link a route ``[source, ..., dest]`` crosses, hop by hop (a link
@@ -73,6 +103,18 @@ class PhysicalPaths:
 
 def _delay(u: str, v: str, data: Mapping) -> float:
     return float(data.get("delay_ms") or 0.0) + 1e-3  # + a hop: fewer hops win ties
+
+
+def _bare_delay(u: str, v: str, data: Mapping) -> float:
+    return float(data.get("delay_ms") or 0.0)
+
+
+def links_graph(links: Iterable[tuple[str, str, Optional[float], Optional[float]]]) -> nx.Graph:
+    """The topology spec as a plan names its links: ``(a, b, delay_ms, bw_mbit)``."""
+    spec = nx.Graph()
+    for a, b, delay_ms, bw_mbit in links:
+        spec.add_edge(a, b, delay_ms=delay_ms, bw_mbit=bw_mbit)
+    return spec
 
 
 def link_room(capacity_mbit: Mapping[Link, float], measured_mbit: Mapping[Link, float],

@@ -86,7 +86,7 @@ class Master:
         # pingback, tiers, routing messages and neighbour reports: decided in the core
         self.logic = MasterLogic.from_delivery(
             cfg.name, cfg.ip, plan.helpers, plan.pingback_settings(), live=bool(self.live_ids),
-            versions=self.versions, nonce_key=os.urandom(32))
+            versions=self.versions, nonce_key=os.urandom(32), links=plan.link_tuples)
         self.pingback = self.logic.pingback
         self.reports: dict[str, dict[str, PeerMetric]] = self.logic.reports
         self.inventory: dict[str, set[tuple[str, int]]] = self.logic.inventory
@@ -350,7 +350,8 @@ class Master:
         # time between receiving the probe and replying (both kernel-stamped, so neither
         # end's event loop being busy lengthens the round trip)
         rtt = (self.udp.arrival - sent - held) * 1000
-        self.logic.handle(ProbeReply(msg.sender, nonce, rtt, held), self.clock.now())
+        self.apply(self.logic.handle(ProbeReply(msg.sender, nonce, rtt, held),
+                                     self.clock.now()))
         if nonce not in self.logic.nonces:
             del self.probe_sent[nonce]
 

@@ -20,6 +20,8 @@ object: HTTP status -> count, plus details):
 - ``sniff``: run on another testbed host, capture the first signed datagram of
   ``--msg-type`` arriving there (the master's pingback probe) into ``--save``;
 - ``udp-replay``: send such a capture to the target's UDP port, counting the answers;
+- ``lie-held``: in a helper's host with its credential, its daemon stopped, answer the
+  master's pingback probes claiming a hold time (``--held``) that makes it look nearer;
 - ``fuzz``: ``--count`` random and mutated messages into every signed endpoint and the
   UDP port (datagrams crafted with scapy), then checks the helper still serves;
 - ``http``: malformed HTTP (bad request lines, paths, methods, headers) on a raw socket;
@@ -217,6 +219,34 @@ def attack_udp_replay(args, h: Http) -> dict:
     return {"sent": args.count, "answered": answered}
 
 
+def attack_lie_held(args, h: Http) -> dict:
+    """Stand in for the helper whose credential ``--identity`` is (run in its host, its
+    daemon stopped; ``--target`` its address): for ``--timeout`` seconds answer the
+    master's pingback probes, each claiming to have held the probe ``--held`` seconds, so
+    as to look that much nearer.  Counts the probes answered."""
+    ident = sec.Identity.from_json(Path(args.identity).read_text())
+    signer = P.Signer(ident, seq_start=time.time_ns() // 1000)
+    answered = 0
+    deadline = time.monotonic() + args.timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((args.target, UDP_PORT))
+        sock.settimeout(0.2)
+        while time.monotonic() < deadline:
+            try:
+                data, addr = sock.recvfrom(65536)
+                header = P.parse(data)[0]
+            except (OSError, P.ProtocolError):
+                continue
+            if header["type"] != "probe":
+                continue
+            body = {"nonce": header["body"]["nonce"], "sent": header["body"]["sent"],
+                    "held": args.held}
+            sock.sendto(signer.encode("probe_reply", body, now=time.time(), to=header["from"]),
+                        addr)
+            answered += 1
+    return {"answered": answered}
+
+
 def _mutations(rng: random.Random, samples: list[bytes]) -> bytes:
     kind = rng.randrange(5)
     if kind == 0 or not samples:
@@ -390,7 +420,8 @@ ATTACKS = {"telemetry": attack_telemetry, "viewer-telemetry": attack_viewer_tele
            "unauth": attack_unauth, "forged": attack_forged, "valid": attack_valid,
            "invalidate": attack_invalidate, "replay": attack_replay, "fuzz": attack_fuzz,
            "http": attack_http, "status": attack_status, "get": attack_get,
-           "sniff": attack_sniff, "udp-replay": attack_udp_replay}
+           "sniff": attack_sniff, "udp-replay": attack_udp_replay,
+           "lie-held": attack_lie_held}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--msg-type", default="probe", help="what to capture (sniff)")
     ap.add_argument("--ca-secret", help="sign push plans as the master would (forged, valid)")
     ap.add_argument("--route", help="a push's route, comma-separated (forged, valid)")
-    ap.add_argument("--timeout", type=float, default=30.0, help="how long to wait (sniff)")
+    ap.add_argument("--timeout", type=float, default=30.0,
+                    help="how long to wait (sniff) or to answer (lie-held)")
+    ap.add_argument("--held", type=float, default=0.0,
+                    help="the hold time claimed, in seconds (lie-held)")
     args = ap.parse_args(argv)
     if not args.target.startswith("10."):
         print("error: --target must be a testbed host address (10.x)", file=sys.stderr)

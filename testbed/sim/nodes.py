@@ -479,8 +479,9 @@ class SimMaster(Node):
 
     def on_probe_reply(self, peer: str, e: Send, sent_at: float) -> None:
         nonce = int(e.body["nonce"])
-        self.logic.handle(ProbeReply(peer, nonce, (self.w.k.now - sent_at) * 1000, 0.0),
-                          self.w.k.now)
+        now = self.w.k.now
+        self.apply(self.logic.handle(ProbeReply(peer, nonce, (now - sent_at) * 1000, 0.0), now),
+                   self.logic)
 
     # -- what the master serves ---------------------------------------------------------
     def get_manifest(self, helper: SimHelper, video: str) -> None:

@@ -73,7 +73,7 @@ def build_world(plan: RunPlan) -> World:
     versions = {vid: 1 for vid in catalogue.ids()}
     logic = MasterLogic.from_delivery(r.master, mp.ip, mp.helpers, mp.pingback_settings(),
                                       live=bool(catalogue.ids("live")), versions=versions,
-                                      nonce_key=_key(sc.seed, "nonce"))
+                                      nonce_key=_key(sc.seed, "nonce"), links=mp.link_tuples)
     origin = OriginLogic(logic, mp.origin_settings(catalogue), versions,
                          id_key=_key(sc.seed, "ids"))
     world.add(SimMaster(world, r.master, logic, origin, versions, catalogue, mp.live_t0,

@@ -3,8 +3,10 @@ forged digest, replayed, along a route the master never planned, looping or too 
 insider's own invalidation; a message captured on its way to one node replayed to
 another; 10,000 fuzzed messages into every signed endpoint and the UDP port; malformed
 HTTP; malformed telemetry into the prediction engine; a rogue viewer's telemetry flood
-into a helper.  Everything is refused with a 4xx and counted, the cache does not change,
-and the helper and the engine keep serving."""
+into a helper; an insider answering pingback probes with a hold time that would make it
+look nearer than the links allow.  Everything is refused (with a 4xx) or held to what the
+master can verify, and counted; the cache does not change, and the helper and the engine
+keep serving."""
 
 import json
 import sys
@@ -49,9 +51,9 @@ def net() -> nx.Graph:
     return g
 
 
-def rogue(dep, attack: str, *args: str, ip: str | None = None) -> dict:
+def rogue(dep, attack: str, *args: str, ip: str | None = None, host: str = "p1") -> dict:
     ip = ip or dep.configs["h1"]["ip"]
-    out = dep.host("p1").cmd(f"cd {REPO} && {sys.executable} -m testbed.nodes.rogue {attack} "
+    out = dep.host(host).cmd(f"cd {REPO} && {sys.executable} -m testbed.nodes.rogue {attack} "
                              f"--target {ip} --target-name h1 {' '.join(args)}")
     return json.loads(out.strip().splitlines()[-1])
 
@@ -235,6 +237,24 @@ def test_rogue_host_is_refused_and_the_helper_keeps_serving(run_dir):
         rejected = rogue(dep, "status")["rejected"]
         assert (rejected["no_token"], rejected["bad_token"], rejected["rate_limited"]) == (
             20, 20, 20 - taken), rejected
+
+        # an insider holding h2's own credential (h2's daemon stopped, so that it answers
+        # h2's probes) claims it held every probe 9 ms, to look that much nearer: the master
+        # keeps h2 no nearer than the links allow (10 ms there and back over the 5 ms core
+        # link) and counts such replies (all of them, unless the host is so loaded that the
+        # round trip itself took over 19.5 ms)
+        m1 = dep.configs["m1"]["ip"]
+        before = rogue(dep, "status", ip=m1)
+        assert before["index"]["h2"] >= 10.0, before["index"]
+        dep.procs["h2"].stop()
+        got = rogue(dep, "lie-held", "--identity", str(run_dir / "secrets" / "h2.json"),
+                    "--held", "0.009", "--timeout", "20", ip=h2_ip, host="h2")
+        lied = rogue(dep, "status", ip=m1)
+        print("lie-held", got, lied["index"], lied["rejected"])
+        assert got["answered"] >= 6
+        assert lied["index"]["h2"] >= 10.0 - 1e-3, lied["index"]
+        assert lied["rejected"].get("held_beyond_floor", 0) >= got["answered"] // 2
+        assert lied["tiers"] == before["tiers"]
         attacked_at = dep.now()
         time.sleep(5)
         assert dep.procs["engine"].alive()

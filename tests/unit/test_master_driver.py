@@ -56,6 +56,8 @@ def test_a_round_through_the_driver(scenario, tmp_path):
     helpers = {h: helper_secure(m, h) for h in m.cfg.helpers}
     by_ip = {ip: h for h, ip in m.cfg.helpers.items()}
     near = sorted(m.cfg.helpers)[:4]
+    floor = {h: m.logic.rtt_floor_ms(h) for h in helpers}  # what the plan's links allow
+    assert all(f > 0 for f in floor.values())
     posted: list[tuple[str, str, bytes, str, int]] = []
 
     async def fake_send(helper, path, data, cls, port=C.HTTP_PORT):
@@ -78,8 +80,9 @@ def test_a_round_through_the_driver(scenario, tmp_path):
             nonce = probe.body["nonce"]
             reply = {"nonce": nonce, "sent": probe.body["sent"], "held": 0.0001}
             replies.append((h, nonce, helpers[h].encode("probe_reply", reply, to=m.cfg.name)))
-        for h, nonce, reply in replies:
-            m.udp.arrival = m.probe_sent[nonce] + (0.0011 if h in near else 0.0301)
+        for h, nonce, reply in replies:  # 1 ms (near) or 30 ms (far) above the floor
+            m.udp.arrival = (m.probe_sent[nonce] + floor[h] / 1000
+                             + (0.0011 if h in near else 0.0301))
             m.on_udp(reply, (m.cfg.helpers[h], C.UDP_PORT))
         assert not m.probe_sent and not m.logic.nonces
         await asyncio.sleep(0.6)  # the decision
@@ -92,7 +95,8 @@ def test_a_round_through_the_driver(scenario, tmp_path):
                (tmp_path / "logs" / "m1.jsonl").read_text().splitlines()]
     (tiers,) = [r for r in records if r["kind"] == "tiers"]
     assert tiers["version"] == 1 and tiers["tiers"][0] == near
-    assert tiers["index_ms"] == {h: 1.0 if h in near else 30.0 for h in helpers}
+    assert tiers["index_ms"] == pytest.approx(
+        {h: floor[h] + (1.0 if h in near else 30.0) for h in helpers}, abs=2e-3)
     sync = json.loads((tmp_path / "controller-sync.json").read_text())
     assert sync == {"tiers": tiers["tiers"], "mesh": {}}
     assert sorted(h for h, *_ in posted) == sorted(helpers)

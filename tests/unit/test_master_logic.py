@@ -238,6 +238,72 @@ def test_impossible_answers_are_no_samples(rtt: float, held: float) -> None:
     assert lg.pingback.index.latency(p.to) is None
 
 
+# m --10 ms-- s1 --1 ms-- h1, h2 (100 Mbit/s); s1 --20 ms-- s2 --1 ms-- h3, h4 (10 Mbit/s)
+LINKS = (("m", "s1", 10.0, 1000.0), ("s1", "h1", 1.0, 100.0), ("s1", "h2", 1.0, 100.0),
+         ("s1", "s2", 20.0, 10.0), ("s2", "h3", 1.0, 100.0), ("s2", "h4", None, None))
+
+
+def bounded_logic() -> MasterLogic:
+    return MasterLogic("m", "10.0.0.100", IPS, pingback=Pingback("m", tier_count=2),
+                       interval_s=5.0, probes=1, links=LINKS)
+
+
+def test_the_hold_time_cannot_bring_a_helper_nearer_than_the_links_allow() -> None:
+    lg = bounded_logic()
+    assert [lg.rtt_floor_ms(h) for h in IPS] == [22.0, 22.0, 62.0, 60.0]
+    out = lg.handle(Timer(PINGBACK), 1.0)
+    nonce = {p.to: p.body["nonce"] for p in probes_of(out)}
+    # h1 says it held the probe 20 ms: 23 ms measured, 3 ms claimed, 22 ms kept (counted)
+    assert lg.handle(ProbeReply("h1", nonce["h1"], 3.0, 0.020), 1.1) == [
+        Record("rejected", {"reason": "held_beyond_floor", "sender": "h1",
+                            "what": "probe_reply"})]
+    # h2 honest; h3 a hair under its floor (the emulation's error): kept at it, not counted
+    assert lg.handle(ProbeReply("h2", nonce["h2"], 23.5, 0.0002), 1.1) == []
+    assert lg.handle(ProbeReply("h3", nonce["h3"], 61.8, 0.0002), 1.1) == []
+    assert [lg.pingback.index.latency(h) for h in ("h1", "h2", "h3")] == [22.0, 23.5, 62.0]
+    assert lg.beyond == {"held_beyond_floor": 1}
+    # h4 claims a hold longer than the whole round trip: the floor again, counted
+    lg.handle(Timer(PINGBACK), 6.0)
+    lg.handle(Timer(PINGBACK), 11.0)
+    out = lg.handle(Timer(PINGBACK), 16.0)
+    (p4,) = [p for p in probes_of(out) if p.to == "h4"]
+    assert lg.handle(ProbeReply("h4", p4.body["nonce"], 61.0 - 500.0, 0.5), 16.1)
+    assert lg.pingback.index.latency("h4") == 60.0 and lg.beyond["held_beyond_floor"] == 2
+    # without the plan's links nothing is bounded (as before)
+    lg = logic()
+    p = probes_of(lg.handle(Timer(PINGBACK), 1.0))[0]
+    lg.handle(ProbeReply(p.to, p.body["nonce"], 3.0, 0.020), 1.1)
+    assert lg.pingback.index.latency(p.to) == 3.0 and not lg.beyond
+
+
+def test_neighbour_reports_are_held_within_the_links_bounds() -> None:
+    lg = bounded_logic()
+    body = {"neighbours": {
+        "h2": {"latency_ms": 0.1, "bw_mbit": 1000},   # 4 ms and 100 Mbit/s at best: a lie
+        "h3": {"latency_ms": 45.0, "bw_mbit": 12},    # 42 ms, 10 Mbit/s: within the margin
+        "h4": {"latency_ms": 41.5, "bw_mbit": 1},     # a hair under 42 ms: noise
+        "m": {"latency_ms": 1, "bw_mbit": 1},         # the master is nobody's neighbour
+        "h9": {"latency_ms": 1, "bw_mbit": 1}}}       # nor is a stranger
+    out = lg.handle(Neighbours("h1", body), 1.0)
+    rejected = [e.fields["reason"] for e in out if isinstance(e, Record)
+                and e.kind == "rejected"]
+    assert rejected == ["unknown_peer", "unknown_peer", "report_beyond_floor"]
+    got = {p: (m.latency_ms, m.bw_mbit) for p, m in lg.reports["h1"].items()}
+    assert got == {"h2": (4.0, 100.0), "h3": (45.0, 10.0), "h4": (42.0, 1.0)}
+    assert lg.beyond == {"unknown_peer": 2, "report_beyond_floor": 1}
+
+
+@pytest.mark.parametrize("neighbours", [
+    {f"h{i}": {"latency_ms": 1, "bw_mbit": 1} for i in range(65)},
+    {"h2": {"latency_ms": float("nan"), "bw_mbit": 1}},
+    {"h2": {"latency_ms": 1, "bw_mbit": -1}}])
+def test_an_oversized_or_impossible_report_is_refused(neighbours) -> None:
+    lg = bounded_logic()
+    assert lg.handle(Neighbours("h1", {"neighbours": neighbours}), 1.0) == [
+        Record("rejected", {"reason": "malformed", "sender": "h1", "what": "neighbours"})]
+    assert "h1" not in lg.reports
+
+
 def test_nonces_come_from_the_key() -> None:
     def nonces(key: bytes) -> list[int]:
         return [p.body["nonce"] for p in probes_of(logic(key=key).handle(Timer(PINGBACK), 1.0))]

@@ -16,13 +16,22 @@ these events and answers with effects (:mod:`testbed.core.node.effects`, and
   after this one started.
 * :class:`ProbeReply`: a helper's answer, with the round trip the driver measured from its
   own send and arrival stamps; it is a sample only if the nonce was sent to that helper in
-  this round, the helper's hold time is >= 0 and the round trip is in [0, 10 s).
+  this round, the helper's hold time is >= 0 and the round trip (hold included) is in
+  [0, 10 s).  The hold
+  time is the helper's word: taken off the round trip, it may bring the sample down to the
+  least round trip the topology allows between the master and that helper (given the
+  plan's links), never below; a reply that would go further is counted
+  (``held_beyond_floor``) and its sample kept at that floor.
 * ``Timer("pingback_decide")``: the tables are recomputed; when they change, a ``tiers``
   record, a :class:`WriteSync`, and one signed ``routing`` message to every helper whose
   place in the tree changed.  The first tables wait for every helper to answer, until
   :data:`FIRST_TABLES_WAIT_S` after the start.
 * :class:`Neighbours`: a helper's report of its mesh neighbours (and, in its payload, its
-  cache inventory when that changed).
+  cache inventory when that changed).  Given the plan's links, each neighbour's latency is
+  kept no lower than the least round trip between the two, and its bandwidth no higher
+  than the narrowest link between them; a report beyond them is counted
+  (``report_beyond_floor``), as is one naming a node that is no other helper
+  (``unknown_peer``, dropped) or more than :data:`MAX_REPORTED` neighbours (refused).
 
 Stagger: the probes of a round go one helper after another, ``PROBE_GAP_S`` apart, the
 passes ``PASS_GAP_S`` apart (so replies do not queue behind each other), which takes
@@ -39,11 +48,13 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from testbed.core.headroom import PhysicalPaths, links_graph
 from testbed.core.mesh import PeerMetric
 from testbed.core.multicast import relay_group
 from testbed.core.node.effects import Record, Send, SetTimer, Timer
@@ -56,6 +67,11 @@ SETTLE_S = 0.5           # the decision waits this long after the last probe lef
 FIRST_DELAY_S = 1.0      # the first round, after start
 FIRST_TABLES_WAIT_S = 15.0  # the first tables wait this long at most for every helper
 MAX_RTT_MS = 10_000.0    # a round trip this long or longer is no sample
+MAX_REPORTED = 64        # the most neighbours one report may name
+#: A measurement this far beyond the topology's bounds is counted as a lie, not noise
+#: (it is held to the bound either way): the larger of an absolute and a relative margin.
+FLOOR_MARGIN_MS, FLOOR_MARGIN = 0.5, 0.02
+CEILING_MARGIN = 2.0     # a packet train reads high by up to this factor when honest
 
 PINGBACK = "pingback"
 DECIDE = "pingback_decide"
@@ -133,13 +149,15 @@ class MasterLogic:
     live: whether there are live channels (a routing message then names the parent's
     relay group).  versions: the content versions, read (never written) when an inventory
     is parsed: an older copy than the current version does not count.  nonce_key: key of
-    the nonce source.
+    the nonce source.  links: the plan's links ``(a, b, delay_ms, bw_mbit)``, the bounds
+    on what helpers say (none given: nothing is bounded).
     """
 
     def __init__(self, master: str, master_ip: str, helpers: Mapping[str, str], *,
                  pingback: Pingback, interval_s: float, probes: int, started_at: float = 0.0,
                  live: bool = False, versions: Optional[Mapping[str, int]] = None,
-                 nonce_key: bytes = b"") -> None:
+                 nonce_key: bytes = b"",
+                 links: Sequence[tuple[str, str, Any, Any]] = ()) -> None:
         if probes < 1:
             raise ValueError(f"probes: {probes!r} (must be >= 1)")
         if not interval_s > 0:
@@ -168,6 +186,10 @@ class MasterLogic:
         self._deciding: Optional[int] = None  # the round whose decision is pending
         self._key = bytes(nonce_key)
         self._counter = 0
+        self.paths: Optional[PhysicalPaths] = PhysicalPaths(links_graph(links)) if links else None
+        self._rtt_floor: Optional[dict[str, float]] = None  # helper -> least RTT (ms)
+        #: what helpers said beyond what the master can verify, by reason
+        self.beyond: Counter[str] = Counter()
 
     @classmethod
     def from_delivery(cls, master: str, master_ip: str, helpers: Mapping[str, str],
@@ -190,7 +212,10 @@ class MasterLogic:
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         if isinstance(event, ProbeReply):
+            beyond = self.beyond["held_beyond_floor"]
             self.on_reply(event, now)
+            if self.beyond["held_beyond_floor"] > beyond:
+                return [_rejected(event.sender, "probe_reply", "held_beyond_floor")]
             return []
         if isinstance(event, Neighbours):
             return self.on_neighbours(event)
@@ -246,10 +271,39 @@ class MasterLogic:
         if self.nonces.get(reply.nonce) != reply.sender:
             return False  # not a probe of this round, or not one sent to this helper
         del self.nonces[reply.nonce]
-        if not (reply.held_s >= 0.0 and 0.0 <= reply.rtt_ms < MAX_RTT_MS):
+        measured = reply.rtt_ms + reply.held_s * 1000  # the master's own stamps alone
+        if not (reply.held_s >= 0.0 and 0.0 <= measured < MAX_RTT_MS):
             return False  # an answer that cannot be right is no sample
-        self.pingback.record(reply.sender, reply.rtt_ms, now)
+        rtt, floor = reply.rtt_ms, self.rtt_floor_ms(reply.sender)
+        if rtt < floor:  # (a hold longer than the whole round trip included)
+            if reply.held_s > 0 and rtt < floor - max(FLOOR_MARGIN_MS, FLOOR_MARGIN * floor):
+                self.beyond["held_beyond_floor"] += 1
+            rtt = floor
+        self.pingback.record(reply.sender, rtt, now)
         return True
+
+    def rtt_floor_ms(self, helper: str) -> float:
+        """The least round trip (ms) the plan's links allow between the master and
+        ``helper`` (0 without links)."""
+        if self.paths is None:
+            return 0.0
+        if self._rtt_floor is None:  # one pass from the master for every helper
+            self._rtt_floor = {h: 2.0 * d for h, d in self.paths.floors_from(self.master).items()}
+        return self._rtt_floor.get(helper, 0.0)
+
+    def bounded(self, sender: str, peer: str, m: PeerMetric) -> PeerMetric:
+        """``sender``'s measurement of ``peer`` held within what the plan's links allow."""
+        if self.paths is None:
+            return m
+        floor = 2.0 * self.paths.floor_ms(sender, peer)
+        ceiling = self.paths.ceiling_mbit(sender, peer)
+        lat, bw = m.latency_ms, m.bw_mbit
+        if lat < floor - max(FLOOR_MARGIN_MS, FLOOR_MARGIN * floor) or (
+                ceiling is not None and bw > CEILING_MARGIN * ceiling):
+            self.beyond["report_beyond_floor"] += 1
+        lat = max(lat, floor)
+        bw = min(bw, ceiling) if ceiling is not None else bw
+        return m if (lat, bw) == (m.latency_ms, m.bw_mbit) else PeerMetric(lat, bw)
 
     def decide(self, now: float) -> list[Effect]:
         """New tables, if due: the ``tiers`` record, the sync file, routing messages."""
@@ -300,13 +354,27 @@ class MasterLogic:
     def on_neighbours(self, report: Neighbours) -> list[Effect]:
         sender = report.sender
         metrics = {}
+        out: list[Effect] = []
+        beyond = self.beyond["report_beyond_floor"]
         try:
-            for peer, m in report.body["neighbours"].items():
-                metrics[str(peer)] = PeerMetric(latency_ms=float(m["latency_ms"]),
-                                                bw_mbit=float(m["bw_mbit"]))
+            reported = report.body["neighbours"]
+            if len(reported) > MAX_REPORTED:
+                return [_rejected(sender, "neighbours")]
+            for peer, m in reported.items():
+                metric = PeerMetric(latency_ms=float(m["latency_ms"]),
+                                    bw_mbit=float(m["bw_mbit"]))
+                if not (math.isfinite(metric.latency_ms) and metric.latency_ms >= 0
+                        and math.isfinite(metric.bw_mbit) and metric.bw_mbit >= 0):
+                    return [_rejected(sender, "neighbours")]
+                if peer not in self.helpers or peer == sender:
+                    self.beyond["unknown_peer"] += 1
+                    out.append(_rejected(sender, "neighbours", "unknown_peer"))
+                    continue
+                metrics[peer] = self.bounded(sender, peer, metric)
         except (KeyError, TypeError, ValueError, AttributeError):
             return [_rejected(sender, "neighbours")]
-        out: list[Effect] = []
+        if self.beyond["report_beyond_floor"] > beyond:
+            out.append(_rejected(sender, "neighbours", "report_beyond_floor"))
         before = self.reports.get(sender)
         changed = metrics.keys() != (before or {}).keys()
         if metrics != before:
@@ -342,5 +410,5 @@ class MasterLogic:
         self.inventory[sender] = keys
 
 
-def _rejected(sender: str, what: str) -> Record:
-    return Record("rejected", {"reason": "malformed", "sender": sender[:64], "what": what[:64]})
+def _rejected(sender: str, what: str, reason: str = "malformed") -> Record:
+    return Record("rejected", {"reason": reason, "sender": sender[:64], "what": what[:64]})

@@ -41,7 +41,14 @@ from typing import Any, Optional, Union
 import networkx as nx
 
 from testbed.core.content import Catalogue
-from testbed.core.headroom import LinkRoom, PhysicalPaths, PushLoad, link_room, parse_load
+from testbed.core.headroom import (
+    LinkRoom,
+    PhysicalPaths,
+    PushLoad,
+    link_room,
+    links_graph,
+    parse_load,
+)
 from testbed.core.mesh import NearestCopy, PeerMetric, mesh_graph, push_route, push_routes
 from testbed.core.node.effects import Record, Response, Send, SetTimer, Timer
 from testbed.core.node.master import MasterLogic
@@ -183,10 +190,9 @@ class OriginLogic:
             self.planned = FutureDemand(settings.planned)
         self.in_flight: dict[tuple[str, str, int], float] = {}
         self.pushed: dict[tuple[str, int], dict[str, float]] = {}  # segment -> holder -> t
-        spec = nx.Graph()
-        for a, b, delay_ms, bw_mbit in settings.links:
-            spec.add_edge(a, b, delay_ms=delay_ms, bw_mbit=bw_mbit)
-        self.paths = PhysicalPaths(spec)
+        # the tree's, when it has them: both come from the plan's links
+        self.paths = (tree.paths if tree.paths is not None
+                      else PhysicalPaths(links_graph(settings.links)))
         self.capacity = self.paths.capacities()
         self.push_load = PushLoad()
         self.load_doc: Any = None
