@@ -100,7 +100,8 @@ def up(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fil
     # SIGTERM (from `testbed down`) at any moment, even mid start-up, tears down cleanly.
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        with TestbedNetwork(spec, run_dir, mode=mode or sc.links.mode, seed=sc.seed) as tn:
+        with TestbedNetwork(spec, run_dir, mode=mode or sc.links.mode, seed=sc.seed,
+                            tls=sc.controller.tls) as tn:
             console.print(f"network up: {len(tn.net.hosts)} hosts, {len(tn.net.switches)} "
                           f"switches, link mode {tn.mode}, run {tn.run_id}")
             console.print(f"hosts: {run_dir / 'hosts.json'}")
@@ -837,11 +838,15 @@ def doctor() -> None:
 @app.command()
 def controller(apps: list[str] = typer.Argument(None, help="Apps: short names or paths."),
                port: int = typer.Option(6653, help="OpenFlow listening port (127.0.0.1)."),
+               tls: Optional[Path] = typer.Option(
+                   None, help="OpenFlow over TLS only, with the certificates in this "
+                              "directory (ca-cert.pem, controller-key.pem, controller-cert.pem)."),
                ) -> None:
     """Run controller apps in the foreground (os-ken; Ctrl-C stops)."""
     from testbed import ctlmain
 
-    raise typer.Exit(ctlmain.main(["--port", str(port), *(apps or ["l2"])]))
+    extra = [] if tls is None else ["--tls", str(tls)]
+    raise typer.Exit(ctlmain.main(["--port", str(port), *extra, *(apps or ["l2"])]))
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
-"""Run os-ken apps: ``python -m testbed.ctlmain --port 6653 [--host 127.0.0.1] APP...``.
+"""Run os-ken apps: ``python -m testbed.ctlmain --port 6653 [--host 127.0.0.1]
+[--tls DIR] APP...``.
 
 os-ken ships no manager command; this is the few lines that replace ``ryu-manager``.
 APP is a short name from :data:`APPS` (``l2``) or a path to an app file.  The
-controller listens on a loopback address only.  Blocks until the process is killed.
+controller listens on a loopback address only; with ``--tls DIR`` (the files
+:func:`testbed.emu.tls.make_pki` wrote there) it speaks OpenFlow over TLS only, and
+requires the switches' certificate.  Blocks until the process is killed.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help=f"OpenFlow TCP port (default {DEFAULT_PORT})")
     parser.add_argument("--host", default="127.0.0.1",
                         help="loopback address to listen on (default 127.0.0.1)")
+    parser.add_argument("--tls", type=Path, default=None, metavar="DIR",
+                        help="OpenFlow over TLS with the run's certificates in DIR")
     parser.add_argument("apps", nargs="+", metavar="APP",
                         help=f"app short name ({', '.join(sorted(APPS))}) or path")
     args = parser.parse_args(argv)
@@ -76,10 +81,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
 
-    cfg.CONF(args=["--ofp-tcp-listen-port", str(args.port), "--ofp-listen-host", args.host],
-             project="os_ken")
+    if args.tls is None:
+        listen = ["--ofp-tcp-listen-port", str(args.port)]
+    else:
+        from testbed.emu.tls import TlsFiles
+
+        listen = TlsFiles.at(args.tls).controller_args(args.port)
+    cfg.CONF(args=[*listen, "--ofp-listen-host", args.host], project="os_ken")
     logging.getLogger("testbed.ctlmain").info(
-        "starting on %s:%d with apps %s", args.host, args.port, " ".join(args.paths))
+        "starting on %s %s:%d with apps %s", "ssl" if args.tls else "tcp", args.host,
+        args.port, " ".join(args.paths))
     AppManager.run_apps(args.paths)
     return 0
 

@@ -110,7 +110,8 @@ class ControllerProcess:
 
     ``port=None`` picks a free port once, here, so a restart reuses it.  The child's
     environment is ours, plus ``MESHCAST_RUN=<run_dir name>``, plus ``env`` (e.g.
-    ``MESHCAST_TOPOLOGY``; a ``MESHCAST_RUN`` there replaces the label).  Use as a
+    ``MESHCAST_TOPOLOGY``; a ``MESHCAST_RUN`` there replaces the label).  ``tls_dir``:
+    OpenFlow over TLS with the certificates there (:mod:`testbed.emu.tls`).  Use as a
     context manager, or call :meth:`start` and :meth:`stop`.
     """
 
@@ -120,6 +121,7 @@ class ControllerProcess:
         run_dir: Path,
         port: Optional[int] = None,
         env: Optional[Mapping[str, str]] = None,
+        tls_dir: Optional[Path] = None,
     ):
         if not apps:
             raise ValueError("ControllerProcess needs at least one app")
@@ -127,6 +129,7 @@ class ControllerProcess:
         self.run_dir = Path(run_dir)
         self.port = free_port() if port is None else port
         self.env = dict(env or {})
+        self.tls_dir = tls_dir
         self.label = self.env.get(RUN_ENV, self.run_dir.name)
         self.log_path = self.run_dir / LOG_NAME
         self.pid_path = self.run_dir / PID_NAME
@@ -143,8 +146,9 @@ class ControllerProcess:
         return self._proc.alive()
 
     def command(self) -> list[str]:
+        tls = [] if self.tls_dir is None else ["--tls", str(self.tls_dir)]
         return [sys.executable, "-m", "testbed.ctlmain", "--port", str(self.port),
-                "--host", HOST, *self.apps]
+                "--host", HOST, *tls, *self.apps]
 
     def start(self, timeout: float = 15.0) -> ControllerProcess:
         """Launch, then wait until the port accepts connections (at most ``timeout`` s)."""

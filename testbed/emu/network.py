@@ -27,7 +27,7 @@ from mininet.node import Host, OVSSwitch, RemoteController
 from testbed.core import floor as F
 from testbed.core import spec as S
 from testbed.core.floor import SwitchLatency
-from testbed.emu import netlock, residue, switchprobe, tc
+from testbed.emu import netlock, residue, switchprobe, tc, tls
 from testbed.emu.controller import ControllerProcess, free_port
 from testbed.emu.kernel import has_ovs_module, has_xdp_sockets, resolve_link_mode
 from testbed.emu.links import EmuIntf, EmuLink
@@ -166,7 +166,7 @@ class TestbedNetwork:
     def __init__(self, spec: nx.Graph, run_dir: Path, mode: str = "auto", seed: int = 0,
                  apps: tuple[str, ...] = ("l2", "multicast", "mesh"),
                  run_id: str | None = None, controller_env: dict[str, str] | None = None,
-                 compensate: bool = True):
+                 compensate: bool = True, tls: bool = False):
         S.validate(spec)
         self.spec = spec
         self.run_dir = Path(run_dir).resolve()
@@ -174,6 +174,8 @@ class TestbedNetwork:
         self.seed = seed
         self.apps = apps
         self.controller_env = dict(controller_env or {})
+        self.tls = tls  # the OpenFlow channel over TLS (testbed.emu.tls)
+        self._ovs_ssl = False  # Open vSwitch's SSL settings are this network's, to remove
         self.run_id = run_id or f"{self.run_dir.name}-{uuid.uuid4().hex[:6]}"
         self.tag = uuid.uuid4().hex[:3]
         self.mode = ""
@@ -222,14 +224,22 @@ class TestbedNetwork:
         if self.relays:
             self._start_linkemu()  # links forward from the first moment, as configured
         self.api_port = free_port()
+        tls_dir = None
+        if self.tls:
+            tls_dir = self.run_dir / "tls"
+            files = tls.make_pki(tls_dir)
+            self._ovs_ssl = True
+            tls.ovs_set_ssl(files)
         self.controller = ControllerProcess(
             list(self.apps), self.run_dir,
             env={"MESHCAST_TOPOLOGY": str(self.run_dir / "topology.json"),
                  "MESHCAST_API_PORT": str(self.api_port),
                  residue.LABEL_ENV: self.run_id, **self.controller_env},
+            tls_dir=tls_dir,
         )
         self.controller.start()
-        self.net.addController(ExternalController("c0", ip="127.0.0.1", port=self.controller.port))
+        self.net.addController(ExternalController("c0", ip="127.0.0.1", port=self.controller.port,
+                                                  protocol="ssl" if self.tls else "tcp"))
         self.net.start()
         self._wait_switches_ready()
         self._measure_switches()
@@ -256,6 +266,9 @@ class TestbedNetwork:
             self.controller.stop()
             self.controller = None
         residue.clean(self.run_id)
+        if self._ovs_ssl:
+            tls.ovs_del_ssl()
+            self._ovs_ssl = False
         release_pmd_sleep(self._pmd_keys)
         self._pmd_keys = []
         if self._saved_label is None:

@@ -207,7 +207,8 @@ class Deployment:
         # each helper picks k neighbours but may be picked by any number of others
         degree = {"MESHCAST_MESH_DEGREE": str(max(3, len(helpers) - 1))}
         self.tn = TestbedNetwork(spec, run_dir=out / "net", mode=self.mode,
-                                 seed=self.scenario.seed, controller_env=degree)
+                                 seed=self.scenario.seed, controller_env=degree,
+                                 tls=self.scenario.controller.tls)
         self.tn.start()
         self.timings["network_s"] = time.monotonic() - t_start
         self.link_mode = self.tn.mode

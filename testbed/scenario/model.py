@@ -87,6 +87,13 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class ControllerConfig:
+    """The OpenFlow channel: over TLS (certificates made for the run) or plain TCP."""
+
+    tls: bool = False
+
+
+@dataclass(frozen=True)
 class CalibrationConfig:
     """The fidelity check: ping probes per path, iperf seconds per link, which paths."""
 
@@ -271,6 +278,7 @@ class Scenario:
     seed: int = 1
     links: LinkConfig = field(default_factory=LinkConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
     duration_s: float = 150.0
     warmup_s: float = 0.0  # the first seconds, left out of the metrics (cold caches, no model)
     content: ContentConfig = field(default_factory=ContentConfig)
@@ -361,6 +369,7 @@ class Scenario:
                 ],
             },
             "calibration": dataclasses.asdict(self.calibration),
+            "controller": dataclasses.asdict(self.controller),
             "duration_s": self.duration_s,
             "warmup_s": self.warmup_s,
             "content": dataclasses.asdict(self.content),

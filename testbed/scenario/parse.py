@@ -28,6 +28,7 @@ from testbed.scenario.model import (
     VIEWER_MODELS,
     CalibrationConfig,
     ContentConfig,
+    ControllerConfig,
     DeliveryConfig,
     EngineSection,
     EventConfig,
@@ -41,7 +42,9 @@ from testbed.scenario.model import (
 from testbed.scenario.units import parse_loss_pct, parse_queue_pkts, parse_rate_mbit, parse_time_ms
 
 TOP_KEYS = ("name", "description", "seed", "policy", "topology", "links", "calibration",
-            "duration_s", "warmup_s", "content", "delivery", "viewers", "engine", "events")
+            "controller", "duration_s", "warmup_s", "content", "delivery", "viewers", "engine",
+            "events")
+CONTROLLER_KEYS = ("tls",)
 TOPOLOGY_KEYS = ("generator", "params")
 LINKS_KEYS = ("mode", "defaults", "overrides")
 CALIBRATION_KEYS = ("probes", "interval_s", "iperf_seconds", "sample", "paths")
@@ -145,6 +148,14 @@ def _parse_calibration(c: _Checker, data: Any) -> CalibrationConfig:
         sample=None if sample is None else c.integer(sample, "calibration.sample", 1),
         paths=paths,
     )
+
+
+def _parse_controller(c: _Checker, data: Any) -> ControllerConfig:
+    body = c.mapping(data, "controller", CONTROLLER_KEYS)
+    tls = body.get("tls", ControllerConfig.tls)
+    if not isinstance(tls, bool):
+        raise c.fail("controller.tls", tls, "must be true or false")
+    return ControllerConfig(tls=tls)
 
 
 def _parse_content(c: _Checker, data: Any) -> ContentConfig:
@@ -458,6 +469,7 @@ def parse_scenario(data: Any, source: str) -> Scenario:
         seed=c.integer(body.get("seed", 1), "seed", 0),
         links=_parse_links(c, body.get("links")),
         calibration=_parse_calibration(c, body.get("calibration")),
+        controller=_parse_controller(c, body.get("controller")),
         duration_s=(duration := c.number(body.get("duration_s", Scenario.duration_s),
                                          "duration_s", 0, strict=True)),
         warmup_s=_parse_warmup(c, body.get("warmup_s", 0), duration),

@@ -107,6 +107,48 @@ def test_start_stop_restart(tmp_path: Path, topology: Path) -> None:
     assert log.count("--- start:") == 2 and "rules for 2 switches" in log
 
 
+def test_openflow_over_tls_needs_a_certificate_of_the_runs_ca(tmp_path: Path,
+                                                               topology: Path) -> None:
+    import ssl
+    import stat
+
+    from testbed.emu.tls import make_pki
+
+    files = make_pki(tmp_path / "tls")
+    for key in (files.controller_key, files.switch_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    hello = bytes([4, 0, 0, 8, 0, 0, 0, 1])  # OpenFlow 1.3 hello
+
+    def first_bytes(context: ssl.SSLContext | None, port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            if context is None:
+                raw.sendall(hello)
+                try:
+                    return raw.recv(8)
+                except OSError:
+                    return b""
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(hello)
+                return s.recv(8)
+
+    ctl = ControllerProcess(["l2"], tmp_path / "run", env={"MESHCAST_TOPOLOGY": str(topology)},
+                            tls_dir=tmp_path / "tls")
+    assert ctl.command()[-3:-1] == ["--tls", str(tmp_path / "tls")]
+    with ctl:
+        switch = ssl.create_default_context(cafile=files.ca_cert)
+        switch.load_cert_chain(files.switch_cert, files.switch_key)
+        assert first_bytes(switch, ctl.port)[:2] == b"\x04\x00"  # the controller's hello
+        anonymous = ssl.create_default_context(cafile=files.ca_cert)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            first_bytes(anonymous, ctl.port)  # no certificate: refused
+        stranger = make_pki(tmp_path / "other")  # another run's CA
+        foreign = ssl.create_default_context(cafile=files.ca_cert)
+        foreign.load_cert_chain(stranger.switch_cert, stranger.switch_key)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            first_bytes(foreign, ctl.port)
+        assert not first_bytes(None, ctl.port).startswith(b"\x04\x00")  # plain TCP: none
+
+
 def test_bad_topology_fails_start_with_the_reason(tmp_path: Path, topology: Path) -> None:
     data = json.loads(topology.read_text())
     data["hosts"]["h1"]["mac"] = "01:00:5e:00:00:01"

@@ -175,7 +175,8 @@ def test_override_naming_two_unlinked_nodes() -> None:
     [
         ("topology: tiered\nparamz: 1\n", "paramz",
          "unknown key (expected one of name, description, seed, policy, topology, links, "
-         "calibration, duration_s, warmup_s, content, delivery, viewers, engine, events)"),
+         "calibration, controller, duration_s, warmup_s, content, delivery, viewers, engine, "
+         "events)"),
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
@@ -336,6 +337,16 @@ def test_calibration_defaults_and_values() -> None:
     c = scenario("calibration: {probes: 5, interval_s: 0.1, iperf_seconds: 0, sample: 3, "
                  "paths: false}\n").calibration
     assert (c.probes, c.interval_s, c.iperf_seconds, c.sample, c.paths) == (5, 0.1, 0.0, 3, False)
+
+
+def test_the_openflow_channel_is_plain_unless_tls_is_asked_for() -> None:
+    assert scenario().controller.tls is False
+    s = scenario("controller: {tls: true}\n")
+    assert s.controller.tls and s.to_dict()["controller"] == {"tls": True}
+    with pytest.raises(ScenarioError, match=r"controller.tls: 'yes' \(must be true or false\)"):
+        scenario("controller: {tls: 'yes'}\n")
+    with pytest.raises(ScenarioError, match="controller.tsl: unknown key"):
+        scenario("controller: {tsl: true}\n")
 
 
 def test_scenario_is_frozen() -> None:
