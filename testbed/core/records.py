@@ -242,6 +242,11 @@ TIERS = _kind("tiers", "the master (re)computed the helpers' tiers", "master", {
     "version": "int", "tiers": "list[list[str]]: helpers by tier",
     "index_ms": "dict[str, float]: helper -> latency index",
 })
+ROUTING_RESENT = _kind("routing_resent", "the master sent a helper its routing table again: "
+                       "the helper reported holding another", "master", {
+                           "helper": "str", "held": "int: the version the helper holds",
+                           "version": "int: the version sent",
+                       })
 SEND_FAILED = _kind("send_failed", "the master could not send a helper a message", "master", {
     "to": "str", "path": "str", "error": "str: the exception's type",
 })

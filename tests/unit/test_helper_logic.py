@@ -412,6 +412,7 @@ def test_neighbours_are_chosen_from_probes_and_reported_to_the_master():
     assert net.nodes["h1"].selector.neighbours == ("h2", "h4")
     report = [e for e in net.sends("h1", "/control", to="m1")]
     assert report and set(report[-1].body["neighbours"]) == {"h2", "h4"}
+    assert report[-1].body["table"] == 0  # no routing table yet
     assert net.kinds("h1", "neighbours")[0]["added"] == ["h2", "h4"]
     # h4 becomes far: it loses its place to the next nearest
     net.delay[frozenset(("h1", "h4"))] = 0.030
@@ -540,3 +541,30 @@ def test_mesh_pull_skips_neighbours_up_the_tree_or_no_nearer_than_the_parent():
     net.request("h3", VOD, 3)
     net.run(1.0)
     assert [e.to for e in net.sends("h3", "/peer-fetch")] == ["h1"]
+
+
+def test_a_routing_table_that_is_no_place_in_a_tree_of_this_run_is_refused():
+    net = Net("h1", "h2", "h3")
+    h1 = net.nodes["h1"]
+    good = table(1, "h2", ["h2", "m1"], children=["h3"], tier=2)
+
+    def send(tbl) -> int:
+        ref = net.ask("h1", lambda r: H.Control(r, "m1", "master", "routing", tbl))
+        return net.replies[("h1", ref)].status
+
+    assert send(good) == 200 and h1.table["parent"] == "h2"
+    bad = [
+        {**good, "version": 2, "parent": "h9", "ancestors": ["h9", "m1"]},  # a stranger
+        {**good, "version": 2, "parent": "h1", "ancestors": ["h1", "m1"]},  # itself
+        {**good, "version": 2, "ancestors": ["h2"]},                       # not up to m1
+        {**good, "version": 2, "ancestors": ["h3", "m1"]},                 # not the parent
+        {**good, "version": 2, "children": ["m1"]},                        # the master
+        {**good, "version": 2, "children": ["h2"]},                        # its parent
+        {**good, "version": 2, "children": ["h3", "h3"]},                  # twice
+        {**good, "version": 2, "children": "h3"},                          # letters
+    ]
+    for tbl in bad:
+        assert send(tbl) == 400, tbl
+    assert h1.table == {**good, "children": ["h3"]}
+    assert h1.rejected == {"bad_routing": 8}
+    assert send({**good, "version": 2, "parent": "m1", "ancestors": ["m1"], "tier": 1}) == 200

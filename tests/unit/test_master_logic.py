@@ -184,6 +184,23 @@ def test_tier_tables_put_near_helpers_under_the_master_and_far_ones_below() -> N
                for s in sends)
 
 
+def test_a_routing_table_the_helper_does_not_hold_is_sent_again() -> None:
+    lg = logic()
+    first = routing_of(round_trip(lg, 1.0, NEAR_FAR))
+    report = {"neighbours": {}, "table": 1}
+    assert lg.handle(Neighbours("h3", report), 4.0) == []                    # it holds it
+    assert lg.handle(Neighbours("h3", {**report, "table": 0}), 2.0) == []   # just sent
+    out = lg.handle(Neighbours("h3", {**report, "table": 0}), 5.0)         # lost: again
+    assert routing_of(out) == {"h3": first["h3"]}
+    assert [e.fields for e in out if isinstance(e, Record) and e.kind == "routing_resent"] == [
+        {"helper": "h3", "held": 0, "version": 1}]
+    assert lg.handle(Neighbours("h3", {**report, "table": 0}), 6.0) == []  # not at once
+    assert routing_of(lg.handle(Neighbours("h3", {**report, "table": 0}), 8.5))
+    # a report without the field (or a helper never sent a table) changes nothing
+    assert lg.handle(Neighbours("h3", {"neighbours": {}}), 20.0) == []
+    assert lg.handle(Neighbours("h9", {**report, "table": 0}), 20.0) == []
+
+
 def test_no_live_channel_no_relay_group() -> None:
     lg = logic(live=False)
     routing = routing_of(round_trip(lg, 1.0, NEAR_FAR))

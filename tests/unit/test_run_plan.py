@@ -228,7 +228,8 @@ def _key_reads(tree: ast.AST):
 
 
 def test_no_daemon_reads_a_setting_of_the_plan_by_hand():
-    files = sorted(NODES.glob("*.py"))
+    # the fuzzer reads its own plan (targets, credentials, videos), not a run's
+    files = sorted(f for f in NODES.glob("*.py") if f.name != "fuzzer.py")
     assert {"helper.py", "master.py", "engine.py", "viewer.py"} <= {f.name for f in files}
     bad = []
     for f in files:

@@ -782,7 +782,10 @@ class HelperLogic:
     # -- control: routing tables, push orders, invalidations ----------------------------------
     def _control(self, ev: Control, now: float) -> list:
         if ev.msg_type == "routing" and ev.role == "master":
-            return [*self.set_table(dict(ev.body)), Reply(ev.ref, 200, b"ok\n")]
+            out = self.set_table(dict(ev.body))
+            refused = any(isinstance(e, Record) and e.kind == "rejected" for e in out)
+            return [*out, Reply(ev.ref, 400, b"not a routing table of this run\n") if refused
+                    else Reply(ev.ref, 200, b"ok\n")]
         if ev.msg_type == "push_order" and ev.role == "master":
             return self.push_order(ev.ref, dict(ev.body))
         if ev.msg_type == "invalidate":
@@ -798,6 +801,8 @@ class HelperLogic:
                      "ancestors": [str(a) for a in table["ancestors"]]}
         except (KeyError, TypeError, ValueError):
             return [self._reject("malformed", self.s.master, "routing")]
+        if self.routing_problem(parent, children, table["ancestors"]) is not None:
+            return [self._reject("bad_routing", self.s.master, "routing")]
         if self.table and version <= self.table["version"]:
             return []
         old_parent = self.table["parent"] if self.table else None
@@ -807,6 +812,22 @@ class HelperLogic:
         if old_parent != parent:  # re-joined on the new parent's group by the live round
             out += self._leave_all()
         return out
+
+    def routing_problem(self, parent: str, children: list[str],
+                        ancestors: list[str]) -> str | None:
+        """Why a table cannot be this helper's place in a tree of this run, or None: its
+        parent and ancestors (the parent first, the master last) are nodes of the run,
+        its children other helpers, nobody twice and this helper nowhere."""
+        s = self.s
+        if not ancestors or ancestors[0] != parent or ancestors[-1] != s.master:
+            return "ancestors must run from the parent up to the master"
+        if not all(s.is_peer(a) for a in ancestors[:-1]) or s.master in ancestors[:-1]:
+            return "an ancestor is no other helper of this run"
+        if not all(s.is_peer(c) for c in children):
+            return "a child is no other helper of this run"
+        if len(set(ancestors) | set(children)) != len(ancestors) + len(children):
+            return "a node named twice"
+        return None
 
     def push_order(self, ref: int, b: dict) -> list:
         """The master asks this helper to push its own copy of a segment along a route that
@@ -986,8 +1007,12 @@ class HelperLogic:
                                    for k in list(self.cache.keys())]).encode()
             if now_held != self.reported_inventory:
                 inventory = self.reported_inventory = now_held
-        out.append(Send(self.s.master, "neighbours", {"neighbours": report}, inventory,
-                        path="/control", cls="control", timeout_s=CONTROL_TIMEOUT_S))
+        # the routing table this helper holds: the master sends it again if it is not the one
+        # it last sent (a table lost on the way, or a helper that started afresh)
+        held = self.table["version"] if self.table else 0
+        out.append(Send(self.s.master, "neighbours", {"neighbours": report, "table": held},
+                        inventory, path="/control", cls="control",
+                        timeout_s=CONTROL_TIMEOUT_S))
         return out
 
     # -- telemetry --------------------------------------------------------------------------

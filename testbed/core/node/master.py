@@ -27,9 +27,11 @@ these events and answers with effects (:mod:`testbed.core.node.effects`, and
   place in the tree changed.  The first tables wait for every helper to answer, until
   :data:`FIRST_TABLES_WAIT_S` after the start.
 * :class:`Neighbours`: a helper's report of its mesh neighbours (and, in its payload, its
-  cache inventory when that changed).  Given the plan's links, each neighbour's latency is
-  kept no lower than the least round trip between the two, and its bandwidth no higher
-  than the narrowest link between them; a report beyond them is counted
+  cache inventory when that changed), with the version of the routing table it holds: one
+  that is not the table last sent to it (lost on the way, or the helper restarted) brings
+  that helper's current table again (``routing_resent``).  Given the plan's links, each
+  neighbour's latency is kept no lower than the least round trip between the two, and its
+  bandwidth no higher than the narrowest link between them; a report beyond them is counted
   (``report_beyond_floor``), as is one naming a node that is no other helper
   (``unknown_peer``, dropped) or more than :data:`MAX_REPORTED` neighbours (refused).
 
@@ -68,6 +70,7 @@ FIRST_DELAY_S = 1.0      # the first round, after start
 FIRST_TABLES_WAIT_S = 15.0  # the first tables wait this long at most for every helper
 MAX_RTT_MS = 10_000.0    # a round trip this long or longer is no sample
 MAX_REPORTED = 64        # the most neighbours one report may name
+RESEND_AFTER_S = 3.0     # a routing table is sent again no sooner than this
 #: A measurement this far beyond the topology's bounds is counted as a lie, not noise
 #: (it is held to the bound either way): the larger of an absolute and a relative margin.
 FLOOR_MARGIN_MS, FLOOR_MARGIN = 0.5, 0.02
@@ -173,6 +176,7 @@ class MasterLogic:
         self.versions: Mapping[str, int] = versions if versions is not None else {}
         self.nonces: dict[int, str] = {}  # outstanding this round: nonce -> helper
         self.sent_place: dict[str, tuple] = {}
+        self.sent_table: dict[str, tuple[int, float]] = {}  # helper -> (version, when)
         self.reports: dict[str, dict[str, PeerMetric]] = {}
         self.inventory: dict[str, set[tuple[str, int]]] = {}
         #: segment -> helpers whose inventory holds it (``inventory`` turned round)
@@ -218,7 +222,7 @@ class MasterLogic:
                 return [_rejected(event.sender, "probe_reply", "held_beyond_floor")]
             return []
         if isinstance(event, Neighbours):
-            return self.on_neighbours(event)
+            return [*self.on_neighbours(event), *self.repair_table(event, now)]
         if isinstance(event, Timer) and event.name == PINGBACK:
             return self.start_round(now)
         if isinstance(event, Timer) and event.name == DECIDE:
@@ -328,9 +332,30 @@ class MasterLogic:
             if self.sent_place.get(helper) == t.place:
                 continue  # latencies moved but this helper's place in the tree did not
             self.sent_place[helper] = t.place
+            self.sent_table[helper] = (t.version, now)
             out.append(Send(helper, "routing", self.routing_body(t, tiers), path="/control",
                             cls="control"))
         return out
+
+    def repair_table(self, report: Neighbours, now: float) -> list[Effect]:
+        """The routing table again, when a helper reports holding another than the one last
+        sent to it, :data:`RESEND_AFTER_S` or more ago (lost on the way, or the helper
+        started afresh)."""
+        helper = report.sender
+        sent = self.sent_table.get(helper)
+        held = report.body.get("table") if isinstance(report.body, Mapping) else None
+        if sent is None or type(held) is not int or held == sent[0] \
+                or now - sent[1] < RESEND_AFTER_S:
+            return []
+        t = self.pingback.tables.get(helper)
+        if t is None:
+            return []
+        self.sent_table[helper] = (t.version, now)
+        self.sent_place[helper] = t.place
+        tiers = tiers_as_lists(self.pingback.tiers)
+        return [Record("routing_resent", {"helper": helper, "held": held, "version": t.version}),
+                Send(helper, "routing", self.routing_body(t, tiers), path="/control",
+                     cls="control")]
 
     def routing_body(self, t: RoutingTable, tiers: list[list[str]]) -> dict:
         parent_ip = self.helpers.get(t.parent, self.master_ip)

@@ -1,0 +1,108 @@
+"""A credentialed fuzzer on a rogue host sends 100,000 validly signed, hostile messages into
+every authenticated handler of a helper, the master and the prediction engine
+(:mod:`testbed.nodes.fuzzer`): no answer is a 5xx or missing, no daemon dies, their memory
+grows by at most 10 % and their open descriptors stay put, and they still serve."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import networkx as nx
+import pytest
+from conftest import REPO
+
+from testbed.core import security as sec
+from testbed.core.spec import HELPER, MASTER, PROBE, SWITCH
+from testbed.harness.run import Deployment
+from testbed.scenario import loads_scenario
+
+MESSAGES = int(os.environ.get("MESHCAST_FUZZ_MESSAGES", "100000"))
+
+SCENARIO = """
+name: fuzz
+seed: 7
+duration_s: 3600
+topology: {generator: tiered}
+content: {videos: 3, live_channels: 1, duration_s: 20, bitrate_kbps: 200, segment_s: 2}
+delivery: {cache_mb: 2, prefetch: next-segments, push_budget_kbps: 0, tiers: 1, mesh_degree: 1}
+viewers: {per_host: 1}
+"""
+
+
+def net() -> nx.Graph:
+    g = nx.Graph()
+    for s in ("s1", "s2"):
+        g.add_node(s, role=SWITCH)
+    g.add_edge("s1", "s2", delay_ms=2.0, bw_mbit=100.0)
+    g.add_node("m1", role=MASTER)
+    g.add_edge("m1", "s1")
+    for h in ("h1", "h2"):
+        g.add_node(h, role=HELPER)
+        g.add_edge(h, "s2")
+    g.add_node("p1", role=PROBE)  # the fuzzer's host
+    g.add_edge("p1", "s2")
+    return g
+
+
+def usage(pid: int) -> tuple[int, int]:
+    """(resident kB, open descriptors) of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(next(line.split()[1] for line in status.splitlines()
+                   if line.startswith("VmRSS:")))
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def fuzz(dep, plan: dict, count: int) -> dict:
+    path = dep.out / f"fuzz-{count}.json"
+    path.write_text(json.dumps({**plan, "count": count}))
+    out = dep.host("p1").cmd(f"cd {REPO} && {sys.executable} -m testbed.nodes.fuzzer {path}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_credentialed_fuzz_reaches_the_handlers_and_breaks_nothing(run_dir):
+    sc = loads_scenario(SCENARIO)
+    with Deployment(sc, run_dir, say=print, spec=net()) as dep:
+        ca = sec.Authority.from_secret((run_dir / "secrets" / "ca.secret").read_bytes())
+        for name, role in (("h9", "helper"), ("m1", "master")):
+            (run_dir / f"fuzz-{role}.json").write_text(
+                ca.issue(name, role, time.time() + 7200).to_json())
+        engine = dep.configs["engine"]
+        plan = {"targets": {
+            "helper": {"name": "h1", "ip": dep.configs["h1"]["ip"], "port": 8080},
+            "master": {"name": "m1", "ip": dep.configs["m1"]["ip"], "port": 8080},
+            "engine": {"name": engine["name"], "ip": engine["ip"],
+                       "port": engine["extra"]["engine"]["port"]}},
+            "helper_identity": str(run_dir / "fuzz-helper.json"),
+            "master_identity": str(run_dir / "fuzz-master.json"),
+            "ca_secret": str(run_dir / "secrets" / "ca.secret"),
+            "videos": ["vod-0000", "vod-0001", "vod-0002", "live-00"]}
+        daemons = ("h1", "m1", "engine")
+        pids = {n: dep.procs[n].proc.pid for n in daemons}
+
+        warm = fuzz(dep, plan, 2000)  # the daemons' caches and pools fill first
+        print("warm-up", json.dumps(warm)[:2000])
+        before = {n: usage(p) for n, p in pids.items()}
+        got = fuzz(dep, plan, MESSAGES)
+        after = {n: usage(p) for n, p in pids.items()}
+        print("fuzz", json.dumps(got)[:6000])
+        print("rss/fds before", before, "after", after)
+
+        assert got["sent"] >= MESSAGES and not got["failures"], got["failures"]
+        codes = {int(c): n for c, n in got["codes"].items() if c.isdigit()}
+        assert not [c for c in codes if c == 0 or c >= 500], codes
+        # the handlers were reached: accepted answers as well as refusals
+        assert codes.get(200, 0) > 0 and sum(n for c, n in codes.items() if c >= 400) > 0
+        assert {k.split(":")[0] for k in got["by_type"]} == {"h1", "m1", engine["name"]}
+        assert got["status_after"] == {"h1": 200, "m1": 200, engine["name"]: 200}
+        for n in daemons:
+            assert dep.procs[n].alive(), n
+            assert after[n][0] <= 1.10 * before[n][0], (n, before[n], after[n])
+            assert after[n][1] <= before[n][1] + 4, (n, before[n], after[n])
+        # they still serve a viewer
+        h1 = dep.host("p1")
+        seg = h1.cmd(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'X-Viewer: after' "
+                     f"http://{dep.configs['h1']['ip']}:8080/seg/vod-0000/0").strip()
+        assert seg == "200", seg
