@@ -33,7 +33,6 @@ messages sent by target and type, answers by HTTP status, and the first few answ
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import math
 import random
@@ -55,6 +54,7 @@ from hypothesis.stateful import (
 
 from testbed.core import protocol as P
 from testbed.core import security as sec
+from testbed.nodes.rogue import Http
 
 UDP_PORT = 7000
 STEPS = 50               # messages per drawn sequence
@@ -146,32 +146,14 @@ class Target:
 
     def __init__(self, name: str, ip: str, port: int) -> None:
         self.name, self.ip, self.port = name, ip, port
-        self.conn = http.client.HTTPConnection(ip, port, timeout=20)
+        self.http = Http(ip, port)
 
     def post(self, path: str, data: bytes) -> int:
-        for attempt in range(2):
-            try:
-                self.conn.request("POST", path, body=data)
-                r = self.conn.getresponse()
-                r.read()
-                return r.status
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                self.conn = http.client.HTTPConnection(self.ip, self.port, timeout=20)
-                if attempt:
-                    return 0
-        return 0
+        """The answer's status; 0 when none came (twice)."""
+        return self.http.request("POST", path, data)[0]
 
     def get(self, path: str) -> int:
-        try:
-            self.conn.request("GET", path)
-            r = self.conn.getresponse()
-            r.read()
-            return r.status
-        except (http.client.HTTPException, OSError):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection(self.ip, self.port, timeout=20)
-            return 0
+        return self.http.request("GET", path)[0]
 
 
 class Fuzz:

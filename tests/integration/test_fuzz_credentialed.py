@@ -9,12 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import networkx as nx
 import pytest
 from conftest import REPO
+from nets import rogue_net
 
 from testbed.core import security as sec
-from testbed.core.spec import HELPER, MASTER, PROBE, SWITCH
 from testbed.harness.run import Deployment
 from testbed.scenario import loads_scenario
 
@@ -31,19 +30,8 @@ viewers: {per_host: 1}
 """
 
 
-def net() -> nx.Graph:
-    g = nx.Graph()
-    for s in ("s1", "s2"):
-        g.add_node(s, role=SWITCH)
-    g.add_edge("s1", "s2", delay_ms=2.0, bw_mbit=100.0)
-    g.add_node("m1", role=MASTER)
-    g.add_edge("m1", "s1")
-    for h in ("h1", "h2"):
-        g.add_node(h, role=HELPER)
-        g.add_edge(h, "s2")
-    g.add_node("p1", role=PROBE)  # the fuzzer's host
-    g.add_edge("p1", "s2")
-    return g
+def net():
+    return rogue_net(core_delay_ms=2.0, core_bw_mbit=100.0)
 
 
 def usage(pid: int) -> tuple[int, int]:
