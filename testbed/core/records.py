@@ -209,6 +209,11 @@ NEIGHBOURS = _kind("neighbours", "a helper changed its mesh neighbours", "helper
     "neighbours": "list[str]", "added": "list[str]", "dropped": "list[str]",
     "reasons": "dict[str, str]: why each was added or dropped",
 })
+TELEMETRY_BUFFER = _kind("telemetry_buffer", "a helper's telemetry buffer at its stop", "helper", {
+    "added": "int: records queued over the run",
+    "dropped": "int: records dropped to make room (the engine unreachable, or a flood)",
+    "queued": "int: records still waiting",
+})
 TELEMETRY_LOST = _kind("telemetry_lost", "a telemetry batch that could not be sent", "helper",
                        {"events": "int: records in the batch"})
 LIVE_JOIN = _kind("live_join", "a helper joined a live video's multicast group", "helper", {

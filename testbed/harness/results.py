@@ -93,6 +93,10 @@ def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
         rejected[r["reason"]] = rejected.get(r["reason"], 0) + 1
     out["rejected"] = sum(rejected.values())
     out["rejected_by_reason"] = json.dumps(rejected, sort_keys=True)
+    # telemetry that never reached the engine: batches it could not be sent (an engine
+    # outage) and records the helpers' buffers dropped to make room
+    out["telemetry_lost_events"] = sum(r["events"] for r in _of(records, R.TELEMETRY_LOST))
+    out["telemetry_dropped"] = sum(r["dropped"] for r in _of(records, R.TELEMETRY_BUFFER))
     caches = _of(records, R.CACHE_STATE) + _of(records, R.CACHE)
     if caches:
         out["cache_over_capacity"] = sum(1 for c in caches

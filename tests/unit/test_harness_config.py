@@ -113,6 +113,20 @@ def test_extras_count_caches_over_capacity_and_rejections():
     assert json.loads(ex["rejected_by_reason"]) == {"bad_digest": 1, "replay": 2}
 
 
+def test_extras_count_the_telemetry_that_never_reached_the_engine():
+    assert (extras([])["telemetry_lost_events"], extras([])["telemetry_dropped"]) == (0, 0)
+    records = [
+        {"kind": "telemetry_lost", "node": "h1", "at": 5, "events": 200},
+        {"kind": "telemetry_lost", "node": "h2", "at": 6, "events": 12},
+        {"kind": "telemetry_buffer", "node": "h1", "at": 9, "added": 20_000,
+         "dropped": 350, "queued": 0},
+        {"kind": "telemetry_buffer", "node": "h2", "at": 9, "added": 80, "dropped": 0,
+         "queued": 3},
+    ]
+    ex = extras(records)
+    assert (ex["telemetry_lost_events"], ex["telemetry_dropped"]) == (212, 350)
+
+
 def test_overhead_is_telemetry_and_control_sent_per_byte_to_viewers():
     records = [
         {"kind": "traffic", "node": "h1", "cls": "viewer", "direction": "tx", "bytes": 900},

@@ -355,6 +355,8 @@ class HelperLogic:
             out.append(self._record("live_leave", video=v))
         self.live_groups.clear()
         out += self._send_telemetry(now)
+        out.append(self._record("telemetry_buffer", added=self.telemetry.added,
+                                dropped=self.telemetry.dropped, queued=len(self.telemetry)))
         out.append(self._record("cache", used_bytes=self.cache.used_bytes,
                                 capacity_bytes=self.cache.capacity_bytes, **self.cache.stats))
         return out
