@@ -784,10 +784,11 @@ class HelperLogic:
     # -- control: routing tables, push orders, invalidations ----------------------------------
     def _control(self, ev: Control, now: float) -> list:
         if ev.msg_type == "routing" and ev.role == "master":
-            out = self.set_table(dict(ev.body))
-            refused = any(isinstance(e, Record) and e.kind == "rejected" for e in out)
-            return [*out, Reply(ev.ref, 400, b"not a routing table of this run\n") if refused
-                    else Reply(ev.ref, 200, b"ok\n")]
+            table, reason = self._checked_table(dict(ev.body))
+            if table is None:
+                return [self._reject(reason, self.s.master, "routing"),
+                        Reply(ev.ref, 400, b"not a routing table of this run\n")]
+            return [*self._install(table), Reply(ev.ref, 200, b"ok\n")]
         if ev.msg_type == "push_order" and ev.role == "master":
             return self.push_order(ev.ref, dict(ev.body))
         if ev.msg_type == "invalidate":
@@ -796,22 +797,34 @@ class HelperLogic:
                 Reply(ev.ref, 400, b"unexpected message type\n")]
 
     def set_table(self, table: dict) -> list:
+        """Take the master's routing ``table`` (refused when it is no place in a tree of
+        this run; ignored when not newer than the one held)."""
+        checked, reason = self._checked_table(table)
+        if checked is None:
+            return [self._reject(reason, self.s.master, "routing")]
+        return self._install(checked)
+
+    def _checked_table(self, table: dict) -> tuple[dict | None, str]:
+        """The table with its fields typed, or None and the reason to refuse it."""
         try:
-            version, parent = int(table["version"]), str(table["parent"])
-            children = [str(c) for c in table["children"]]
-            table = {**table, "version": version, "parent": parent, "children": children,
+            table = {**table, "version": int(table["version"]), "parent": str(table["parent"]),
+                     "children": [str(c) for c in table["children"]],
                      "ancestors": [str(a) for a in table["ancestors"]]}
         except (KeyError, TypeError, ValueError):
-            return [self._reject("malformed", self.s.master, "routing")]
-        if self.routing_problem(parent, children, table["ancestors"]) is not None:
-            return [self._reject("bad_routing", self.s.master, "routing")]
-        if self.table and version <= self.table["version"]:
+            return None, "malformed"
+        if self.routing_problem(table["parent"], table["children"],
+                                table["ancestors"]) is not None:
+            return None, "bad_routing"
+        return table, ""
+
+    def _install(self, table: dict) -> list:
+        if self.table and table["version"] <= self.table["version"]:
             return []
         old_parent = self.table["parent"] if self.table else None
         self.table = table
-        out: list = [self._record("routing", version=version, tier=table.get("tier"),
-                                  parent=parent, children=children)]
-        if old_parent != parent:  # re-joined on the new parent's group by the live round
+        out: list = [self._record("routing", version=table["version"], tier=table.get("tier"),
+                                  parent=table["parent"], children=table["children"])]
+        if old_parent != table["parent"]:  # re-joined on the new parent's group by the live round
             out += self._leave_all()
         return out
 

@@ -216,11 +216,7 @@ class MasterLogic:
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         if isinstance(event, ProbeReply):
-            beyond = self.beyond["held_beyond_floor"]
-            self.on_reply(event, now)
-            if self.beyond["held_beyond_floor"] > beyond:
-                return [_rejected(event.sender, "probe_reply", "held_beyond_floor")]
-            return []
+            return self.on_reply(event, now)
         if isinstance(event, Neighbours):
             return [*self.on_neighbours(event), *self.repair_table(event, now)]
         if isinstance(event, Timer) and event.name == PINGBACK:
@@ -270,21 +266,23 @@ class MasterLogic:
         out.append(SetTimer(PINGBACK, now + self.interval_s))
         return out
 
-    def on_reply(self, reply: ProbeReply, now: float) -> bool:
-        """Fold one answer into the index; False when it is no sample."""
+    def on_reply(self, reply: ProbeReply, now: float) -> list[Effect]:
+        """Fold one answer into the index (when it is a sample); a ``rejected`` record when
+        its hold time went beyond what the links allow."""
         if self.nonces.get(reply.nonce) != reply.sender:
-            return False  # not a probe of this round, or not one sent to this helper
+            return []  # not a probe of this round, or not one sent to this helper
         del self.nonces[reply.nonce]
         measured = reply.rtt_ms + reply.held_s * 1000  # the master's own stamps alone
         if not (reply.held_s >= 0.0 and 0.0 <= measured < MAX_RTT_MS):
-            return False  # an answer that cannot be right is no sample
+            return []  # an answer that cannot be right is no sample
+        out: list[Effect] = []
         rtt, floor = reply.rtt_ms, self.rtt_floor_ms(reply.sender)
         if rtt < floor:  # (a hold longer than the whole round trip included)
-            if reply.held_s > 0 and rtt < floor - max(FLOOR_MARGIN_MS, FLOOR_MARGIN * floor):
-                self.beyond["held_beyond_floor"] += 1
+            if reply.held_s > 0 and below(rtt, floor):
+                out.append(self._beyond("held_beyond_floor", reply.sender, "probe_reply"))
             rtt = floor
         self.pingback.record(reply.sender, rtt, now)
-        return True
+        return out
 
     def rtt_floor_ms(self, helper: str) -> float:
         """The least round trip (ms) the plan's links allow between the master and
@@ -295,19 +293,23 @@ class MasterLogic:
             self._rtt_floor = {h: 2.0 * d for h, d in self.paths.floors_from(self.master).items()}
         return self._rtt_floor.get(helper, 0.0)
 
-    def bounded(self, sender: str, peer: str, m: PeerMetric) -> PeerMetric:
-        """``sender``'s measurement of ``peer`` held within what the plan's links allow."""
+    def bounded(self, sender: str, peer: str, m: PeerMetric) -> tuple[PeerMetric, bool]:
+        """``sender``'s measurement of ``peer`` held within what the plan's links allow, and
+        whether it went beyond them by more than measuring can (a lie, not noise)."""
         if self.paths is None:
-            return m
+            return m, False
         floor = 2.0 * self.paths.floor_ms(sender, peer)
         ceiling = self.paths.ceiling_mbit(sender, peer)
         lat, bw = m.latency_ms, m.bw_mbit
-        if lat < floor - max(FLOOR_MARGIN_MS, FLOOR_MARGIN * floor) or (
-                ceiling is not None and bw > CEILING_MARGIN * ceiling):
-            self.beyond["report_beyond_floor"] += 1
+        lied = below(lat, floor) or (ceiling is not None and bw > CEILING_MARGIN * ceiling)
         lat = max(lat, floor)
         bw = min(bw, ceiling) if ceiling is not None else bw
-        return m if (lat, bw) == (m.latency_ms, m.bw_mbit) else PeerMetric(lat, bw)
+        return (m if (lat, bw) == (m.latency_ms, m.bw_mbit) else PeerMetric(lat, bw)), lied
+
+    def _beyond(self, reason: str, sender: str, what: str) -> Record:
+        """Count what ``sender`` said beyond what the master can verify."""
+        self.beyond[reason] += 1
+        return _rejected(sender, what, reason)
 
     def decide(self, now: float) -> list[Effect]:
         """New tables, if due: the ``tiers`` record, the sync file, routing messages."""
@@ -380,7 +382,7 @@ class MasterLogic:
         sender = report.sender
         metrics = {}
         out: list[Effect] = []
-        beyond = self.beyond["report_beyond_floor"]
+        lied = False
         try:
             reported = report.body["neighbours"]
             if len(reported) > MAX_REPORTED:
@@ -392,14 +394,14 @@ class MasterLogic:
                         and math.isfinite(metric.bw_mbit) and metric.bw_mbit >= 0):
                     return [_rejected(sender, "neighbours")]
                 if peer not in self.helpers or peer == sender:
-                    self.beyond["unknown_peer"] += 1
-                    out.append(_rejected(sender, "neighbours", "unknown_peer"))
+                    out.append(self._beyond("unknown_peer", sender, "neighbours"))
                     continue
-                metrics[peer] = self.bounded(sender, peer, metric)
+                metrics[peer], beyond = self.bounded(sender, peer, metric)
+                lied |= beyond
         except (KeyError, TypeError, ValueError, AttributeError):
             return [_rejected(sender, "neighbours")]
-        if self.beyond["report_beyond_floor"] > beyond:
-            out.append(_rejected(sender, "neighbours", "report_beyond_floor"))
+        if lied:  # counted once per report
+            out.append(self._beyond("report_beyond_floor", sender, "neighbours"))
         before = self.reports.get(sender)
         changed = metrics.keys() != (before or {}).keys()
         if metrics != before:
@@ -433,6 +435,11 @@ class MasterLogic:
         for key in keys - old:
             self.holding.setdefault(key, set()).add(sender)
         self.inventory[sender] = keys
+
+
+def below(measured: float, floor: float) -> bool:
+    """Whether ``measured`` is under ``floor`` by more than emulation and timing err."""
+    return measured < floor - max(FLOOR_MARGIN_MS, FLOOR_MARGIN * floor)
 
 
 def _rejected(sender: str, what: str, reason: str = "malformed") -> Record:
