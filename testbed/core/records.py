@@ -261,6 +261,9 @@ LIVE_TX = _kind("live_tx", "the master sent a live segment to its group", "maste
 })
 FORECAST_FAILED = _kind("forecast_failed", "the engine's forecast could not be had", "master",
                         {"error": "str (at most 200 characters)"})
+ENGINE_WAITED = _kind("engine_waited", "the master's first forecasts waited for the engine",
+                      "master", {"waited_s": "float: how long",
+                                 "listening": "bool: whether it came up in time"})
 FORECAST_MODEL = _kind("forecast_model", "the forecast came from a new model", "master",
                        {"version": "int: the model's version"})
 FORECAST = _kind("forecast", "the master got a forecast from the engine", "master", {

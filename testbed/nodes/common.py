@@ -278,6 +278,23 @@ async def open_udp(handler: Callable[[bytes, tuple], None], ip: str = "0.0.0.0",
     return UdpEndpoint(handler, s)
 
 
+async def listening(ip: str, port: int, timeout: float, every: float = 0.1) -> bool:
+    """Wait (at most ``timeout`` s) until something accepts connections at ``ip:port``:
+    whether it did."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), every * 10)
+        except (OSError, asyncio.TimeoutError):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(every)
+            continue
+        writer.close()
+        return True
+
+
 def multicast_socket(group: str, port: int, ifaddr: str) -> socket.socket:
     """A non-blocking UDP socket joined to ``group`` on the interface with ``ifaddr``."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)

@@ -63,6 +63,7 @@ from testbed.nodes.manifests import sign_manifest
 
 log = logging.getLogger("meshcast.master")
 EGRESS_EVERY_S = 1.0  # the master logs what it sent, by class, this often
+ENGINE_START_S = 30.0  # the longest the first forecasts wait for the engine to listen
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -95,6 +96,7 @@ class Master:
         # forecasts, prefetch rounds, pushes and republishing: decided in the core too
         self.engine = plan.engine_at.name if plan.engine_at.enabled else None
         self.engine_addr = (plan.engine_at.ip, plan.engine_at.port)
+        self.engine_up: asyncio.Task | None = None  # until the engine first listens
         self.origin = OriginLogic(self.logic, plan.origin_settings(self.catalogue),
                                   self.versions, id_key=os.urandom(32))
         self.policy = self.origin.policy
@@ -143,9 +145,12 @@ class Master:
             web.post("/control", self.h_control),
             web.get("/status", self.h_status),
         ], self.cfg.ip)
-        self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
-        self.mcast = C.multicast_sender(self.cfg.ip)
         loop = asyncio.get_running_loop()
+        self.udp = await C.open_udp(self.on_udp, self.cfg.ip, C.UDP_PORT)
+        # the engine starts after the master (it waits for the credential issued above):
+        # its first forecasts wait until it listens; once it has, a failure is a failure
+        self.engine_up = loop.create_task(self.engine_listening()) if self.engine else None
+        self.mcast = C.multicast_sender(self.cfg.ip)
         now = self.clock.now()
         self.apply(self.logic.start(now))
         self.apply(self.origin.start(now), self.origin)
@@ -166,6 +171,13 @@ class Master:
             await self.http.close()
             await runner.cleanup()
             self.events.close()
+
+    async def engine_listening(self) -> None:
+        """Until the engine listens (at most ENGINE_START_S; a ``engine_waited`` record)."""
+        t = self.clock.now()
+        up = await C.listening(*self.engine_addr, timeout=ENGINE_START_S)
+        self.events.write("engine_waited", waited_s=round(self.clock.now() - t, 3),
+                          listening=up)
 
     async def log_egress(self) -> None:
         """An ``egress`` record: the bytes sent, by class, since the last one (the origin's
@@ -314,7 +326,11 @@ class Master:
 
     async def _answer(self, e: Send, data: bytes, logic) -> None:
         """Send, and hand the answer (status 0: none) back to ``logic`` as a Response."""
-        timeout = ClientTimeout(total=e.timeout_s) if e.to == self.engine else None
+        timeout = None
+        if e.to == self.engine:
+            timeout = ClientTimeout(total=e.timeout_s)
+            if self.engine_up is not None:
+                await asyncio.shield(self.engine_up)
         status, body = await self.post(e.to, e.path, data, e.cls, e.port or C.HTTP_PORT,
                                        timeout)
         try:

@@ -5,6 +5,7 @@ signed ``routing`` messages, on the daemons' event loop with a fake UDP socket a
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,44 @@ def test_the_engine_is_asked_at_its_address_and_its_answer_recorded(scenario, tm
     assert got["forecast_model"]["version"] == 4
     assert got["forecast"]["segments"] == 1 and got["forecast"]["bytes"] == len(answer)
     assert m.origin.forecast_at > -1e9
+
+
+def test_the_first_forecasts_wait_until_the_engine_listens(scenario, tmp_path):
+    # the engine starts after the master (it waits for the credential the master issues):
+    # a forecast due before it listens is held, not failed
+    m = master(scenario, tmp_path)
+    asked: list[float] = []
+
+    async def fake_post(to, path, data, cls, port=C.HTTP_PORT, timeout=None):
+        asked.append(time.monotonic())
+        return 200, json.dumps({"version": 1, "predictions": {}, "playheads": {}}).encode()
+
+    m.post = fake_post
+
+    async def play():
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()  # nothing listens there yet
+        m.engine_addr = ("127.0.0.1", port)
+        m.engine_up = asyncio.get_running_loop().create_task(m.engine_listening())
+        m.fire("forecast", None)
+        await asyncio.sleep(0.3)
+        held = list(asked)
+        started = time.monotonic()
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", port)
+        await asyncio.sleep(0.5)
+        server.close()
+        for handle in m.timers.values():
+            handle.cancel()
+        return held, started
+
+    held, started = uvloop.run(play())
+    m.events.close()
+    assert held == [] and len(asked) == 1 and asked[0] >= started
+    got = {r["kind"]: r for r in records_of(tmp_path)}
+    assert "forecast_failed" not in got and got["forecast"]["segments"] == 0
+    assert got["engine_waited"]["listening"] is True and got["engine_waited"]["waited_s"] > 0.25
 
 
 def test_a_refused_push_order_is_pushed_from_the_origin_with_the_segment(scenario, tmp_path):
