@@ -376,6 +376,49 @@ def run(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fi
     _play_run(plan, run_dir, mode, fidelity)
 
 
+@app.command()
+def faults(scenario: Path = typer.Argument(Path("experiments/faults.yaml"),
+                                          help="Scenario YAML file (its faults: section, "
+                                               "or the default campaign)."),
+           seed: Optional[int] = typer.Option(None, help="Override the scenario's seed (it "
+                                                         "also draws the faults)."),
+           seeds: Optional[str] = typer.Option(None, "--seeds", help=SEEDS_HELP),
+           count: Optional[int] = typer.Option(None, help="Faults to draw (faults.count)."),
+           out: Optional[Path] = typer.Option(None, help="Directory (default "
+                                                         "runs/faults-...)."),
+           duration: Optional[float] = typer.Option(None, help="Override duration_s."),
+           sets: Optional[list[str]] = typer.Option(None, "--set",
+                                                    help="Override a scenario key: KEY=VALUE."),
+           mode: Optional[str] = typer.Option(None, help=MODE_HELP)) -> None:
+    """Play a scenario through a seeded fault campaign (helpers killed and restarted, the
+    master and the controller restarted, the engine killed, links and regions cut, links
+    flapping) and say whether the viewers were served and the network came back whole."""
+    chosen = _seed_options(seed, seeds)
+    changes = list(sets or [])
+    if count is not None:
+        changes.append(f"faults.count={count}")
+    first = _load_with(scenario, changes, duration, None, seed if chosen is None else chosen[0])
+    if first.scenario.faults is None:  # the default campaign
+        changes.append("faults={}")
+    _require_root("testbed faults")
+    base = _run_dir(out, first.scenario.name, "faults")
+    rows = []
+    for s in chosen or [first.scenario.seed]:
+        plan = _load_with(scenario, changes, duration, None, s)
+        run_dir = base / f"seed-{s}" if chosen else base
+        _play_run(plan, run_dir, mode)
+        seen = json.loads((run_dir / "faults" / "verdict.json").read_text())
+        seen.pop("consistency", None)
+        rows.append({"seed": s, **{k.removeprefix("faults_"): v for k, v in seen.items()}})
+    if chosen:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(base / "campaign.csv", index=False)
+        console.print(f"campaign: {base / 'campaign.csv'}")
+    for r in rows:
+        console.print(", ".join(f"{k}={v}" for k, v in r.items()), highlight=False)
+
+
 def _play_run(plan, out_dir: Path, mode: Optional[str], fidelity: Optional[dict] = None,
               backend: str = "emu") -> None:
     from testbed.harness.run import RunDirError, run_scenario

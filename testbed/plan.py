@@ -132,6 +132,9 @@ class NodePlan:
     planned: tuple[PlannedRequest, ...] | None = None
     sessions: tuple[ViewerSession, ...] = ()  # viewer, ``viewers.model: workload``
     players: tuple[PlayerSlot, ...] = ()      # viewer, ``viewers.model: players``
+    #: viewer: where a session fails over to, in order: the helpers nearest the viewer
+    #: host first, the master last
+    failover: tuple[str, ...] = ()
 
     # -- derived values: one place each -----------------------------------------------
     @property
@@ -216,11 +219,17 @@ class NodePlan:
             return SessionPlan(plan.video_id, plan.start_at, max(0, edge), plan.actions)
 
         start = self.viewers_start_s
+        master = helper_ref(self.master, self.master_ip) if self.failover else ""
+        refs = {n: helper_ref(n, self.addresses[n]) for n in self.failover}
+
+        def fallbacks(helper: str) -> tuple[str, ...]:
+            return tuple(refs[n] for n in self.failover if n != helper)
+
         if self.viewers.model == "workload":
             return [[PlannedSession(
                 s.id, helper_ref(s.helper, s.helper_ip),
                 at_edge(SessionPlan(s.video, s.start_at + start, s.start_index, s.actions)),
-                s.patience_s)] for s in self.sessions]
+                s.patience_s, fallbacks(s.helper), master)] for s in self.sessions]
         v = self.viewers
         model = BehaviourModel(self.seed, zipf_s=v.zipf_s, pause_prob=v.pause_prob,
                                seek_prob=v.seek_prob, abandon_prob=v.abandon_prob,
@@ -232,7 +241,8 @@ class NodePlan:
             plans = model.sessions(p.id, vod, durations, live_ids, self.duration_s - start)
             chains.append([PlannedSession(
                 p.id, helper_ref(p.helper, p.helper_ip),
-                at_edge(SessionPlan(q.video_id, q.start_at + start, q.start_index, q.actions)))
+                at_edge(SessionPlan(q.video_id, q.start_at + start, q.start_index, q.actions)),
+                fallbacks=fallbacks(p.helper), master=master)
                 for q in plans])
         return chains
 

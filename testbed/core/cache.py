@@ -368,6 +368,14 @@ class SegmentCache:
         self._stats["invalidated"] += len(dropped)
         return dropped
 
+    def versions(self) -> dict[str, tuple[int, int]]:
+        """Video -> (lowest, highest) version of its cached segments."""
+        out: dict[str, tuple[int, int]] = {}
+        for (video, _), e in self._entries.items():
+            lo, hi = out.get(video, (e.version, e.version))
+            out[video] = (min(lo, e.version), max(hi, e.version))
+        return out
+
     def floor(self, video_id: str) -> int:
         """The lowest version of ``video_id`` the cache accepts (0 until invalidated)."""
         return self._floors.get(video_id, 0)

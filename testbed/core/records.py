@@ -234,7 +234,10 @@ CACHE_STATE = _kind("cache_state", "a helper's cache fill, periodically", "helpe
 
 # -- master -----------------------------------------------------------------------------
 CREDENTIALS = _kind("credentials", "the master issued node credentials", "master",
-                    {"issued": "list[str]: the nodes"})
+                    {"issued": "list[str]: the nodes given a new credential",
+                     "kept": "list[str]: the nodes whose credential a restarted master kept"})
+STATE_UNREADABLE = _kind("state_unreadable", "a restarted master could not read what it saved",
+                         "master", {"error": "str"})
 EGRESS = _kind("egress", "bytes the origin sent by class since its previous egress record",
                "master", {"by_cls": "dict[str, int]: class -> bytes"})
 ORIGIN_SERVE = _kind("origin_serve", "the master answered a helper's fetch", "master", {
@@ -252,6 +255,9 @@ ROUTING_RESENT = _kind("routing_resent", "the master sent a helper its routing t
                            "helper": "str", "held": "int: the version the helper holds",
                            "version": "int: the version sent",
                        })
+VIEWER_SERVE = _kind("viewer_serve", "the master answered a viewer that failed over to it",
+                     "master", {"viewer": "str: the X-Viewer header", "video": "str",
+                                "index": "int", "version": "int", "bytes": "int"})
 SEND_FAILED = _kind("send_failed", "the master could not send a helper a message", "master", {
     "to": "str", "path": "str", "error": "str: the exception's type",
 })
@@ -312,6 +318,11 @@ REQUEST = _kind("request", "a viewer's segment request was answered", "viewer", 
     "source": "str: the answer's source header ('?' without one)",
     "bytes": "int", "latency_ms": "float", "digest_ok": "bool",
     "sha256": "str: first 16 hex digits of the bytes' digest",
+    "server": "int: who answered: 0 the session's own helper, else its n-th fallback",
+})
+FAILOVER = _kind("failover", "a viewer session moved to another server", "viewer", {
+    "player": "str", "video": "str", "from": "str: base URL", "to": "str: base URL",
+    "error": "str: what failed",
 })
 REQUEST_FAILED = _kind("request_failed", "a viewer gave a segment request up", "viewer",
                        {"player": "str", "video": "str", "index": "int"})
@@ -323,6 +334,7 @@ PLAYER = _kind("player", "a player event (play, stall, seek, ...)", "viewer", {
 QOE = _kind("qoe", "a viewer session ended (or was cut by the stop)", "viewer", {
     "viewer": "str", "video": "str", "helper": "str: the helper's base URL",
     "requests": "int", "answered": "int", "cut_at_stop": "int: requests cut by the stop",
+    "failovers": "int: times the session moved to another server",
     "digest_failures": "int", "bytes_by_source": "dict[Source, int]",
     "latency_p50_ms": "float | None", "ended": "bool: finished on its own",
     "error": "str: why the session never started",

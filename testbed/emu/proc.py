@@ -120,6 +120,20 @@ class ManagedProcess:
         self._forget()
         return code
 
+    def kill(self, wait: float = 5.0) -> int | None:
+        """SIGKILL the process and its group at once (a crash, not a stop); its status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(wait)
+        code = self.proc.returncode
+        self._forget()
+        return code
+
     def _forget(self) -> None:
         self.pid_path.unlink(missing_ok=True)
 

@@ -92,6 +92,9 @@ def nearest_sources(spec: nx.Graph, sources: list[str]) -> dict[str, frozenset[s
     return near
 
 
+FAILOVER_HELPERS = 3  # the helpers a viewer session may fail over to, nearest first
+
+
 class _Nearest:
     """The nearest of ``sources`` (distinct names) to a node by hops, in ``sources``'
     order: their search runs once, on first use, and each distinct set is sorted once."""
@@ -249,6 +252,15 @@ class RunPlan:
     def helper_addresses(self) -> dict[str, str]:
         return {h: self.ip(h) for h in self.roles.helpers}
 
+    def failover_order(self, host: str) -> tuple[str, ...]:
+        """Where ``host``'s viewers fail over to: the :data:`FAILOVER_HELPERS` helpers
+        nearest it (by the links' delay; ties by name), then the master.  A session skips
+        its own helper in the list."""
+        far = nx.single_source_dijkstra_path_length(self.spec, host, weight="delay_ms")
+        helpers = sorted(self.roles.helpers, key=lambda h: (far.get(h, math.inf),
+                                                            len(h), h))
+        return (*helpers[:FAILOVER_HELPERS + 1], self.roles.master)
+
     def daemons(self) -> list[tuple[str, str, str]]:
         """(name, role, host) of every daemon, in start order: the master, the engine (when
         it runs), the helpers, the viewer hosts."""
@@ -275,10 +287,12 @@ class RunPlan:
                          req["video"].tolist(), req["index"].tolist()))
 
     # -- what each daemon is told ---------------------------------------------------------
-    def node_plans(self, t0: float, pseudonym_key: bytes) -> dict[str, NodePlan]:
+    def node_plans(self, t0: float, pseudonym_key: bytes,
+                   failover: bool = True) -> dict[str, NodePlan]:
         """Every daemon's typed plan (the engine's too, even when it does not run).  Only
         the helpers are given ``pseudonym_key``: the engine, the viewers and the master can
-        neither compute a viewer's pseudonym nor undo one."""
+        neither compute a viewer's pseudonym nor undo one.  ``failover``: give the viewers
+        where to fail over to (the simulation, which stages no faults, does without)."""
         sc, r = self.scenario, self.roles
         base = dict(
             seed=sc.seed, duration_s=sc.duration_s, t0=t0, live_t0=LIVE_T0_S,
@@ -310,7 +324,8 @@ class RunPlan:
             own = ({"sessions": tuple(by_host[v])} if self.workload is not None else
                    {"players": tuple(PlayerSlot(pid, h, helper_ip[h])
                                      for pid, h in self.players[v])})
-            out[v] = NodePlan(name=v, role="viewer", ip=self.ip(v), **base, **own)
+            out[v] = NodePlan(name=v, role="viewer", ip=self.ip(v), **base, **own,
+                              failover=self.failover_order(v) if failover else ())
         return out
 
     def node_configs(self, out: Path, t0: float, ca_public_key: bytes,

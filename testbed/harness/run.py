@@ -42,6 +42,8 @@ from testbed.emu.calibrate import CpuSampler
 from testbed.emu.network import TestbedNetwork, read_linkemu_stats
 from testbed.emu.proc import ManagedProcess
 from testbed.harness import manifest, results
+from testbed.harness.faults import FaultRunner, check_consistency
+from testbed.harness.faults import verdict as faults_verdict
 from testbed.harness.plan import (  # noqa: F401  (the run's building blocks, re-exported)
     PLANNED_CSV,
     RunPlan,
@@ -103,7 +105,11 @@ class ControllerSync:
         self.stop.set()
         self.thread.join(5)
 
-    def _put(self, path: str, body: dict) -> None:
+    def forget(self) -> None:
+        """Send everything again (the controller restarted and knows nothing)."""
+        self.sent = {}
+
+    def _put(self, path: str, body: dict) -> bool:
         req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
                                      method="PUT", headers={"Content-Type": "application/json"})
         try:
@@ -111,6 +117,8 @@ class ControllerSync:
                 r.read()
         except OSError as exc:
             self.log(f"controller sync: PUT {path}: {exc}")
+            return False
+        return True
 
     def _relay_load(self) -> None:
         try:
@@ -134,13 +142,14 @@ class ControllerSync:
             except (OSError, ValueError):
                 continue
             tiers = {h: i + 1 for i, names in enumerate(data.get("tiers", [])) for h in names}
-            if tiers and set(tiers) == set(self.helpers) and tiers != self.sent.get("tiers"):
-                self._put("/tiers", {"tiers": tiers})
-                self.sent["tiers"] = tiers
+            sent = self.sent  # (forget() may replace it meanwhile)
+            if (tiers and set(tiers) == set(self.helpers) and tiers != sent.get("tiers")
+                    and self._put("/tiers", {"tiers": tiers})):
+                sent["tiers"] = tiers
             for h, nbrs in data.get("mesh", {}).items():
-                if h in self.helpers and nbrs != self.sent.get(h):
-                    self._put(f"/mesh/neighbours/{h}", {"neighbours": nbrs})
-                    self.sent[h] = nbrs
+                if (h in self.helpers and nbrs != sent.get(h)
+                        and self._put(f"/mesh/neighbours/{h}", {"neighbours": nbrs})):
+                    sent[h] = nbrs
 
 
 def _daemon(name: str, role: str, host, cfg_path: Path, out: Path, ready: Path,
@@ -257,6 +266,15 @@ class Deployment:
                     self.failures.append(f"{p.name} exited with status {code}")
         self.procs.clear()
 
+    def kill_daemon(self, name: str) -> None:
+        """SIGKILL a daemon (a crash: it saves nothing on the way out)."""
+        self.procs[name].kill()
+
+    def start_daemon(self, name: str) -> None:
+        """Start a daemon again (after :meth:`kill_daemon`) and wait until it serves."""
+        (self.out / "nodes" / f"{name}.ready").unlink(missing_ok=True)
+        self.procs[name].start(timeout=30)
+
     def host(self, name: str):
         return self.tn.host(name)
 
@@ -292,7 +310,16 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
 
         if scenario.warmup_s <= 0:
             warmed_up()
-        _play(scenario, dep.tn, dep.t0, say, warmed_up)
+        campaign = (FaultRunner.of(dep, scenario.faults, scenario.seed, say)
+                    if scenario.faults is not None else None)
+        try:
+            _play(scenario, dep.tn, dep.t0, say, warmed_up,
+                  campaign.due if campaign is not None else None)
+        finally:
+            if campaign is not None:
+                campaign.finish()
+                campaign.write(out, scenario.seed, scenario.faults)
+        agreed = check_consistency(dep, out) if campaign is not None else None
         cpu.stop()  # the CPU verdict judges the played run, not the daemons' shutdown
         played_s = time.monotonic() - t_play
         t_down = time.monotonic()
@@ -314,12 +341,21 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     cpu_fields = {"cpu_idle_min": round(verdict.min_idle, 3),
                   "cpu_idle_mean": round(verdict.mean_idle, 3), "cpu_trusted": verdict.trusted}
     fid = fidelity or {}
+    fault_fields = {}
+    if campaign is not None:
+        seen = faults_verdict(results.read_logs(dep.out), scenario.warmup_s)
+        fault_fields = {"faults": len(campaign.faults),
+                        "faults_step_errors": sum(bool(d["error"]) for d in campaign.done),
+                        "faults_consistent": agreed["agree"],
+                        **{f"faults_{k}": v for k, v in seen.items()}}
+        (dep.out / "faults" / "verdict.json").write_text(json.dumps(
+            {**fault_fields, "consistency": agreed}, indent=1))
     summary = results.write_results(
         dep.out, {"policy": scenario.policy or scenario.delivery.prefetch_policy,
                   "seed": scenario.seed, **cpu_fields, "link_mode": dep.link_mode,
                   **results.emulator_figures(read_linkemu_stats(net_dir)),
                   "fidelity_passed": fid.get("passed"),
-                  "fidelity_rows": fid.get("measurements")},
+                  "fidelity_rows": fid.get("measurements"), **fault_fields},
         end_at=scenario.duration_s, spec=dep.spec, links=links, warmup_s=scenario.warmup_s,
         settle_s=policy_horizon_s(scenario) + scenario.delivery.prefetch_interval_s)
     if not verdict.trusted:
@@ -360,9 +396,11 @@ def _identity(scenario: Scenario) -> dict:
 
 
 def _play(scenario: Scenario, tn: TestbedNetwork, t0: float, say: Callable,
-          warmed_up: Callable[[], None] = lambda: None) -> None:
+          warmed_up: Callable[[], None] = lambda: None,
+          tick: Callable[[float], None] | None = None) -> None:
     """Wait out the scenario, applying link events on time; ``warmed_up()`` is called once
-    when the warm-up (``warmup_s``, if any) is over."""
+    when the warm-up (``warmup_s``, if any) is over, ``tick(run_time)`` every turn (a fault
+    campaign's steps)."""
     pending = sorted((e for e in scenario.events if e.action == "link"), key=lambda e: e.at_s)
     end = t0 + scenario.duration_s
     last_note = 0.0
@@ -374,6 +412,8 @@ def _play(scenario: Scenario, tn: TestbedNetwork, t0: float, say: Callable,
         if warming and now - t0 >= scenario.warmup_s:
             warming = False
             warmed_up()
+        if tick is not None:
+            tick(now - t0)
         while pending and now - t0 >= pending[0].at_s:
             e = pending.pop(0)
             a, b = e.target.split("-", 1)

@@ -377,6 +377,7 @@ class Helper:
             "neighbours": list(g.selector.neighbours),
             "cache": {"used_bytes": g.cache.used_bytes,
                       "capacity_bytes": g.cache.capacity_bytes, **g.cache.stats},
+            "cached_versions": {v: list(r) for v, r in g.cache.versions().items()},
             "rejected": dict(self.secure.rejected + g.rejected),
             "live": sorted(self.live_socks),
             "telemetry": {"queued": len(g.telemetry), "added": g.telemetry.added,

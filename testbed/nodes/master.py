@@ -82,12 +82,20 @@ class Master:
         self.catalogue = plan.catalogue()
         self.live_ids = self.catalogue.ids("live")
         self.live_t0 = plan.live_t0
+        # what a master restarted mid-run (killed, or crashed) carries on from
+        self.state_path = cfg.run_dir / "state" / f"{cfg.name}.json"
+        saved = self.saved_state()
         self.versions = {vid: 1 for vid in self.catalogue.ids()}
+        self.versions.update({v: n for v, n in saved.get("versions", {}).items()
+                              if v in self.versions})
         self.signed: dict[str, dict] = {}
         # pingback, tiers, routing messages and neighbour reports: decided in the core
         self.logic = MasterLogic.from_delivery(
             cfg.name, cfg.ip, plan.helpers, plan.pingback_settings(), live=bool(self.live_ids),
-            versions=self.versions, nonce_key=os.urandom(32), links=plan.link_tuples)
+            versions=self.versions, nonce_key=os.urandom(32), links=plan.link_tuples,
+            table_version=int(saved.get("table_version", 0)))
+        self.events_done = int(saved.get("events_done", 0))
+        self._saved = self.state_key()
         self.pingback = self.logic.pingback
         self.reports: dict[str, dict[str, PeerMetric]] = self.logic.reports
         self.inventory: dict[str, set[tuple[str, int]]] = self.logic.inventory
@@ -105,25 +113,81 @@ class Master:
         self.tasks: list[asyncio.Task] = []
         self.started_at = 0.0
 
+    # -- saved state ------------------------------------------------------------------
+    def saved_state(self) -> dict:
+        """What this master saved before it was stopped ({} at a run's start)."""
+        try:
+            state = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            self.events.write("state_unreadable", error=str(exc)[:200])
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def state_key(self) -> tuple:
+        return (self.logic.pingback.version, self.events_done, tuple(self.versions.values()))
+
+    def save_state(self) -> None:
+        """Save (atomically) what a restarted master needs to go on without confusing the
+        helpers: the content versions, the routing tables' version, the scheduled events
+        carried out.  Tiers are measured again; credentials stay as issued."""
+        self.events_done = self.origin.events_done
+        key = self.state_key()
+        if key == self._saved:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.state_path, json.dumps({
+            "versions": self.versions, "table_version": self.logic.pingback.version,
+            "events_done": self.events_done, "tiers": self.logic.pingback.tiers}))
+        self._saved = key
+
     # -- credentials and manifests ----------------------------------------------------
     def issue_credentials(self) -> None:
+        """Every node's credential from the run's CA; a restarted master keeps those it
+        issued before (its own too): the network is not re-keyed."""
         secret = (self.cfg.secrets_dir / "ca.secret").read_bytes()
         self.authority = sec.Authority.from_secret(secret)
         not_after = self.clock.wall() + self.plan.duration_s + 3600
-        self.identity = self.authority.identity(self.cfg.name, not_after=not_after)
-        self.directory = [self.identity.cert]
         engine = self.plan.engine_at.name
-        for name, role in [*((h, "helper") for h in self.cfg.helpers), (engine, "engine")]:
-            ident = self.authority.issue(name, role, not_after)
-            self.directory.append(ident.cert)
+        issued, kept = [], []
+        self.directory = []
+        for name, role in [(self.cfg.name, "master"),
+                           *((h, "helper") for h in self.cfg.helpers), (engine, "engine")]:
             path = self.cfg.credential_path(name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(ident.to_json())
+            ident = self._kept_credential(path)
+            if ident is None:
+                ident = (self.authority.identity(name, not_after=not_after)
+                         if role == "master" else self.authority.issue(name, role, not_after))
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(ident.to_json())
+                issued.append(name)
+            else:
+                kept.append(name)
+            if name == self.cfg.name:
+                self.identity = ident
+            self.directory.append(ident.cert)
         # the public directory: written before any credential can be used
         write_atomic(self.cfg.secrets_dir / "certificates.json",
                      json.dumps([c.to_dict() for c in self.directory]))
-        self.events.write("credentials", issued=sorted(self.cfg.helpers) + [engine])
+        self.events.write("credentials", issued=sorted(n for n in issued if n != self.cfg.name),
+                          kept=sorted(kept))
+
+    def _kept_credential(self, path: Path) -> sec.Identity | None:
+        """A credential issued earlier in this run, still valid under this CA."""
+        try:
+            ident = sec.Identity.from_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:
+            self.events.write("state_unreadable", error=f"{path.name}: {str(exc)[:150]}")
+            return None
+        try:
+            sec.Verifier(self.authority.public_key).check_cert(ident.cert, self.clock.wall())
+        except sec.AuthError:
+            return None
+        return ident
 
     def publish(self, video: str) -> dict:
         m = build_manifest(self.cfg.seed, self.catalogue[video], self.versions[video])
@@ -141,6 +205,7 @@ class Master:
         self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))
         runner = await C.serve_http([
             web.get("/manifest/{video}", self.h_manifest),
+            web.get("/seg/{video}/{index}", self.h_viewer_segment),
             web.post("/fetch", self.h_fetch),
             web.post("/control", self.h_control),
             web.get("/status", self.h_status),
@@ -153,7 +218,7 @@ class Master:
         self.mcast = C.multicast_sender(self.cfg.ip)
         now = self.clock.now()
         self.apply(self.logic.start(now))
-        self.apply(self.origin.start(now), self.origin)
+        self.apply(self.origin.start(now, self.events_done), self.origin)
         self.tasks = C.watch(self.events, [
             C.every(EGRESS_EVERY_S, self.log_egress, "egress"),
             *(loop.create_task(self.live_channel(v), name=f"live {v}") for v in self.live_ids),
@@ -229,6 +294,28 @@ class Master:
                                                 "X-Meshcast-Source": "origin",
                                                 "X-Meshcast-Root": "origin"})
 
+    async def h_viewer_segment(self, request: web.Request) -> web.Response:
+        """A viewer's request, as a helper takes it: the last resort of a viewer whose
+        helpers cannot be reached (counted as ``viewer_origin`` egress and a
+        ``viewer_serve`` record)."""
+        video = request.match_info["video"]
+        try:
+            index = int(request.match_info["index"])
+        except ValueError:
+            return web.Response(status=400, text="index must be an integer\n")
+        if video not in self.catalogue or not 0 <= index < self.catalogue[video].n_segments:
+            return web.Response(status=404, text="no such segment\n")
+        if self.catalogue[video].kind == "live" and index > self.live_edge(video):
+            return web.Response(status=404, text="not produced yet\n")
+        version = self.versions[video]
+        data = await asyncio.to_thread(self.segment, video, index)
+        self.traffic.sent("viewer_origin", len(data))
+        self.events.write("viewer_serve", viewer=request.headers.get("X-Viewer", "")[:64],
+                          video=video, index=index, version=version, bytes=len(data))
+        return web.Response(body=data, headers={"X-Meshcast-Version": str(version),
+                                                "X-Meshcast-Source": "origin",
+                                                "X-Meshcast-Root": "origin"})
+
     async def h_control(self, request: web.Request) -> web.Response:
         raw = await request.read()
         msg = self.secure.decode(raw, "control", roles=("helper",), peer=request.remote or "?")
@@ -248,6 +335,8 @@ class Master:
         return web.json_response({
             "tiers": tiers_as_lists(self.pingback.tiers) if self.pingback.tiers else [],
             "tables_version": self.pingback.version,
+            "sent_tables": {h: v for h, (v, _) in self.logic.sent_table.items()},
+            "parents": {h: t.parent for h, t in self.pingback.tables.items()},
             "index": {h: round(v, 3) for h, v in self.pingback.index.index(
                 self.clock.now()).items()},
             "versions": self.versions,
@@ -271,12 +360,14 @@ class Master:
                     self.secure.rejected.note(self.events, f["reason"], f["sender"], f["what"])
                 else:
                     self.events.write(e.kind, **e.fields)
-            elif isinstance(e, WriteSync):
+            elif isinstance(e, WriteSync):  # new tables
                 write_atomic(self.sync_path, json.dumps(e.data, sort_keys=True))
+                self.save_state()
             elif isinstance(e, PushFromOrigin):
                 asyncio.get_running_loop().create_task(self.push_from_origin(e))
             elif isinstance(e, Publish):
                 self.publish(e.video)
+                self.save_state()
             else:
                 raise TypeError(f"no driver for effect {e!r}")
 

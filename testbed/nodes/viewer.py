@@ -128,7 +128,9 @@ class ViewerHost:
     # -- running ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         self.loop = asyncio.get_running_loop()
-        self.http = ClientSession(timeout=ClientTimeout(total=10, connect=3))
+        # a server that cannot be reached is given up soon (the session fails over): a
+        # connection within 1.5 s, and no 3 s without a byte of the answer
+        self.http = ClientSession(timeout=ClientTimeout(total=10, connect=1.5, sock_read=3))
         self.apply(self.logic.start(self.clock.now()))
         if self.plan.viewers.model == "workload":
             C.announce_ready(self.cfg, self.events, sessions=len(self.plan.sessions))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 import topologies
+from testbed.core.faults import FaultsConfig
 from testbed.core.spec import SpecError, hosts, validate
 from testbed.scenario.errors import ScenarioError, _param_error
 from testbed.scenario.links import (
@@ -286,6 +287,7 @@ class Scenario:
     viewers: ViewersConfig = field(default_factory=ViewersConfig)
     engine: EngineSection = field(default_factory=EngineSection)
     events: tuple[EventConfig, ...] = ()
+    faults: FaultsConfig | None = None  # a seeded fault campaign during playback
     source: str = "<scenario>"
     policy: str | None = None  # a name of POLICIES; ``delivery`` already has it applied
     #: ``delivery`` as the file gave it, before the policy (what :meth:`to_dict` writes)
@@ -379,6 +381,8 @@ class Scenario:
             "viewers": _viewers_dict(self.viewers),
             "engine": dataclasses.asdict(self.engine),
             "events": [_event_dict(e) for e in self.events],
+            **({"faults": {k: _plain(v) for k, v in dataclasses.asdict(self.faults).items()}}
+               if self.faults is not None else {}),
         }
 
 

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 import topologies
+from testbed.core.faults import FAULT_KINDS, FaultsConfig
 from testbed.scenario.errors import ScenarioError, _Checker, _param_error, _show
 from testbed.scenario.model import (
     EVENT_ACTIONS,
@@ -43,7 +44,8 @@ from testbed.scenario.units import parse_loss_pct, parse_queue_pkts, parse_rate_
 
 TOP_KEYS = ("name", "description", "seed", "policy", "topology", "links", "calibration",
             "controller", "duration_s", "warmup_s", "content", "delivery", "viewers", "engine",
-            "events")
+            "events", "faults")
+FAULTS_KEYS = ("count", "kinds", "start_s", "quiet_s", "down_s", "cut_s", "flap_period_s")
 CONTROLLER_KEYS = ("tls",)
 TOPOLOGY_KEYS = ("generator", "params")
 LINKS_KEYS = ("mode", "defaults", "overrides")
@@ -440,6 +442,37 @@ def _parse_events(c: _Checker, data: Any) -> tuple[EventConfig, ...]:
     return tuple(_parse_event(c, item, f"events[{i}]") for i, item in enumerate(data))
 
 
+def _parse_faults(c: _Checker, data: Any, duration_s: float) -> FaultsConfig | None:
+    """``faults``: a seeded campaign during playback (absent: none)."""
+    if data is None:
+        return None
+    body = c.mapping(data, "faults", FAULTS_KEYS)
+    d = FaultsConfig()
+    kinds = body.get("kinds", list(d.kinds))
+    if not isinstance(kinds, list) or not kinds:
+        raise c.fail("faults.kinds", kinds, f"must be a list of {', '.join(FAULT_KINDS)}")
+    kinds = tuple(c.choice(k, f"faults.kinds[{i}]", FAULT_KINDS) for i, k in enumerate(kinds))
+
+    def span(key: str) -> tuple[float, float]:
+        value = body.get(key, list(getattr(d, key)))
+        if not isinstance(value, list) or len(value) != 2:
+            raise c.fail(f"faults.{key}", value, "must be [low, high] in seconds")
+        lo = c.number(value[0], f"faults.{key}[0]", 0, strict=True)
+        hi = c.number(value[1], f"faults.{key}[1]", lo)
+        return lo, hi
+
+    start = c.number(body.get("start_s", d.start_s), "faults.start_s", 0)
+    quiet = c.number(body.get("quiet_s", d.quiet_s), "faults.quiet_s", 0)
+    if start >= duration_s - quiet:
+        raise c.fail("faults.start_s", body.get("start_s", start),
+                     f"must be < duration_s - quiet_s ({duration_s:g} - {quiet:g})")
+    return FaultsConfig(
+        count=c.integer(body.get("count", d.count), "faults.count", 0), kinds=kinds,
+        start_s=start, quiet_s=quiet, down_s=span("down_s"), cut_s=span("cut_s"),
+        flap_period_s=c.number(body.get("flap_period_s", d.flap_period_s),
+                               "faults.flap_period_s", 0, strict=True))
+
+
 def _parse_warmup(c: _Checker, value: Any, duration_s: float) -> float:
     """``warmup_s``: seconds >= 0 at the start that metrics leave out; < ``duration_s``."""
     warmup = c.number(value, "warmup_s", 0)
@@ -478,6 +511,7 @@ def parse_scenario(data: Any, source: str) -> Scenario:
         viewers=_parse_viewers(c, body.get("viewers"), content),
         engine=_parse_engine(c, body.get("engine")),
         events=_parse_events(c, body.get("events")),
+        faults=_parse_faults(c, body.get("faults"), duration),
         source=source,
     )
 

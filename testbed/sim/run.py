@@ -66,7 +66,7 @@ def build_world(plan: RunPlan) -> World:
     sc = plan.scenario
     k = Kernel()
     world = World(k, FlowNet(k, plan.spec, sc.seed), sc.seed)
-    plans = plan.node_plans(0.0, _key(sc.seed, "pseudonyms")[:16])
+    plans = plan.node_plans(0.0, _key(sc.seed, "pseudonyms")[:16], failover=False)
     r = plan.roles
     catalogue = plan.catalogue
     mp = plans[r.master]
@@ -135,6 +135,9 @@ def _run_sim(scenario: Scenario, out: Path, say: Callable[[str], None],
     out = Path(out)
     if plan is not None and plan.scenario is not scenario:
         raise ValueError("run_sim: the plan is of another scenario")
+    if scenario.faults is not None:
+        raise ValueError(f"{scenario.source}: faults: the simulation does not stage faults; "
+                         "run the campaign with --backend emu")
     if (out / "logs").exists() or (out / "manifest.json").exists():
         raise RunDirError(f"{out} already holds a run; give another directory")
     started = manifest.now_iso()

@@ -295,3 +295,39 @@ def test_push_orders_and_invalidations_leave_under_the_masters_signature(scenari
     assert refused("push_order", {**order, "route": ["h1", "h3"]}) == "unplanned"
     assert refused("invalidate", {**inval, "version": 9}) == "unsigned_invalidation"
     assert refused("mesh_data", {**order, "plan": "zz"}) == "unplanned"
+
+
+def test_a_restarted_master_goes_on_from_its_saved_state_without_re_keying(scenario,
+                                                                             tmp_path):
+    m = master(scenario, tmp_path)
+    helper_key = m.cfg.credential_path("h3").read_text()
+    # what it did before it was killed: a republish, new tables, the first event carried out
+    m.versions["vod-0000"] = 3
+    m.logic.pingback._version = 7
+    m.origin.events_done = 1
+    m.save_state()
+    m.events.close()
+    again = Master(m.cfg)  # the same run directory, the same CA
+    again.issue_credentials()
+    again.events.close()
+    assert again.versions["vod-0000"] == 3 and again.versions["vod-0001"] == 1
+    assert again.logic.pingback.version == 7 and again.events_done == 1
+    # its next tables are numbered above the ones the helpers hold
+    assert again.state_key()[0] == 7
+    # nobody re-keyed: the helpers' credentials and the master's own key are as they were
+    assert m.cfg.credential_path("h3").read_text() == helper_key
+    assert again.identity.public_key == m.identity.public_key
+    creds = [r for r in records_of(tmp_path) if r["kind"] == "credentials"]
+    assert creds[0]["issued"] and not creds[0]["kept"]
+    assert creds[-1]["issued"] == [] and "h3" in creds[-1]["kept"] and "m1" in creds[-1]["kept"]
+
+
+def test_a_master_with_unreadable_state_starts_afresh_and_says_so(scenario, tmp_path):
+    m = master(scenario, tmp_path)
+    m.state_path.parent.mkdir(parents=True, exist_ok=True)
+    m.state_path.write_text("{torn")
+    m.events.close()
+    again = Master(m.cfg)
+    again.events.close()
+    assert again.logic.pingback.version == 0 and set(again.versions.values()) == {1}
+    assert any(r["kind"] == "state_unreadable" for r in records_of(tmp_path))

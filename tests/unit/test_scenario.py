@@ -176,7 +176,14 @@ def test_override_naming_two_unlinked_nodes() -> None:
         ("topology: tiered\nparamz: 1\n", "paramz",
          "unknown key (expected one of name, description, seed, policy, topology, links, "
          "calibration, controller, duration_s, warmup_s, content, delivery, viewers, engine, "
-         "events)"),
+         "events, faults)"),
+        ("topology: tiered\nfaults: {cont: 3}\n", "faults.cont",
+         "unknown key (expected one of count, kinds, start_s,"),
+        ("topology: tiered\nfaults: {kinds: [helper_crash, disk_full]}\n", "faults.kinds[1]",
+         "'disk_full'"),
+        ("topology: tiered\nduration_s: 60\nfaults: {start_s: 50, quiet_s: 20}\n",
+         "faults.start_s", "50 (must be < duration_s - quiet_s (60 - 20))"),
+        ("topology: tiered\nfaults: {down_s: [5, 2]}\n", "faults.down_s[1]", "2"),
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",

@@ -211,3 +211,76 @@ def test_stop_records_the_sessions_still_playing():
     loop.records += [r for r in loop.logic.stop(3.0)]
     (qoe,) = loop.kinds("qoe")
     assert not qoe["ended"] and qoe["cut_at_stop"] >= 1
+
+
+# -- failover -----------------------------------------------------------------------------------
+NEAR, MASTER = "http://10.0.1.2:8080", "http://10.0.0.1:8080"
+
+
+class DeadLoop(Loop):
+    """A fake network where the servers in ``dead`` refuse every connection."""
+
+    def __init__(self, chains, dead, **kw):
+        self.dead = set(dead)
+        self.asked: list[str] = []
+        self.telemetry_to: list[str] = []
+        super().__init__(chains, **kw)
+
+    def apply(self, effects):
+        live = []
+        for e in effects:
+            url = getattr(e, "helper", None)
+            if isinstance(e, (V.GetSegment, V.GetManifest)):
+                self.asked.append(url)
+                if url in self.dead:
+                    cls = V.SegmentResult if isinstance(e, V.GetSegment) else V.ManifestResult
+                    self.at(self.now + 0.01, cls(e.ref, error="Connection refused"))
+                    continue
+            if isinstance(e, V.PostTelemetry):
+                self.telemetry_to.append(e.helper)
+            live.append(e)
+        super().apply(live)
+
+
+def failing_over(start=1.0, viewer="p1"):
+    return V.PlannedSession(viewer, HELPER, SessionPlan(VOD, start, 0, ()), None,
+                            fallbacks=(NEAR, MASTER), master=MASTER)
+
+
+def test_a_session_whose_helper_is_dead_fails_over_to_the_nearest_live_one():
+    loop = DeadLoop([[failing_over()]], dead={HELPER})
+    loop.run(30.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["completed"] and qoe["failovers"] == 1 and not loop.kinds("request_failed")
+    (moved,) = loop.kinds("failover")
+    assert (moved["from"], moved["to"]) == (HELPER, NEAR)
+    assert loop.asked.count(HELPER) == 1          # asked once, never again
+    assert {r["server"] for r in loop.kinds("request")} == {1}
+    # the session's telemetry follows it to the helper that serves it
+    assert loop.telemetry and all(b["token"] for b in loop.telemetry)
+
+
+def test_with_every_helper_dead_the_master_serves_and_takes_no_telemetry():
+    loop = DeadLoop([[failing_over()]], dead={HELPER, NEAR})
+    loop.run(30.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["completed"] and qoe["failovers"] == 2
+    assert {r["server"] for r in loop.kinds("request")} == {2}
+    assert [(m["from"], m["to"]) for m in loop.kinds("failover")] == [(HELPER, NEAR),
+                                                                     (NEAR, MASTER)]
+    assert loop.telemetry and MASTER not in loop.telemetry_to
+
+
+def test_a_server_that_failed_is_skipped_by_the_host_s_next_sessions():
+    loop = DeadLoop([[failing_over(1.0, "p1")], [failing_over(3.0, "p2")]], dead={HELPER})
+    loop.run(30.0)
+    # p1 found the helper dead; p2, starting 2 s later, went to the next one at once
+    assert loop.asked.count(HELPER) == 1
+    assert [m["player"] for m in loop.kinds("failover")] == ["p1", "p2"]
+    assert all(q["completed"] for q in loop.kinds("qoe"))
+
+
+def test_a_session_without_fallbacks_does_not_move():
+    loop = DeadLoop([[session()]], dead={HELPER})
+    loop.run(30.0)
+    assert not loop.kinds("failover") and set(loop.asked) == {HELPER}

@@ -197,14 +197,18 @@ class MasterLogic:
 
     @classmethod
     def from_delivery(cls, master: str, master_ip: str, helpers: Mapping[str, str],
-                      delivery: Mapping[str, Any], **kw: Any) -> MasterLogic:
+                      delivery: Mapping[str, Any], table_version: int = 0,
+                      **kw: Any) -> MasterLogic:
         """From a run's ``delivery`` settings (``tiers``: a count or bands in ms,
-        ``fanout``, ``pingback_interval_s``, ``pingback_probes``)."""
+        ``fanout``, ``pingback_interval_s``, ``pingback_probes``).  ``table_version``: the
+        last routing tables' version a master sent before it restarted (its next tables
+        are numbered above it, so helpers take them)."""
         tiers = delivery["tiers"]
         pingback = Pingback(master,
                             tier_count=tiers if isinstance(tiers, int) else None,
                             bands_ms=tiers if isinstance(tiers, list) else None,
-                            fanout=delivery.get("fanout"), rel=0.5, abs_ms=5.0)
+                            fanout=delivery.get("fanout"), rel=0.5, abs_ms=5.0,
+                            version=table_version)
         return cls(master, master_ip, helpers, pingback=pingback,
                    interval_s=float(delivery["pingback_interval_s"]),
                    probes=int(delivery["pingback_probes"]), **kw)
@@ -315,7 +319,7 @@ class MasterLogic:
         """New tables, if due: the ``tiers`` record, the sync file, routing messages."""
         self._deciding = None
         ready, _ = self.pingback.ready(now)
-        if (self.pingback.version == 0 and set(ready) != set(self.helpers)
+        if (not self.pingback.tables and set(ready) != set(self.helpers)
                 and now < self.started_at + FIRST_TABLES_WAIT_S):
             return []  # the first tables wait (a while) for every helper to answer
         tables = self.pingback.recompute(now)

@@ -201,6 +201,7 @@ class OriginLogic:
         self.rounds = 0
         # the scheduled events in time order (stable: equal times keep the plan's order)
         self.events = list(settings.republish)
+        self.events_done = 0  # of the scheduled events, in time order
         self._event_order = sorted(range(len(self.events)), key=lambda i: self.events[i].at_s)
         self._pending: dict[int, tuple] = {}  # ref -> what its Response continues
         self._next_ref = 0
@@ -232,7 +233,10 @@ class OriginLogic:
         :class:`LinkLoad` before each ``Timer("prefetch")``)."""
         return self.s.push_reserve is not None and bool(self.capacity)
 
-    def start(self, now: float) -> list[Effect]:
+    def start(self, now: float, events_done: int = 0) -> list[Effect]:
+        """The first timers; ``events_done``: the scheduled events a master carried out
+        before it restarted (from its saved state), not carried out again."""
+        self.events_done = events_done
         out: list[Effect] = []
         if self.policy.name == "oracle" and self.s.planned is None:
             out.append(Record("oracle_blind", {"reason": "no planned workload"}))
@@ -240,7 +244,7 @@ class OriginLogic:
             out.append(SetTimer(FORECAST, now + FIRST_FORECAST_S))
         if self.policy.name != "none":
             out.append(SetTimer(PREFETCH, now + FIRST_PREFETCH_S))
-        out += self._next_event(0)
+        out += self._next_event(events_done)
         return out
 
     def handle(self, event: Event, now: float) -> list[Effect]:
@@ -519,7 +523,8 @@ class OriginLogic:
         if not isinstance(i, int) or not 0 <= i < len(self.events):
             return []
         out = self._republish(self.events[i].video, now)
-        return out + self._next_event(self._event_order.index(i) + 1)
+        self.events_done = self._event_order.index(i) + 1
+        return out + self._next_event(self.events_done)
 
     def _republish(self, video: str, now: float) -> list[Effect]:
         if video not in self.versions:

@@ -9,9 +9,18 @@ retried (``retries`` attempts, ``0.2 s x attempt`` apart; a manifest ``0.5 s x a
 apart); a session whose first frame takes longer than its patience leaves.  Sessions of one
 chain (one emulated player watching back to back) start one after the other.
 
-Records: ``player`` (each player event), ``request`` (each segment, with its source and
-whether its digest checked), ``request_retry``, ``request_failed``, ``manifest_error`` and
-one ``qoe`` per session that started (or could not: ``error`` "no manifest").
+**Failover.**  A session also knows where else to ask (its ``fallbacks``: the other helpers,
+nearest first, then the master).  When its server cannot be reached or fails (no answer, a
+timeout, a 5xx), the session moves to the next server not known to be down and asks there;
+the host remembers a server that failed as down for :data:`DOWN_S`, so its other sessions
+and the sessions that start meanwhile skip it.  A session stays where it moved; the next
+session of its player starts at its own helper again.  Telemetry goes to the helper the
+session is served by (any helper of the run takes the session's token), never the master.
+
+Records: ``player`` (each player event), ``request`` (each segment, with its source, its
+server and whether its digest checked), ``request_retry``, ``request_failed``,
+``manifest_error``, ``failover`` and one ``qoe`` per session that started (or could not:
+``error`` "no manifest").
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from testbed.core.node.effects import Record, SetTimer, Timer
 from testbed.core.player import Player, SessionPlan
 
 RETRIES = 4
+DOWN_S = 10.0  # a server that failed is skipped this long by the host's sessions
 MANIFEST_BACKOFF_S = 0.5
 SEGMENT_BACKOFF_S = 0.2
 
@@ -49,6 +59,12 @@ class PlannedSession:
     helper: str
     plan: SessionPlan
     patience_s: float | None = None
+    fallbacks: tuple[str, ...] = ()  # where else to ask, in order (base URLs)
+    master: str = ""                 # which of them is the master (takes no telemetry)
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return (self.helper, *self.fallbacks)
 
 
 # -- effects ----------------------------------------------------------------------------------
@@ -124,6 +140,12 @@ class _Session:
     telemetry: list[dict] = field(default_factory=list)
     token: str = ""                      # the helper's telemetry token for this session
     done: bool = False
+    server: int = 0                      # which of planned.servers it asks
+    failovers: int = 0
+
+    @property
+    def url(self) -> str:
+        return self.planned.servers[self.server]
 
     @property
     def video(self) -> str:
@@ -142,6 +164,7 @@ class ViewerHostLogic:
         self._verifying: dict[tuple[str, int], list[tuple]] = {}
         self._next = 0
         self.now = 0.0
+        self.down: dict[str, float] = {}  # server -> until when it is skipped
 
     def _ref(self) -> int:
         self._next += 1
@@ -181,14 +204,33 @@ class ViewerHostLogic:
 
     def _begin(self, sess: _Session, now: float) -> list:
         sess.asked_at = now  # the session's first request: start-up counts from here
-        return self._ask_manifest(sess)
+        out = []
+        if self.down.get(sess.url, 0.0) > now:  # its helper is known down: start elsewhere
+            out += self._failover(sess, "known down", now, mark=False)
+        return [*out, *self._ask_manifest(sess)]
+
+    def _failover(self, sess: _Session, error: str, now: float, mark: bool = True) -> list:
+        """Move ``sess`` to its next server not known to be down (the current one is
+        marked down, unless ``mark`` is false); a ``failover`` record.  Nothing when it
+        has nowhere else to go."""
+        servers = sess.planned.servers
+        if len(servers) < 2:
+            return []
+        if mark:
+            self.down[sess.url] = now + DOWN_S
+        order = [(sess.server + k) % len(servers) for k in range(1, len(servers))]
+        nxt = next((i for i in order if self.down.get(servers[i], 0.0) <= now), order[0])
+        old, sess.server = sess.url, nxt
+        sess.failovers += 1
+        return [Record("failover", {"player": sess.planned.viewer, "video": sess.video,
+                                    "from": old, "to": sess.url, "error": error[:120]})]
 
     def _ask_manifest(self, sess: _Session) -> list:
         """Every session asks its helper for the manifest, as a DASH player asks for the
         MPD: the answer carries the session's telemetry token."""
         ref = self._ref()
         self._refs[ref] = ("manifest", sess.sid, None)
-        return [GetManifest(ref, sess.planned.helper, sess.video, sess.planned.viewer)]
+        return [GetManifest(ref, sess.url, sess.video, sess.planned.viewer)]
 
     def _keep(self, m: Manifest) -> None:
         self.versions[(m.video_id, m.version)] = m
@@ -215,6 +257,7 @@ class ViewerHostLogic:
             return self._play(sess, now)
         out: list = [Record("manifest_error", {"player": sess.planned.viewer,
                                                "error": ev.error[:200]})]
+        out += self._failover(sess, ev.error, now)
         sess.manifest_attempt += 1
         if sess.manifest_attempt < self.s.retries:
             return [*out, SetTimer(f"manifest:{sid}",
@@ -270,7 +313,7 @@ class ViewerHostLogic:
         ref = self._ref()
         sess.inflight[ref] = (index, attempt, t0)
         self._refs[ref] = ("segment", sess.sid, None)
-        return GetSegment(ref, sess.planned.helper, sess.video, index, sess.planned.viewer)
+        return GetSegment(ref, sess.url, sess.video, index, sess.planned.viewer)
 
     def _segment_result(self, ev: SegmentResult, now: float) -> list:
         _, sid, _ = self._refs.pop(ev.ref, (None, 0, None))
@@ -283,6 +326,8 @@ class ViewerHostLogic:
             out: list = [Record("request_retry", {"player": sess.planned.viewer,
                                                   "video": sess.video, "index": index,
                                                   "attempt": attempt, "error": error[:120]})]
+            if ev.status == 0 or ev.status >= 500:  # unreachable or failing: ask elsewhere
+                out += self._failover(sess, error, now)
             if attempt + 1 < self.s.retries:
                 # held in flight while it waits, so the player does not ask for it again
                 sess.inflight[-ev.ref] = (index, attempt + 1, t0)
@@ -305,7 +350,7 @@ class ViewerHostLogic:
             return []
         ref = self._ref()
         self._refs[ref] = ("verify", sid, (sess.video, ev.version))
-        return [GetManifest(ref, sess.planned.helper, sess.video)]
+        return [GetManifest(ref, sess.url, sess.video)]
 
     def _checked(self, sess: _Session, index: int, t0: float, ev: SegmentResult,
                  now: float) -> list:
@@ -321,7 +366,8 @@ class ViewerHostLogic:
         sess.latencies.append(ms)
         out: list = [Record("request", {
             "player": sess.planned.viewer, "video": sess.video, "index": index,
-            "version": ev.version, "source": ev.source, "bytes": len(ev.data),
+            "version": ev.version, "source": ev.source, "server": sess.server,
+            "bytes": len(ev.data),
             "latency_ms": round(ms, 3), "digest_ok": ok,
             "sha256": fingerprint(ev.data)[:16]})]
         out += self._notes(sess, sess.player.on_segment(index, now, ok))
@@ -343,7 +389,8 @@ class ViewerHostLogic:
         if not sess.telemetry:
             return []
         batch, sess.telemetry = sess.telemetry, []
-        return [PostTelemetry(sess.planned.helper, {
+        to = sess.url if sess.url != sess.planned.master else sess.planned.helper
+        return [PostTelemetry(to, {
             "viewer": sess.planned.viewer, "video": sess.video, "token": sess.token,
             "events": batch})]
 
@@ -352,6 +399,7 @@ class ViewerHostLogic:
         return Record("qoe", {
             "viewer": sess.planned.viewer, "video": sess.video, "helper": sess.planned.helper,
             "requests": sess.requests, "answered": sess.answered, "cut_at_stop": cut,
+            "failovers": sess.failovers,
             "digest_failures": sess.digest_failures,
             "bytes_by_source": dict(sess.bytes_by_source),
             "latency_p50_ms": round(lat[len(lat) // 2], 3) if lat else None,
