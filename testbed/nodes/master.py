@@ -173,6 +173,7 @@ class Master:
                      json.dumps([c.to_dict() for c in self.directory]))
         self.events.write("credentials", issued=sorted(n for n in issued if n != self.cfg.name),
                           kept=sorted(kept))
+        self.restarted = bool(kept)  # credentials of this run were there: a restart
 
     def _kept_credential(self, path: Path) -> sec.Identity | None:
         """A credential issued earlier in this run, still valid under this CA."""
@@ -496,10 +497,12 @@ class Master:
 
     # -- live channels ----------------------------------------------------------------
     async def live_channel(self, video: str) -> None:
-        """Produce the channel in real time: segment i leaves at live_t0 + (i+1)*segment_s."""
+        """Produce the channel in real time: segment i leaves at live_t0 + (i+1)*segment_s.
+        A master restarted mid-run goes on from the live edge (what is out was sent)."""
         v = self.catalogue[video]
         group = relay_group(self.cfg.ip, self.live_ids.index(video) + 1)
-        for i in range(v.n_segments):
+        first = max(0, self.live_edge(video) + 1) if self.restarted else 0
+        for i in range(first, v.n_segments):
             due = self.live_t0 + (i + 1) * v.segment_s
             await asyncio.sleep(max(0.0, due - self.clock.now()))
             data = self.segment(video, i)

@@ -284,3 +284,13 @@ def test_a_session_without_fallbacks_does_not_move():
     loop = DeadLoop([[session()]], dead={HELPER})
     loop.run(30.0)
     assert not loop.kinds("failover") and set(loop.asked) == {HELPER}
+
+
+def test_a_helper_that_answers_an_error_is_left_but_not_marked_down():
+    # a 504: the helper is up, its way up the tree is not; the session asks elsewhere,
+    # the host's next session still starts at that helper
+    loop = Loop([[failing_over(1.0, "p1")], [failing_over(3.0, "p2")]], fail={0: 1})
+    loop.run(30.0)
+    (moved,) = loop.kinds("failover")
+    assert moved["player"] == "p1" and moved["to"] == NEAR and not loop.logic.down
+    assert all(q["completed"] for q in loop.kinds("qoe"))

@@ -12,8 +12,9 @@ chain (one emulated player watching back to back) start one after the other.
 **Failover.**  A session also knows where else to ask (its ``fallbacks``: the other helpers,
 nearest first, then the master).  When its server cannot be reached or fails (no answer, a
 timeout, a 5xx), the session moves to the next server not known to be down and asks there;
-the host remembers a server that failed as down for :data:`DOWN_S`, so its other sessions
-and the sessions that start meanwhile skip it.  A session stays where it moved; the next
+the host remembers a server that could not be reached as down for :data:`DOWN_S`, so its
+other sessions and the sessions that start meanwhile skip it (one that answered with an
+error is not down: its own way up the tree may be).  A session stays where it moved; the next
 session of its player starts at its own helper again.  Telemetry goes to the helper the
 session is served by (any helper of the run takes the session's token), never the master.
 
@@ -257,7 +258,7 @@ class ViewerHostLogic:
             return self._play(sess, now)
         out: list = [Record("manifest_error", {"player": sess.planned.viewer,
                                                "error": ev.error[:200]})]
-        out += self._failover(sess, ev.error, now)
+        out += self._failover(sess, ev.error, now, mark=not ev.error.startswith("HTTP"))
         sess.manifest_attempt += 1
         if sess.manifest_attempt < self.s.retries:
             return [*out, SetTimer(f"manifest:{sid}",
@@ -327,7 +328,8 @@ class ViewerHostLogic:
                                                   "video": sess.video, "index": index,
                                                   "attempt": attempt, "error": error[:120]})]
             if ev.status == 0 or ev.status >= 500:  # unreachable or failing: ask elsewhere
-                out += self._failover(sess, error, now)
+                # (a server that answered is not down: its way up the tree may be)
+                out += self._failover(sess, error, now, mark=ev.status == 0)
             if attempt + 1 < self.s.retries:
                 # held in flight while it waits, so the player does not ask for it again
                 sess.inflight[-ev.ref] = (index, attempt + 1, t0)

@@ -56,6 +56,7 @@ class RunData:
     missing: dict[str, str] = field(default_factory=dict)  # file -> "is missing" / why not
     topology: dict | None = None
     note: str = ""  # the fidelity verdict, stamped on every figure
+    faults: pd.DataFrame | None = None  # faults/faults.csv of a fault campaign
 
 
 def _optional(path: Path, rel: str, missing: dict[str, str],
@@ -92,6 +93,9 @@ def load_run(path: Path) -> RunData:
         missing["topology.json"] = "is not a JSON object"
         topo = None
     run.topology = topo
+    if (path / "faults" / "faults.csv").exists():  # a fault campaign's run only
+        run.faults = _optional(path / "faults" / "faults.csv", "faults/faults.csv", missing,
+                               _read_csv)
     run.note = run_verdict(run).text()
     return run
 
@@ -140,8 +144,25 @@ def _fig_hit_ratio(run: RunData, out: Path) -> None:
     for c in cols:
         ax.plot(t, _numeric(df[c]), marker=".", label=c)
     ax.set(xlabel="time since run start (s)", ylabel="fraction", ylim=(0, 1.05))
+    _mark_faults(ax, run)
     ax.legend()
     _save(fig, out, run.note)
+
+
+def _mark_faults(ax: Any, run: RunData) -> None:
+    """Shade each fault of a campaign on a time axis, its kind and target written on it."""
+    if run.faults is None or len(run.faults) == 0:
+        return
+    top = ax.get_ylim()[1]
+    for _, f in run.faults.iterrows():
+        start = f.get("start_s")
+        end = f.get("end_s")
+        if pd.isna(start):
+            continue
+        end = start if pd.isna(end) else end
+        ax.axvspan(start, max(end, start + 0.5), color="tab:red", alpha=0.15, lw=0)
+        ax.text(start, top, f" {f['kind']} {f['target']}", rotation=90, va="top",
+                ha="left", fontsize=6, color="tab:red")
 
 
 def _fig_startup_cdf(run: RunData, out: Path) -> None:
@@ -218,6 +239,7 @@ def _fig_prefetch(run: RunData, out: Path) -> None:
     left.plot(precision.index, precision.to_numpy(), marker="o")
     left.set(xlabel="time since run start (s)", ylabel="copies used / kept", ylim=(0, 1.05),
              title=f"push precision per {fmt(width)} s")
+    _mark_faults(left, run)
     right.bar(["used", "wasted"], [nbytes[used].sum(), nbytes[~used].sum()],
               color=["tab:green", "tab:red"])
     right.set(ylabel="pushed bytes", title="pushed bytes")
@@ -438,6 +460,15 @@ def _provenance(manifest: dict | None) -> list[Block]:
     return out
 
 
+def _faults_table(run: RunData) -> list[Block]:
+    """A fault campaign's faults, as planned and as carried out (run seconds)."""
+    if run.faults is None or len(run.faults) == 0:
+        return []
+    cols = ["kind", "target", "planned_start_s", "start_s", "end_s", "errors"]
+    rows = [[fmt(r[c]) for c in cols] for _, r in run.faults.iterrows()]
+    return [Heading("Faults", 3), Table(cols, rows)]
+
+
 def _sources_table(run: RunData) -> list[Block]:
     """Requests and bytes to viewers by source."""
     out: list[Block] = [Heading("Requests by source", 3)]
@@ -514,6 +545,7 @@ def _report_run(path: Path) -> ReportPaths:
     summary = [[k, fmt(run.summary[k])] for k in _summary_order(run.summary)]
     blocks = (_run_header(run) + [Heading("Summary"), Table(["metric", "value"], summary),
                                   Text(_verdict_text(run.note))]
-              + figs + [Heading("Tables")] + _sources_table(run) + _links_table(run)
+              + figs + [Heading("Tables")] + _faults_table(run) + _sources_table(run)
+              + _links_table(run)
               + _provenance(run.manifest))
     return _write(path, _run_title(run), blocks, drawn)
