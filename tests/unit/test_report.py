@@ -669,3 +669,34 @@ def test_points_csv_without_fidelity_columns_reads_each_manifest(tmp_path):
     assert agg["fidelity_rows_total"].tolist() == [12, 12]
     md = paths.markdown.read_text(encoding="utf-8")
     assert "fidelity: 12/12 rows within tolerance; CPU-trusted: 6/6 runs." in md
+
+
+def test_a_fault_campaign_is_listed_and_shaded_on_the_time_plots(tmp_path, monkeypatch):
+    from testbed.harness.report import run as report_run
+
+    run = tmp_path / "faults"
+    make_run(run, "predictive", 1)
+    (run / "faults").mkdir()
+    pd.DataFrame([{"fault": 0, "kind": "helper_crash", "target": "h3", "planned_start_s": 30.0,
+                   "planned_end_s": 36.0, "start_s": 30.1, "end_s": 37.2, "errors": 0},
+                  {"fault": 1, "kind": "master_restart", "target": "m1",
+                   "planned_start_s": 50.0, "planned_end_s": 50.0, "start_s": 50.1,
+                   "end_s": 52.3, "errors": 0}]).to_csv(run / "faults" / "faults.csv",
+                                                        index=False)
+    spans: list[tuple[float, float]] = []
+    real = report_run._mark_faults
+
+    def spy(ax, data):
+        before = len(ax.patches)
+        real(ax, data)
+        spans.extend((p.get_x(), p.get_x() + p.get_width()) for p in ax.patches[before:])
+
+    monkeypatch.setattr(report_run, "_mark_faults", spy)
+    paths = write_report(run)
+    assert (30.1, 37.2) in [tuple(round(x, 1) for x in s) for s in spans]
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "### Faults" in md and "helper_crash" in md and "master_restart" in md
+    # a run without a campaign has no such section
+    plain = tmp_path / "plain"
+    make_run(plain, "predictive", 1)
+    assert "### Faults" not in write_report(plain).markdown.read_text(encoding="utf-8")
