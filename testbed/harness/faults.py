@@ -142,7 +142,8 @@ def fault_table(faults, steps: pd.DataFrame) -> pd.DataFrame:
 def consistency(master: dict, helpers: dict[str, dict | None]) -> dict:
     """Whether the helpers agree with the master (from their ``/status``): each holds the
     routing table the master last sent it, with the parent the master's tables give it,
-    and caches no segment older than the master's current version of its video.  ``None``
+    and caches every video at the master's current version (older: stale; newer: a
+    version the master forgot).  ``None``
     for a helper that did not answer."""
     problems: list[str] = []
     sent = master.get("sent_tables", {})
@@ -158,9 +159,12 @@ def consistency(master: dict, helpers: dict[str, dict | None]) -> dict:
         if h in parents and table.get("parent") != parents[h]:
             problems.append(f"{h}: parent {table.get('parent')}, master's tables say "
                             f"{parents[h]}")
-        for video, (lo, _hi) in (st.get("cached_versions") or {}).items():
+        for video, (lo, hi) in (st.get("cached_versions") or {}).items():
             if video in versions and lo < versions[video]:
                 problems.append(f"{h}: caches {video} v{lo}, current v{versions[video]}")
+            if video in versions and hi > versions[video]:  # (a master that forgot)
+                problems.append(f"{h}: caches {video} v{hi}, beyond the master's "
+                                f"v{versions[video]}")
     return {"agree": not problems, "problems": problems, "helpers": len(helpers),
             "answered": sum(st is not None for st in helpers.values())}
 

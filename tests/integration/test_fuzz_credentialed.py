@@ -1,7 +1,10 @@
-"""A credentialed fuzzer on a rogue host sends 100,000 validly signed, hostile messages into
-every authenticated handler of a helper, the master and the prediction engine
+"""A credentialed fuzzer on a rogue host sends validly signed, hostile messages into every
+authenticated handler of a helper, the master and the prediction engine
 (:mod:`testbed.nodes.fuzzer`): no answer is a 5xx or missing, no daemon dies, their memory
-grows by at most 10 % and their open descriptors stay put, and they still serve."""
+grows by at most 10 % and their open descriptors stay put, and they still serve.
+
+60,000 messages in the suite (about 3 minutes); the acceptance run of 100,000 is the same
+test with ``MESHCAST_FUZZ_MESSAGES=100000``."""
 
 import json
 import os
@@ -17,7 +20,7 @@ from testbed.core import security as sec
 from testbed.harness.run import Deployment
 from testbed.scenario import loads_scenario
 
-MESSAGES = int(os.environ.get("MESHCAST_FUZZ_MESSAGES", "100000"))
+MESSAGES = int(os.environ.get("MESHCAST_FUZZ_MESSAGES", "60000"))
 
 SCENARIO = """
 name: fuzz

@@ -95,11 +95,12 @@ def test_the_helpers_agree_with_the_master():
 
 def test_every_disagreement_is_named():
     got = consistency(master_status(), {
-        "h1": helper_status(version=3, cached={"vod-0000": [1, 2]}),
+        "h1": helper_status(version=3, cached={"vod-0000": [1, 2], "vod-0001": [2, 2]}),
         "h2": None})
     assert not got["agree"] and got["answered"] == 1
     assert got["problems"] == ["h1: holds table 3, master sent 4",
-                               "h1: caches vod-0000 v1, current v2", "h2: no status"]
+                               "h1: caches vod-0000 v1, current v2",
+                               "h1: caches vod-0001 v2, beyond the master's v1", "h2: no status"]
 
 
 def test_the_cache_reports_the_versions_it_holds():
