@@ -397,14 +397,16 @@ def faults(scenario: Path = typer.Argument(Path("experiments/faults.yaml"),
     changes = list(sets or [])
     if count is not None:
         changes.append(f"faults.count={count}")
-    first = _load_with(scenario, changes, duration, None, seed if chosen is None else chosen[0])
-    if first.scenario.faults is None:  # the default campaign
+    plan = _load_with(scenario, changes, duration, None, seed if chosen is None else chosen[0])
+    if plan.scenario.faults is None:  # the default campaign
         changes.append("faults={}")
+        plan = _load_with(scenario, changes, duration, None, plan.scenario.seed)
     _require_root("testbed faults")
-    base = _run_dir(out, first.scenario.name, "faults")
+    base = _run_dir(out, plan.scenario.name, "faults")
     rows = []
-    for s in chosen or [first.scenario.seed]:
-        plan = _load_with(scenario, changes, duration, None, s)
+    for s in chosen or [plan.scenario.seed]:
+        if plan.scenario.seed != s:
+            plan = _load_with(scenario, changes, duration, None, s)
         run_dir = base / f"seed-{s}" if chosen else base
         _play_run(plan, run_dir, mode)
         seen = json.loads((run_dir / "faults" / "verdict.json").read_text())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import json
 import types
 from collections.abc import Mapping
@@ -222,6 +223,7 @@ class NodePlan:
         master = helper_ref(self.master, self.master_ip) if self.failover else ""
         refs = {n: helper_ref(n, self.addresses[n]) for n in self.failover}
 
+        @functools.cache  # one tuple per helper, shared by its sessions
         def fallbacks(helper: str) -> tuple[str, ...]:
             return tuple(refs[n] for n in self.failover if n != helper)
 

@@ -13,6 +13,7 @@ back whole.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -49,10 +50,6 @@ class FaultRunner:
         targets = F.Targets.of(dep.spec, engine)
         faults = F.draw(cfg, targets, dep.scenario.duration_s, seed)
         return cls(dep, faults, F.steps(faults, cfg.flap_period_s), say)
-
-    @property
-    def last_end_s(self) -> float:
-        return max((s.at_s for s in self.steps), default=0.0)
 
     def due(self, now_s: float) -> None:
         """Carry out every step due by run time ``now_s``."""
@@ -99,8 +96,8 @@ class FaultRunner:
         """Undo what is still in effect (a run cut short): links up, daemons started."""
         for link in list(self._loss):
             self._apply(F.Step(0.0, -1, "up", link))
-        for name, p in self.dep.procs.items():
-            if not p.alive() and name in self._killed():
+        for name in self._killed():
+            if not self.dep.procs[name].alive():
                 self.dep.start_daemon(name)
 
     def _killed(self) -> set[str]:
@@ -206,34 +203,29 @@ def check_consistency(dep, out: Path) -> dict:
     return verdict
 
 
+def verdict(summary: dict) -> dict:
+    """What the viewers saw through the campaign, from the run's summary row (after the
+    warm-up): requests, those given up, segments whose digest failed, stale serves, the
+    longest single stall, stalls, the rebuffer ratio of every session alive after the
+    warm-up, failovers and the master's last-resort answers."""
+    def plain(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    requests, answered = summary.get("viewer_requests"), summary.get("viewer_answered")
+    return {k: plain(v) for k, v in {
+        "requests": requests,
+        "requests_failed": (requests - answered if requests is not None
+                            and answered is not None else None),
+        "digest_failures": summary.get("digest_failures"),
+        "stale_serves": summary.get("stale_serves"),
+        "longest_stall_s": summary.get("longest_stall_s"),
+        "stalls": summary.get("stall_events"),
+        "rebuffer_ratio": summary.get("rebuffer_ratio_all_sessions"),
+        "failovers": summary.get("failovers"),
+        "master_viewer_serves": summary.get("master_viewer_serves"),
+    }.items()}
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     print(json.dumps(read_statuses(sys.argv[1:])))
-
-
-def verdict(records: list[dict], warmup_s: float = 0.0) -> dict:
-    """What the viewers saw through the campaign (from the run's records, after the
-    warm-up): requests given up, segments whose digest failed, stale serves, the longest
-    single stall, the rebuffer ratio, failovers and the master's last-resort answers."""
-    from testbed.harness import results
-
-    def of(kind: str) -> list[dict]:
-        return [r for r in records if r.get("kind") == kind and r.get("at", 0.0) >= warmup_s]
-
-    stalls = [float(r.get("wait_s", 0.0)) for r in of("player")
-              if r.get("event") == "resume_play" and r.get("cause") == "stall"]
-    qoe = of("qoe")
-    stall_s = sum(float(q.get("stall_s") or 0.0) for q in qoe)
-    played_s = sum(float(q.get("played_s") or 0.0) for q in qoe)
-    stale = results.stale_serves(records)
-    return {
-        "requests": len(of("request")),
-        "requests_failed": len(of("request_failed")),
-        "digest_failures": sum(not r.get("digest_ok", True) for r in of("request")),
-        "stale_serves": int(len(stale)),
-        "longest_stall_s": round(max(stalls, default=0.0), 3),
-        "stalls": len(stalls),
-        "rebuffer_ratio": round(stall_s / (stall_s + played_s), 5) if played_s else None,
-        "failovers": len(of("failover")),
-        "master_viewer_serves": len(of("viewer_serve")),
-    }

@@ -118,6 +118,24 @@ def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
         cut = pd.to_numeric(viewers.get("cut_at_stop", pd.Series([], dtype=float)),
                             errors="coerce")
         out["viewer_cut_at_stop"] = int(cut.fillna(0).sum())
+    # recovery, from the warm-up on: stalls one by one, sessions that moved to another
+    # server, the master's last-resort answers to viewers; and the rebuffer ratio of every
+    # session that ended after the warm-up, those that began in it too (the summary's
+    # rebuffer_ratio leaves those out, but faults strike sessions of any age)
+    def after(kind: str) -> list[dict]:
+        return [r for r in _of(records, kind) if float(r.get("at", 0.0)) >= warmup_s]
+
+    waits = [float(r.get("wait_s", 0.0)) for r in after(R.PLAYER)
+             if r.get("event") == "resume_play" and r.get("cause") == "stall"]
+    out["stall_events"] = len(waits)
+    out["longest_stall_s"] = max(waits, default=0.0)
+    ended = after(R.QOE)
+    stalled = sum(float(q.get("stall_s") or 0.0) for q in ended)
+    played = sum(float(q.get("played_s") or 0.0) for q in ended)
+    out["rebuffer_ratio_all_sessions"] = (stalled / (stalled + played) if stalled + played > 0
+                                          else math.nan)
+    out["failovers"] = len(after(R.FAILOVER))
+    out["master_viewer_serves"] = len(after(R.VIEWER_SERVE))
     live = pd.Series([r.get("at") for r in _of(records, R.LIVE_RX)], dtype="float64")
     out["live_segments_received"] = int((~metrics.in_warmup(live, warmup_s)).sum())
     pushes = metrics.after_warmup(metrics.pushes_table(records, warmup_s))

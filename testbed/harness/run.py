@@ -341,15 +341,10 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
     cpu_fields = {"cpu_idle_min": round(verdict.min_idle, 3),
                   "cpu_idle_mean": round(verdict.mean_idle, 3), "cpu_trusted": verdict.trusted}
     fid = fidelity or {}
-    fault_fields = {}
-    if campaign is not None:
-        seen = faults_verdict(results.read_logs(dep.out), scenario.warmup_s)
-        fault_fields = {"faults": len(campaign.faults),
-                        "faults_step_errors": sum(bool(d["error"]) for d in campaign.done),
-                        "faults_consistent": agreed["agree"],
-                        **{f"faults_{k}": v for k, v in seen.items()}}
-        (dep.out / "faults" / "verdict.json").write_text(json.dumps(
-            {**fault_fields, "consistency": agreed}, indent=1))
+    fault_fields = {} if campaign is None else {
+        "faults": len(campaign.faults),
+        "faults_step_errors": sum(bool(d["error"]) for d in campaign.done),
+        "faults_consistent": agreed["agree"]}
     summary = results.write_results(
         dep.out, {"policy": scenario.policy or scenario.delivery.prefetch_policy,
                   "seed": scenario.seed, **cpu_fields, "link_mode": dep.link_mode,
@@ -358,6 +353,11 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
                   "fidelity_rows": fid.get("measurements"), **fault_fields},
         end_at=scenario.duration_s, spec=dep.spec, links=links, warmup_s=scenario.warmup_s,
         settle_s=policy_horizon_s(scenario) + scenario.delivery.prefetch_interval_s)
+    if campaign is not None:  # the campaign's verdict: its own columns and the viewers'
+        seen = faults_verdict(summary)
+        (dep.out / "faults" / "verdict.json").write_text(json.dumps(
+            {**fault_fields, **{f"faults_{k}": v for k, v in seen.items()},
+             "consistency": agreed}, indent=1, default=str))
     if not verdict.trusted:
         say(f"warning: CPU idle fell to {verdict.min_idle:.0%} (< 35 %): the host was "
             f"saturated, so latencies in this run are not trustworthy")

@@ -72,6 +72,13 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _origin_answer(version: int, data: bytes) -> web.Response:
+    """A segment the master itself serves, with the headers a helper's answer carries."""
+    return web.Response(body=data, headers={"X-Meshcast-Version": str(version),
+                                            "X-Meshcast-Source": "origin",
+                                            "X-Meshcast-Root": "origin"})
+
+
 class Master:
     def __init__(self, cfg: C.NodeConfig):
         self.cfg = cfg
@@ -139,7 +146,7 @@ class Master:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.state_path, json.dumps({
             "versions": self.versions, "table_version": self.logic.pingback.version,
-            "events_done": self.events_done, "tiers": self.logic.pingback.tiers}))
+            "events_done": self.events_done}))
         self._saved = key
 
     # -- credentials and manifests ----------------------------------------------------
@@ -280,20 +287,14 @@ class Master:
         if msg.type != "fetch":
             return web.Response(status=400, text="expected fetch\n")
         video, index = msg.body["video"], int(msg.body["index"])
-        if video not in self.catalogue or not 0 <= index < self.catalogue[video].n_segments:
-            return web.Response(status=404, text="no such segment\n")
-        if self.catalogue[video].kind == "live" and index > self.live_edge(video):
-            return web.Response(status=404, text="not produced yet\n")
-        version = self.versions[video]
-        if version < int(msg.body["min_version"]):
-            return web.Response(status=409, text="no such version\n")
-        data = await asyncio.to_thread(self.segment, video, index)
+        got = await self._current_segment(video, index, int(msg.body["min_version"]))
+        if isinstance(got, web.Response):
+            return got
+        version, data = got
         self.traffic.sent("origin", len(data))
         self.events.write("origin_serve", to=msg.sender, video=video, index=index,
                           version=version, bytes=len(data))
-        return web.Response(body=data, headers={"X-Meshcast-Version": str(version),
-                                                "X-Meshcast-Source": "origin",
-                                                "X-Meshcast-Root": "origin"})
+        return _origin_answer(version, data)
 
     async def h_viewer_segment(self, request: web.Request) -> web.Response:
         """A viewer's request, as a helper takes it: the last resort of a viewer whose
@@ -304,18 +305,27 @@ class Master:
             index = int(request.match_info["index"])
         except ValueError:
             return web.Response(status=400, text="index must be an integer\n")
+        got = await self._current_segment(video, index, 0)
+        if isinstance(got, web.Response):
+            return got
+        version, data = got
+        self.traffic.sent("viewer_origin", len(data))
+        self.events.write("viewer_serve", viewer=request.headers.get("X-Viewer", "")[:64],
+                          video=video, index=index, version=version, bytes=len(data))
+        return _origin_answer(version, data)
+
+    async def _current_segment(self, video: str, index: int,
+                       min_version: int) -> web.Response | tuple[int, bytes]:
+        """``(version, bytes)`` of a segment at its current version (``min_version`` at
+        least), or the 404 / 409 answer when there is none."""
         if video not in self.catalogue or not 0 <= index < self.catalogue[video].n_segments:
             return web.Response(status=404, text="no such segment\n")
         if self.catalogue[video].kind == "live" and index > self.live_edge(video):
             return web.Response(status=404, text="not produced yet\n")
         version = self.versions[video]
-        data = await asyncio.to_thread(self.segment, video, index)
-        self.traffic.sent("viewer_origin", len(data))
-        self.events.write("viewer_serve", viewer=request.headers.get("X-Viewer", "")[:64],
-                          video=video, index=index, version=version, bytes=len(data))
-        return web.Response(body=data, headers={"X-Meshcast-Version": str(version),
-                                                "X-Meshcast-Source": "origin",
-                                                "X-Meshcast-Root": "origin"})
+        if version < min_version:
+            return web.Response(status=409, text="no such version\n")
+        return version, await asyncio.to_thread(self.segment, video, index)
 
     async def h_control(self, request: web.Request) -> web.Response:
         raw = await request.read()

@@ -9,7 +9,7 @@ import pytest
 
 from testbed.core import faults as F
 from testbed.core.cache import SegmentCache
-from testbed.harness.faults import consistency
+from testbed.harness.faults import consistency, verdict
 from testbed.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,3 +109,14 @@ def test_the_cache_reports_the_versions_it_holds():
     cache.put(("v", 1), 3, b"x" * 10, "tree", 0.0)
     cache.put(("w", 0), 2, b"x" * 10, "tree", 0.0)
     assert cache.versions() == {"v": (1, 3), "w": (2, 2)}
+
+
+def test_the_campaign_s_verdict_is_read_from_the_summary():
+    summary = {"viewer_requests": 120, "viewer_answered": 117, "digest_failures": 0,
+               "stale_serves": 0, "longest_stall_s": 2.5, "stall_events": 2,
+               "rebuffer_ratio_all_sessions": float("nan"), "failovers": 4,
+               "master_viewer_serves": 1, "rebuffer_ratio": 0.5}
+    assert verdict(summary) == {
+        "requests": 120, "requests_failed": 3, "digest_failures": 0, "stale_serves": 0,
+        "longest_stall_s": 2.5, "stalls": 2, "rebuffer_ratio": None, "failovers": 4,
+        "master_viewer_serves": 1}

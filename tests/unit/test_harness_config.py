@@ -2,6 +2,7 @@
 run-level figures computed from event records."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,31 @@ def test_extras_count_the_telemetry_that_never_reached_the_engine():
     ]
     ex = extras(records)
     assert (ex["telemetry_lost_events"], ex["telemetry_dropped"]) == (212, 350)
+
+
+def test_extras_count_recovery_from_the_warm_up_on():
+    def stall(at, wait):
+        return {"kind": "player", "node": "v1", "at": at, "event": "resume_play",
+                "cause": "stall", "wait_s": wait}
+
+    def qoe(at, stall_s, played_s):
+        return {"kind": "qoe", "node": "v1", "at": at, "stall_s": stall_s,
+                "played_s": played_s}
+
+    records = [stall(5, 9.0), stall(30, 1.5), stall(40, 2.5),
+               {"kind": "player", "node": "v1", "at": 41, "event": "resume_play",
+                "cause": "seek", "wait_s": 7.0},
+               {"kind": "failover", "node": "v1", "at": 8}, {"kind": "failover", "node": "v1",
+                                                           "at": 31},
+               {"kind": "viewer_serve", "node": "m1", "at": 32},
+               qoe(10, 9.0, 1.0), qoe(50, 4.0, 96.0)]
+    ex = extras(records, warmup_s=20.0)
+    # the stall in the warm-up and the seek wait are not stalls after it
+    assert (ex["stall_events"], ex["longest_stall_s"]) == (2, 2.5)
+    assert (ex["failovers"], ex["master_viewer_serves"]) == (1, 1)
+    # a session that ended after the warm-up counts whole, whenever it began
+    assert ex["rebuffer_ratio_all_sessions"] == pytest.approx(4.0 / 100.0)
+    assert math.isnan(extras([])["rebuffer_ratio_all_sessions"])
 
 
 def test_overhead_is_telemetry_and_control_sent_per_byte_to_viewers():
