@@ -411,6 +411,7 @@ def faults(scenario: Path = typer.Argument(Path("experiments/faults.yaml"),
         _play_run(plan, run_dir, mode)
         seen = json.loads((run_dir / "faults" / "verdict.json").read_text())
         seen.pop("consistency", None)
+        seen.pop("faults_fuzz", None)
         rows.append({"seed": s, **{k.removeprefix("faults_"): v for k, v in seen.items()}})
     if chosen:
         import pandas as pd

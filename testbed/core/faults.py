@@ -55,6 +55,7 @@ class FaultsConfig:
     down_s: tuple[float, float] = (4.0, 10.0)
     cut_s: tuple[float, float] = (10.0, 20.0)
     flap_period_s: float = 2.0
+    fuzz_rate: float = 0.0  # validly signed hostile messages per second meanwhile (0: none)
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.kinds if k not in FAULT_KINDS]
@@ -68,6 +69,8 @@ class FaultsConfig:
                 raise FaultError(f"faults.{name}: [{lo:g}, {hi:g}] (need 0 < low <= high)")
         if self.flap_period_s <= 0:
             raise FaultError(f"faults.flap_period_s: {self.flap_period_s:g} (must be > 0)")
+        if not self.fuzz_rate >= 0:
+            raise FaultError(f"faults.fuzz_rate: {self.fuzz_rate:g} (must be >= 0)")
 
 
 @dataclass(frozen=True)

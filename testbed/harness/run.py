@@ -22,6 +22,7 @@ topology, addresses, roles, catalogue, workload); everything here uses that plan
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,7 +43,7 @@ from testbed.emu.calibrate import CpuSampler
 from testbed.emu.network import TestbedNetwork, read_linkemu_stats
 from testbed.emu.proc import ManagedProcess
 from testbed.harness import manifest, results
-from testbed.harness.faults import FaultRunner, check_consistency
+from testbed.harness.faults import FAULTS_DIR, FaultRunner, check_consistency
 from testbed.harness.faults import verdict as faults_verdict
 from testbed.harness.plan import (  # noqa: F401  (the run's building blocks, re-exported)
     PLANNED_CSV,
@@ -52,6 +53,8 @@ from testbed.harness.plan import (  # noqa: F401  (the run's building blocks, re
     workload_config,
     workload_sessions,
 )
+from testbed.harness.stress import InsiderFuzz, UsageSampler
+from testbed.harness.stress import verdict as stress_verdict
 from testbed.plan import ENGINE_NAME, LIVE_T0_S, VIEWERS_START_S  # noqa: F401
 from testbed.scenario import Scenario
 
@@ -313,8 +316,15 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
         campaign = (FaultRunner.of(dep, scenario.faults, scenario.seed, say)
                     if scenario.faults is not None else None)
         try:
-            _play(scenario, dep.tn, dep.t0, say, warmed_up,
-                  campaign.due if campaign is not None else None)
+            with contextlib.ExitStack() as watching:
+                if campaign is not None:  # memory and descriptors; an insider's fuzz
+                    watching.enter_context(UsageSampler(dep, out / FAULTS_DIR / "usage.csv"))
+                    if scenario.faults.fuzz_rate > 0:
+                        watching.enter_context(InsiderFuzz(dep, out / FAULTS_DIR,
+                                                           scenario.faults.fuzz_rate,
+                                                           scenario.seed))
+                _play(scenario, dep.tn, dep.t0, say, warmed_up,
+                      campaign.due if campaign is not None else None)
         finally:
             if campaign is not None:
                 campaign.finish()
@@ -354,8 +364,10 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
         end_at=scenario.duration_s, spec=dep.spec, links=links, warmup_s=scenario.warmup_s,
         settle_s=policy_horizon_s(scenario) + scenario.delivery.prefetch_interval_s)
     if campaign is not None:  # the campaign's verdict: its own columns and the viewers'
-        seen = faults_verdict(summary)
-        (dep.out / "faults" / "verdict.json").write_text(json.dumps(
+        seen = {**faults_verdict(summary), **stress_verdict(dep.out / FAULTS_DIR,
+                                                             scenario.duration_s,
+                                                             dep.out / "logs")}
+        (dep.out / FAULTS_DIR / "verdict.json").write_text(json.dumps(
             {**fault_fields, **{f"faults_{k}": v for k, v in seen.items()},
              "consistency": agreed}, indent=1, default=str))
     if not verdict.trusted:

@@ -24,7 +24,9 @@ the master (``/fetch``, ``/control``, its UDP port) and the prediction engine
 
 The plan (JSON): ``targets`` (``helper``, ``master``, ``engine``: each ``{"name", "ip",
 "port"}``), ``helper_identity`` and ``master_identity`` (credential files), ``ca_secret``
-(a file), ``videos``, ``count`` (messages in all), ``seed`` (the recombination's).
+(a file; absent: no right countersignatures, as an insider without the CA's secret would
+send), ``videos``, ``count`` (messages in all), ``seed`` (the recombination's), ``rate``
+(messages per second; absent or 0: as fast as the answers come).
 Prints one JSON object:
 messages sent by target and type, answers by HTTP status, and the first few answers of
 5xx or none at all (``failures``) with what was sent.
@@ -36,6 +38,7 @@ import argparse
 import json
 import math
 import random
+import signal
 import socket
 import sys
 import time
@@ -167,7 +170,10 @@ class Fuzz:
             Path(plan["helper_identity"]).read_text()), seq_start=start)
         self.as_master = P.Signer(sec.Identity.from_json(
             Path(plan["master_identity"]).read_text()), seq_start=start)
-        self.ca = sec.Authority.from_secret(Path(plan["ca_secret"]).read_bytes())
+        secret = plan.get("ca_secret")  # absent: an insider without it (wrong ones only)
+        self.ca = sec.Authority.from_secret(Path(secret).read_bytes()) if secret else None
+        self.rate = float(plan.get("rate") or 0.0)  # messages per second (0: no pacing)
+        self._due = time.monotonic()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.setblocking(False)
         self.count = int(plan["count"])
@@ -192,6 +198,9 @@ class Fuzz:
 
     def deliver(self, target: Target, path: str, msg_type: str, body: dict,
                 payload: bytes = b"", as_master: bool = False) -> None:
+        if self.rate:
+            self._due = max(self._due + 1.0 / self.rate, time.monotonic())
+            time.sleep(max(0.0, self._due - time.monotonic()))
         signer = self.as_master if as_master else self.as_helper
         try:
             data = signer.encode(msg_type, body, payload, now=time.time(), to=target.name)
@@ -243,7 +252,8 @@ class Fuzz:
 
     def countersigned(self, msg_type: str, body: dict, right: bool) -> dict:
         try:
-            return P.countersign(msg_type, body, self.ca.sign) if right else body
+            return (P.countersign(msg_type, body, self.ca.sign) if right and self.ca
+                    else body)
         except (KeyError, TypeError, ValueError, OverflowError):
             return body
 
@@ -330,27 +340,43 @@ class FuzzMachine(RuleBasedStateMachine):
         self.fz.send(self.fz.engine, "/predict", "predict", body, as_master=True)
 
 
+class Stopped(BaseException):
+    """SIGTERM: stop sending and say what was sent (not an Exception, so that Hypothesis
+    does not take it for a failing example)."""
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped
+
+
 def run(plan: dict) -> dict:
-    """Send ``plan["count"]`` messages; what was sent and answered."""
+    """Send ``plan["count"]`` messages (fewer when stopped by SIGTERM: ``stopped``); what
+    was sent and answered."""
     fz = FuzzMachine.fz = Fuzz(plan)
     examples = math.ceil(fz.limit / STEPS) * 2  # a sequence may stop short: ask for more
     t = time.monotonic()
     how = settings(max_examples=examples, stateful_step_count=STEPS, deadline=None,
                    database=None, phases=[Phase.generate],
                    suppress_health_check=list(HealthCheck))
-    while not fz.done:
-        before = sum(fz.sent.values())
-        run_state_machine_as_test(FuzzMachine, settings=how)
-        if sum(fz.sent.values()) == before:
-            break
-    drawn_s = time.monotonic() - t
-    fz.limit = fz.count
-    fz.recombine(random.Random(int(plan.get("seed", 1))))
-    alive = {t.name: t.get("/status") for t in (fz.helper, fz.master, fz.engine)}
+    drawn_s, stopped = None, False
+    try:
+        while not fz.done:
+            before = sum(fz.sent.values())
+            run_state_machine_as_test(FuzzMachine, settings=how)
+            if sum(fz.sent.values()) == before:
+                break
+        drawn_s = time.monotonic() - t
+        fz.limit = fz.count
+        fz.recombine(random.Random(int(plan.get("seed", 1))))
+        alive = {t.name: t.get("/status") for t in (fz.helper, fz.master, fz.engine)}
+    except Stopped:
+        stopped, alive = True, None
     return {"sent": sum(fz.sent.values()), "by_type": dict(fz.sent),
             "codes": {str(k): v for k, v in fz.codes.items()}, "failures": fz.failures,
-            "drawn": min(fz.count, DRAWN), "drawn_s": round(drawn_s, 1),
-            "seconds": round(time.monotonic() - t, 1), "status_after": alive}
+            "drawn": min(fz.count, DRAWN),
+            "drawn_s": round(drawn_s if drawn_s is not None else time.monotonic() - t, 1),
+            "seconds": round(time.monotonic() - t, 1), "status_after": alive,
+            "stopped": stopped}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("plan", type=Path, help="the fuzz plan (JSON, see above)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     print(json.dumps(run(json.loads(args.plan.read_text()))))
     sys.stdout.flush()
 

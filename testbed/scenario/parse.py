@@ -45,7 +45,8 @@ from testbed.scenario.units import parse_loss_pct, parse_queue_pkts, parse_rate_
 TOP_KEYS = ("name", "description", "seed", "policy", "topology", "links", "calibration",
             "controller", "duration_s", "warmup_s", "content", "delivery", "viewers", "engine",
             "events", "faults")
-FAULTS_KEYS = ("count", "kinds", "start_s", "quiet_s", "down_s", "cut_s", "flap_period_s")
+FAULTS_KEYS = ("count", "kinds", "start_s", "quiet_s", "down_s", "cut_s", "flap_period_s",
+               "fuzz_rate")
 CONTROLLER_KEYS = ("tls",)
 TOPOLOGY_KEYS = ("generator", "params")
 LINKS_KEYS = ("mode", "defaults", "overrides")
@@ -470,7 +471,8 @@ def _parse_faults(c: _Checker, data: Any, duration_s: float) -> FaultsConfig | N
         count=c.integer(body.get("count", d.count), "faults.count", 0), kinds=kinds,
         start_s=start, quiet_s=quiet, down_s=span("down_s"), cut_s=span("cut_s"),
         flap_period_s=c.number(body.get("flap_period_s", d.flap_period_s),
-                               "faults.flap_period_s", 0, strict=True))
+                               "faults.flap_period_s", 0, strict=True),
+        fuzz_rate=c.number(body.get("fuzz_rate", d.fuzz_rate), "faults.fuzz_rate", 0))
 
 
 def _parse_warmup(c: _Checker, value: Any, duration_s: float) -> float:

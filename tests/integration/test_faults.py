@@ -1,7 +1,8 @@
 """A fault campaign on real Mininet, OVS, controller and daemons: one fault of each kind
 during playback (a helper killed and restarted cold, the master killed and restarted from
 its saved state, the engine killed, the controller restarted, a helper's link cut, a region
-cut off, a core link flapping), while the viewers keep playing.
+cut off, a core link flapping), while the viewers keep playing and an insider fuzzes the
+daemons.
 
 Asserted: every step was carried out; no corrupt and no stale segment reached a viewer;
 the viewers of the killed helper and of the cut link failed over and were answered; the
@@ -35,7 +36,7 @@ def test_a_campaign_of_every_kind_of_fault_during_playback(run_dir):
     sc = load_scenario(REPO / "experiments" / "faults.yaml").with_overrides({
         "duration_s": 110, "warmup_s": 15, "faults.start_s": 20, "faults.quiet_s": 20,
         "faults.down_s": [3, 5], "faults.cut_s": [6, 8], "events[0].at_s": 40,
-        "events[1].at_s": 75})
+        "events[1].at_s": 75, "faults.fuzz_rate": 20})
     result = run_scenario(sc, run_dir, say=print)
     assert not result.failures, result.failures
     verdict = json.loads((run_dir / "faults" / "verdict.json").read_text())
@@ -66,3 +67,17 @@ def test_a_campaign_of_every_kind_of_fault_during_playback(run_dir):
     # the faults are in the summary beside the usual figures
     summary = pd.read_csv(run_dir / "summary.csv").iloc[0]
     assert summary["faults"] == 7 and bool(summary["faults_consistent"])
+    # an insider fuzzed meanwhile: its messages were answered, none by a handler that
+    # failed (a 500; a 504 is a helper that could not reach upstream during a fault), and
+    # every process's memory and descriptors were sampled throughout
+    fuzz = verdict["faults_fuzz"]
+    print(json.dumps(fuzz)[:3000])
+    assert verdict["faults_fuzz_sent"] >= 500 and "500" not in fuzz["codes"], fuzz
+    assert fuzz["codes"].get("200", 0) > 0 and fuzz["chunk_errors"] == 0, fuzz
+    usage = pd.read_csv(run_dir / "faults" / "usage.csv")
+    assert {"m1", "engine", "controller", *(f"h{i}" for i in range(1, 9))} <= set(
+        usage["process"]), sorted(set(usage["process"]))
+    assert usage["at_s"].max() >= 90 and (usage["rss_kb"] > 0).all()
+    # the helper killed and the master restarted were watched in both their lives
+    killed = set(faults.loc[faults["kind"].isin(["helper_crash", "master_restart"]), "target"])
+    assert all(usage.loc[usage["process"] == k, "pid"].nunique() == 2 for k in killed), killed

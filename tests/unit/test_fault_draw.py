@@ -74,6 +74,8 @@ def test_the_faults_section_round_trips_and_sweeps():
     again = SCENARIO.with_overrides({"faults.count": 3})
     assert again.faults.count == 3 and again.faults.kinds == SCENARIO.faults.kinds
     assert again.faults.cut_s == (10.0, 15.0)
+    assert again.faults.fuzz_rate == 0.0  # no fuzzing unless asked
+    assert SCENARIO.with_overrides({"faults.fuzz_rate": 60}).faults.fuzz_rate == 60.0
     assert load_scenario(REPO / "experiments" / "default.yaml").faults is None
 
 
@@ -115,8 +117,9 @@ def test_the_campaign_s_verdict_is_read_from_the_summary():
     summary = {"viewer_requests": 120, "viewer_answered": 117, "digest_failures": 0,
                "stale_serves": 0, "longest_stall_s": 2.5, "stall_events": 2,
                "rebuffer_ratio_all_sessions": float("nan"), "failovers": 4,
-               "master_viewer_serves": 1, "rebuffer_ratio": 0.5}
+               "master_viewer_serves": 1, "rebuffer_ratio": 0.5, "unanswered_segments": 1}
     assert verdict(summary) == {
-        "requests": 120, "requests_failed": 3, "digest_failures": 0, "stale_serves": 0,
+        "requests": 120, "requests_failed": 3, "unanswered_segments": 1,
+        "digest_failures": 0, "stale_serves": 0,
         "longest_stall_s": 2.5, "stalls": 2, "rebuffer_ratio": None, "failovers": 4,
         "master_viewer_serves": 1}

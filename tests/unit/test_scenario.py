@@ -184,6 +184,7 @@ def test_override_naming_two_unlinked_nodes() -> None:
         ("topology: tiered\nduration_s: 60\nfaults: {start_s: 50, quiet_s: 20}\n",
          "faults.start_s", "50 (must be < duration_s - quiet_s (60 - 20))"),
         ("topology: tiered\nfaults: {down_s: [5, 2]}\n", "faults.down_s[1]", "2"),
+        ("topology: tiered\nfaults: {fuzz_rate: -1}\n", "faults.fuzz_rate", "-1 (must be >= 0)"),
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
