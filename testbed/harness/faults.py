@@ -205,7 +205,8 @@ def check_consistency(dep, out: Path) -> dict:
 
 def verdict(summary: dict) -> dict:
     """What the viewers saw through the campaign, from the run's summary row (after the
-    warm-up): requests, those given up, segments whose digest failed, stale serves, the
+    warm-up): requests, those given up (retries spent), segments given up and never had
+    answered later, segments whose digest failed, stale serves, the
     longest single stall, stalls, the rebuffer ratio of every session alive after the
     warm-up, failovers and the master's last-resort answers."""
     def plain(v):
@@ -216,6 +217,7 @@ def verdict(summary: dict) -> dict:
         "requests": requests,
         "requests_failed": (requests - answered if requests is not None
                             and answered is not None else None),
+        "unanswered_segments": summary.get("unanswered_segments"),
         "digest_failures": summary.get("digest_failures"),
         "stale_serves": summary.get("stale_serves"),
         "longest_stall_s": summary.get("longest_stall_s"),

@@ -68,6 +68,25 @@ def stale_serves(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unanswered(records: list[dict], warmup_s: float = 0.0) -> set[tuple]:
+    """(player, video, index) of each segment a viewer gave up on after the warm-up
+    (``request_failed``: its retries ran out) and never had answered later: a request
+    given up and asked again until answered is not in it."""
+    failed: dict[tuple, float] = {}
+    for r in _of(records, R.REQUEST_FAILED):
+        if float(r["at"]) >= warmup_s:
+            key = (r["player"], r["video"], r["index"])
+            failed[key] = max(failed.get(key, -math.inf), float(r["at"]))
+    if not failed:
+        return set()
+    answered: dict[tuple, float] = {}
+    for r in _of(records, R.REQUEST):
+        key = (r["player"], r["video"], r["index"])
+        if key in failed:
+            answered[key] = max(answered.get(key, -math.inf), float(r["at"]))
+    return {k for k, at in failed.items() if answered.get(k, -math.inf) < at}
+
+
 def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
     """Run-level figures the per-request tables do not carry.
 
@@ -134,6 +153,7 @@ def extras(records: list[dict], warmup_s: float = 0.0) -> dict:
     played = sum(float(q.get("played_s") or 0.0) for q in ended)
     out["rebuffer_ratio_all_sessions"] = (stalled / (stalled + played) if stalled + played > 0
                                           else math.nan)
+    out["unanswered_segments"] = len(unanswered(records, warmup_s))
     out["failovers"] = len(after(R.FAILOVER))
     out["master_viewer_serves"] = len(after(R.VIEWER_SERVE))
     live = pd.Series([r.get("at") for r in _of(records, R.LIVE_RX)], dtype="float64")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.harness.results import extras, stale_serves
+from testbed.harness.results import extras, stale_serves, unanswered
 from testbed.harness.run import assign_players, node_configs
 from testbed.nodes.common import NodeConfig
 from testbed.plan import Republish
@@ -151,6 +151,26 @@ def test_extras_count_recovery_from_the_warm_up_on():
     # a session that ended after the warm-up counts whole, whenever it began
     assert ex["rebuffer_ratio_all_sessions"] == pytest.approx(4.0 / 100.0)
     assert math.isnan(extras([])["rebuffer_ratio_all_sessions"])
+
+
+def test_a_segment_given_up_counts_as_unanswered_only_if_never_answered_later():
+    def failed(at, player, index):
+        return {"kind": "request_failed", "node": "v1", "at": at, "player": player,
+                "video": "vod-0000", "index": index}
+
+    def answered(at, player, index):
+        return {"kind": "request", "node": "v1", "at": at, "player": player,
+                "video": "vod-0000", "index": index}
+
+    records = [failed(5, "p1", 1),                           # in the warm-up
+               failed(30, "p1", 2), answered(31.5, "p1", 2),  # asked again: answered
+               failed(32, "p1", 3), answered(31, "p1", 3),    # answered before, not after
+               failed(33, "p2", 2),                           # another player's: never
+               failed(34, "p1", 4), answered(35, "p1", 4), failed(36, "p1", 4)]
+    assert unanswered(records, warmup_s=20.0) == {
+        ("p1", "vod-0000", 3), ("p2", "vod-0000", 2), ("p1", "vod-0000", 4)}
+    assert extras(records, warmup_s=20.0)["unanswered_segments"] == 3
+    assert extras([])["unanswered_segments"] == 0
 
 
 def test_overhead_is_telemetry_and_control_sent_per_byte_to_viewers():
