@@ -165,6 +165,9 @@ SERVE = _kind("serve", "a helper answered a viewer's segment request", "helper",
 SERVE_FAILED = _kind("serve_failed", "a helper could not answer a viewer", "helper", {
     "video": "str", "index": "int", "error": "str (at most 200 characters)",
 })
+TREE_HEDGE = _kind("tree_hedge", "an ancestor was slow: the one above it was asked too",
+                   "helper", {"video": "str", "index": "int",
+                              "slow": "str: the ancestor that had not answered"})
 UPSTREAM_SERVE = _kind("upstream_serve", "a helper answered another helper's tree or mesh fetch",
                        "helper", {
                            "to": "str: the asking helper",

@@ -53,7 +53,8 @@ class Net:
         self.nodes = {n: H.HelperLogic(settings(n, **kw)) for n in names}
         self.delay = {}
         self.default_delay = delay_ms / 1000
-        self.down: set[str] = set()
+        self.down: set[str] = set()      # refuse at once (a timeout after 1 s at most)
+        self.silent: set[str] = set()    # cut off: nothing comes back before the timeout
         self.versions = {v: 1 for v in CAT.ids()}
         self.queue: list = []
         self.seq = itertools.count()
@@ -116,6 +117,10 @@ class Net:
 
     def deliver(self, src: str, e: Send) -> None:
         arrive = self.now + self.d(src, e.to)
+        if e.to in self.silent:
+            if e.ref is not None:
+                self.at(self.now + e.timeout_s, src, Response(e.ref, 0, b"Timeout"))
+            return
         if e.to in self.down:
             if e.ref is not None:
                 self.at(self.now + min(e.timeout_s, 1.0), src, Response(e.ref, 0, b"Timeout"))
@@ -219,6 +224,45 @@ def test_tree_fallback_through_ancestors_when_the_parent_is_down():
     r = net.replies[("h3", ref)]
     assert r.status == 504
     assert net.kinds("h3", "serve_failed")[0]["index"] == 2
+
+
+def test_a_silent_parent_has_the_ancestor_above_it_asked_after_the_hedge():
+    net = Net("h1", "h2", "h3")
+    net.route("h3", table(1, "h2", ["h2", "h1", "m1"], tier=3))
+    net.route("h1", table(1, "m1", ["m1"], children=["h2"]))
+    net.silent.add("h2")                     # cut off: its ask times out after 8 s
+    ref = net.request("h3", VOD, 1)
+    net.run(H.TREE_HEDGE_S - 0.05)
+    assert ("h3", ref) not in net.replies
+    assert [e.to for e in net.sends("h3", "/fetch")] == ["h2"]
+    net.run(H.TREE_HEDGE_S + 0.5)            # h1 asked too, and it answered
+    r = net.replies[("h3", ref)]
+    assert r.status == 200 and r.body == seg(VOD, 1)
+    assert [e.to for e in net.sends("h3", "/fetch")] == ["h2", "h1"]
+    assert net.kinds("h3", "tree_hedge") == [{"video": VOD, "index": 1, "slow": "h2"}]
+    net.run(20.0)                            # h2's timeout later changes nothing
+    assert len(net.kinds("h3", "serve")) == 1 and net.kinds("h3", "serve_failed") == []
+    assert [e.to for e in net.sends("h3", "/fetch")] == ["h2", "h1"]
+    # everyone up the tree silent: the ask fails once the last one has timed out
+    net.silent |= {"h1", "m1"}
+    ref = net.request("h3", VOD, 2)
+    net.run(21.0 + 2 * H.TREE_HEDGE_S + 0.1)
+    assert ("h3", ref) not in net.replies    # the master was asked last and may answer
+    assert [e.to for e in net.sends("h3", "/fetch")][2:] == ["h2", "h1", "m1"]
+    net.run(40.0)
+    assert net.replies[("h3", ref)].status == 504
+
+
+def test_an_ancestor_that_answers_in_time_is_not_hedged():
+    net = Net("h1", "h2", "h3", delay_ms=100.0)  # the answer comes 0.6 s after the ask
+    net.route("h3", table(1, "h2", ["h2", "h1", "m1"], tier=3))
+    net.route("h2", table(1, "h1", ["h1", "m1"], children=["h3"], tier=2))
+    net.route("h1", table(1, "m1", ["m1"], children=["h2"]))
+    ref = net.request("h2", VOD, 3)
+    net.run(5.0)
+    assert net.replies[("h2", ref)].status == 200
+    assert [e.to for e in net.sends("h2", "/fetch")] == ["h1"]
+    assert net.kinds("h2", "tree_hedge") == []
 
 
 def test_one_fetch_per_segment_however_many_ask():

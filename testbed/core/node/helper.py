@@ -17,6 +17,8 @@ The rules it keeps:
   50-300 ms) or when every neighbour has said no; the tree is asked ancestor by ancestor
   (parent, its parent, ..., the master).  An answer counts only if its version is at least
   the one asked for and its bytes match the digest in the signed manifest of that version.
+  An ancestor silent for :data:`TREE_HEDGE_S` (cut off, or its own way up is) gets the
+  one above it asked too (a ``tree_hedge`` record); the first good answer wins.
 * **Pushes** (receiveMeshData): the driver has checked the master's signature on the push's
   plan (:func:`P.plan_bytes`); a push is accepted only on its route, from the previous hop,
   along a route with no loop and at most :data:`P.MAX_ROUTE` nodes, for a known segment no
@@ -78,6 +80,7 @@ BW_WAIT_S = 3.5           # the longest a round waits for its bandwidth probes
 LIVE_WANTED_S = 30.0      # a viewer's request keeps its channel joined this long
 MESH_ASK_TIMEOUT_S = 2.0
 TREE_ASK_TIMEOUT_S = 8.0
+TREE_HEDGE_S = 1.0  # an ancestor silent this long: the one above it is asked too
 CONTROL_TIMEOUT_S = 5.0
 TELEMETRY_BATCH = 200
 MAX_VIEWER_BATCH = 200
@@ -275,8 +278,10 @@ class _Fetch:
     version: int
     waiters: list[Done] = field(default_factory=list)
     asks: set[int] = field(default_factory=set)    # refs of mesh asks in flight
-    tree_at: int = -1                               # ancestor being asked; -1: not started
-    tree_ref: int | None = None
+    tree_at: int = -1                               # last ancestor asked; -1: not started
+    tree_refs: set[int] = field(default_factory=set)  # refs of tree asks in flight
+    tree_last: int | None = None                    # ref of the last ancestor's ask
+    tree_failed: bool = False                       # every ancestor asked said no
     done: bool = False
 
 
@@ -592,22 +597,47 @@ class HelperLogic:
         return out
 
     def _ask_tree(self, job: _Fetch, now: float) -> list:
-        """Ask the next ancestor (the parent first)."""
+        """Ask the next ancestor (the parent first); if it has not answered within
+        :data:`TREE_HEDGE_S`, the one above it is asked too (the first good answer wins):
+        a parent cut off answers nothing until its ask times out, and a viewer waiting
+        that long would have stalled and left."""
         job.tree_at += 1
         ancestors = self.ancestors()
         if job.tree_at >= len(ancestors):
-            job.tree_ref = None
-            if job.asks:
-                return []  # neighbours may still answer
-            return self._finish(job, None, f"{job.key[0]}/{job.key[1]}: no ancestor answered",
-                                now)
+            return self._tree_failed(job, now)
         name = ancestors[job.tree_at]
         body = {"video": job.key[0], "index": job.key[1], "min_version": job.version}
         send = self._ask(name, "fetch", body,
                          lambda r, t: self._tree_answer(job, name, r, t),
                          path="/fetch", cls="tree", timeout_s=TREE_ASK_TIMEOUT_S)
-        job.tree_ref = send.ref
-        return [send]
+        job.tree_refs.add(send.ref)
+        job.tree_last = send.ref
+        if job.tree_at + 1 >= len(ancestors):
+            return [send]
+        return [send, SetTimer(f"uphedge:{job.key[0]}/{job.key[1]}", now + TREE_HEDGE_S,
+                               (job, job.tree_at))]
+
+    def _tree_failed(self, job: _Fetch, now: float) -> list:
+        """An ancestor said no (or could not be reached): the next one, unless every
+        one has been asked; the fetch fails once none is left to answer."""
+        if job.done or job.tree_last in job.tree_refs:
+            return []  # the last one asked may still answer (and is hedged on its own)
+        if job.tree_at + 1 < len(self.ancestors()):
+            return self._ask_tree(job, now)
+        if job.tree_refs:
+            return []  # one asked before may still answer
+        job.tree_failed = True
+        if job.asks:
+            return []  # neighbours may still answer
+        return self._finish(job, None, f"{job.key[0]}/{job.key[1]}: no ancestor answered",
+                            now)
+
+    def _up_hedge(self, job: _Fetch, at: int, now: float) -> list:
+        if job.done or job.tree_at != at:  # answered, or the tree moved on already
+            return []
+        asked = self.ancestors()[at] if at < len(self.ancestors()) else "?"
+        return [self._record("tree_hedge", video=job.key[0], index=job.key[1], slow=asked),
+                *self._ask_tree(job, now)]
 
     def _checked(self, job: _Fetch, sender: str, cls: str, r: Response,
                  then: Callable[[bytes, int, Root | None], list],
@@ -651,7 +681,7 @@ class HelperLogic:
                 return []
             if job.tree_at < 0:          # every neighbour said no: the tree at once
                 return self._ask_tree(job, now)
-            if job.tree_ref is None:     # the tree had already failed
+            if job.tree_failed:          # the tree had already failed
                 return self._finish(job, None, f"{job.key[0]}/{job.key[1]}: "
                                                 "no ancestor answered", now)
             return []
@@ -659,8 +689,9 @@ class HelperLogic:
         return self._checked(job, peer, "mesh", r, got, failed)
 
     def _tree_answer(self, job: _Fetch, name: str, r: Response, now: float) -> list:
-        if job.done or r.ref != job.tree_ref:
+        if job.done or r.ref not in job.tree_refs:
             return []
+        job.tree_refs.discard(r.ref)
 
         def got(data: bytes, ver: int, root: Root | None) -> list:
             if job.done:
@@ -669,7 +700,7 @@ class HelperLogic:
             return self._finish(job, (data, ver, Source.TREE, root or Root.ORIGIN), "",
                                 self.now)
 
-        return self._checked(job, name, "tree", r, got, lambda: self._ask_tree(job, self.now))
+        return self._checked(job, name, "tree", r, got, lambda: self._tree_failed(job, self.now))
 
     def _hedge(self, job: _Fetch, now: float) -> list:
         if job.done or job.tree_at >= 0:
@@ -1127,6 +1158,8 @@ class HelperLogic:
         name = ev.name
         if name.startswith("hedge:"):
             return self._hedge(ev.token, now)
+        if name.startswith("uphedge:"):
+            return self._up_hedge(*ev.token, now)
         if name == "neighbours":
             return self._neighbour_round(now)
         if name == "neighbours_measured":
