@@ -425,6 +425,25 @@ def test_invalidation_raises_the_floor_and_fans_out_once():
     assert net.replies[("h1", ref)].status == 409
 
 
+def test_an_old_copy_that_arrives_after_the_invalidation_is_not_served():
+    net = Net("h2", "h3", mesh_pull=True, delay_ms=20.0)
+    neighbours(net.nodes["h3"], {"h2": 2.0})
+    net.route("h3", table(1, "m1", ["m1"]))
+    net.nodes["h2"].handle(H.ManifestArrived(VOD, manifest(VOD), {}), 0.0)
+    net.nodes["h2"].cache.put((VOD, 5), 1, seg(VOD, 5, 1), "tree", 0.0)
+    ref = net.request("h3", VOD, 5)  # the manifest by 0.04 s, h2 asked, its answer at 0.08 s
+    body = {"inv_id": "i1", "video": VOD, "version": 2, "issued": 0.0, "route": ["m1"]}
+    net.at(0.06, "h3", H.Control(next(net.refs), "m1", "master", "invalidate", body))
+    net.run(0.061)
+    net.versions[VOD] = 2
+    assert [e.to for e in net.sends("h3", "/peer-fetch")] == ["h2"]
+    net.run(2.0)
+    r = net.replies[("h3", ref)]
+    assert r.status == 200 and r.body == seg(VOD, 5, 2)
+    assert [s["version"] for s in net.kinds("h3", "serve")] == [2]
+    assert [e.to for e in net.sends("h3", "/fetch")] == ["m1"]  # the tree, for version 2
+
+
 def test_an_old_copy_is_not_served_after_a_newer_manifest():
     net = Net("h1")
     h1 = net.nodes["h1"]

@@ -650,6 +650,9 @@ class HelperLogic:
             ver = int(r.headers.get(VERSION_HEADER, "0"))
         except (TypeError, ValueError):
             ver = 0
+        # an invalidation that came while the ask was out raises what the job needs: an
+        # answer of the old version, sent before the sender knew, is not served
+        job.version = max(job.version, self.cache.floor(job.key[0]))
         if ver < job.version:
             return failed()
         root = Root.CACHE if r.headers.get(ROOT_HEADER) == Root.CACHE else Root.ORIGIN
