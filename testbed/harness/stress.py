@@ -36,6 +36,7 @@ FUZZ_MASTER = "m-insider"
 SETTLE_S = 60.0           # a process's first minute (caches and pools filling) is left out
 FLAT_RSS_PCT = 10.0
 FLAT_FDS = 8
+JUDGED_S = 600.0          # flatness is judged over at least this long
 
 
 def proc_usage(pid: int) -> tuple[int, int] | None:
@@ -301,14 +302,15 @@ def verdict(faults_dir: Path, end_s: float, logs: Path | None = None) -> dict:
     """A campaign's usage and fuzz figures for its verdict; ``growth.csv`` beside
     ``usage.csv`` (helpers' caches taken out with the ``cache_state`` records of ``logs``
     when given).  ``usage_flat`` judges the processes watched for at least a third of the
-    run (None when none was: a short campaign says nothing about leaks)."""
+    run and :data:`JUDGED_S` (None when none was: in a short campaign the viewers' load is
+    still building up, and it says nothing about leaks)."""
     usage_csv = Path(faults_dir) / "usage.csv"
     usage = pd.read_csv(usage_csv) if usage_csv.exists() else pd.DataFrame()
     if logs is not None and len(usage):
         usage = with_cache(usage, cache_fill(logs))
     table = growth(usage, end_s)
     table.to_csv(Path(faults_dir) / "growth.csv", index=False)
-    judged = table[table["span_s"] >= end_s / 3]
+    judged = table[table["span_s"] >= max(end_s / 3, JUDGED_S)]
     fuzz = fuzz_totals(Path(faults_dir) / "fuzz.jsonl")
     return {"rss_growth_pct_max": float(table["rss_growth_pct"].max()) if len(table) else None,
             "held_growth_pct_max": (float(table["held_growth_pct"].max()) if len(table)

@@ -61,6 +61,13 @@ def test_the_verdict_judges_only_processes_watched_long_enough(tmp_path):
     assert got["fuzz"]["codes"]["200"] == 120 and got["fuzz"]["chunk_errors"] == 1
     assert len(got["fuzz"]["failures"]) == 4
     assert (tmp_path / "growth.csv").exists()
+    # a run of 200 s judges nothing: its load is still building up
+    short = tmp_path / "short"
+    short.mkdir()
+    series("h1", 10, TIMES[:21], [50_000 + 1000 * i for i in range(21)], 40).to_csv(
+        short / "usage.csv", index=False)
+    got = verdict(short, end_s=200)
+    assert got["usage_flat"] is None and got["rss_growth_pct_max"] > 10
     # nothing watched, nothing fuzzed: no verdict on flatness
     empty = tmp_path / "none"
     empty.mkdir()
