@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -18,6 +17,7 @@ from nets import rogue_net
 
 from testbed.core import security as sec
 from testbed.harness.run import Deployment
+from testbed.harness.stress import proc_usage as usage
 from testbed.scenario import loads_scenario
 
 MESSAGES = int(os.environ.get("MESHCAST_FUZZ_MESSAGES", "60000"))
@@ -35,14 +35,6 @@ viewers: {per_host: 1}
 
 def net():
     return rogue_net(core_delay_ms=2.0, core_bw_mbit=100.0)
-
-
-def usage(pid: int) -> tuple[int, int]:
-    """(resident kB, open descriptors) of a process."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(next(line.split()[1] for line in status.splitlines()
-                   if line.startswith("VmRSS:")))
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def fuzz(dep, plan: dict, count: int) -> dict:
