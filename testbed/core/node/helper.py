@@ -76,6 +76,13 @@ PROBE_STAGGER_S = 0.003   # between two peer probes: replies do not queue behind
 PROBE_WAIT_S = 0.3        # after the last probe, the round decides on what came back
 BW_PROBE_BYTES = 12 * 1024  # within TCP's first flight (10 segments), so one train
 BW_PROBE_EVERY_S = 120.0  # an active bandwidth probe per peer at most this often
+#: a peer's bandwidth is the median of its last this many trains; a peer that matters is
+#: probed each round until it has them (one train stretched or squeezed by the scheduler of
+#: a busy machine is outvoted, not believed for the next two minutes)
+BW_SAMPLES = 3
+#: a train this many times above or below the estimate has a second train sent the next
+#: round, so a real change moves the median within two rounds and a fluke is outvoted
+BW_DISAGREE = 2.0
 BW_WAIT_S = 3.5           # the longest a round waits for its bandwidth probes
 LIVE_WANTED_S = 30.0      # a viewer's request keeps its channel joined this long
 MESH_ASK_TIMEOUT_S = 2.0
@@ -310,8 +317,10 @@ class HelperLogic:
         self._cursor = (place.get(s.name, -1) + 1) % max(len(names), 1)
         self.peer_rtt: dict[str, deque] = (
             {p: deque(maxlen=5) for p in s.peers} if self._few else {})
-        self.peer_bw: dict[str, float] = {}
-        self.peer_bw_at: dict[str, float] = {}
+        self.peer_bw: dict[str, float] = {}          # peer -> estimate (Mbit/s)
+        self.peer_bw_at: dict[str, float] = {}       # peer -> when its last train came in
+        self.peer_bw_samples: dict[str, deque] = {}  # peer -> its last BW_SAMPLES trains
+        self._bw_confirm: set[str] = set()           # peers whose last train disagreed
         self.rounds = 0
         self.reported_inventory = b""
         self._reported_changes = -1  # the cache's change count at the last report
@@ -989,6 +998,8 @@ class HelperLogic:
             del self.peer_rtt[p]
             self.peer_bw.pop(p, None)
             self.peer_bw_at.pop(p, None)
+            self.peer_bw_samples.pop(p, None)
+            self._bw_confirm.discard(p)
 
     def _neighbour_round(self, now: float) -> list:
         targets = self.probe_targets()
@@ -1010,8 +1021,7 @@ class HelperLogic:
         latency = {p: statistics.median(s) for p, s in self.peer_rtt.items() if s}
         nearest = sorted(latency, key=latency.get)[:self.selector.k + 2]
         probe_set = set(self.selector.neighbours) | set(nearest)
-        stale = sorted(p for p in probe_set if p in latency
-                       and now - self.peer_bw_at.get(p, -1e9) > BW_PROBE_EVERY_S)
+        stale = sorted(p for p in probe_set if p in latency and self._bw_stale(p, now))
         self._round_latency = latency
         if not stale:
             return self._choose(now)
@@ -1019,14 +1029,32 @@ class HelperLogic:
         return [*(MeasureBandwidth(p, BW_PROBE_BYTES) for p in stale),
                 SetTimer("bandwidth_wait", now + BW_WAIT_S)]
 
+    def _bw_stale(self, peer: str, now: float) -> bool:
+        """Whether ``peer`` gets a bandwidth train this round: it has fewer than
+        :data:`BW_SAMPLES`, its last one disagreed with the estimate, or the estimate is
+        older than :data:`BW_PROBE_EVERY_S`."""
+        return (len(self.peer_bw_samples.get(peer, ())) < BW_SAMPLES
+                or peer in self._bw_confirm
+                or now - self.peer_bw_at.get(peer, -1e9) > BW_PROBE_EVERY_S)
+
     def _bandwidth_sample(self, ev: BandwidthSample, now: float) -> list:
-        if ev.seconds > 0.0002 and ev.nbytes >= 4096 and (self._few or ev.peer in self.peer_rtt):
+        peer = ev.peer
+        if ev.seconds > 0.0002 and ev.nbytes >= 4096 and (self._few or peer in self.peer_rtt):
             sample = ev.nbytes * 8 / ev.seconds / 1e6
-            old = self.peer_bw.get(ev.peer)
-            self.peer_bw[ev.peer] = sample if old is None else 0.7 * old + 0.3 * sample
-            self.peer_bw_at[ev.peer] = now
-        if ev.peer in self._bw_pending:
-            self._bw_pending.discard(ev.peer)
+            old = self.peer_bw.get(peer)
+            samples = self.peer_bw_samples.setdefault(peer, deque(maxlen=BW_SAMPLES))
+            samples.append(sample)
+            # a train far off the estimate asks for one more (not a chain of them: the
+            # confirming train is believed as one vote of the median, whatever it says)
+            if (peer not in self._bw_confirm and old is not None
+                    and not old / BW_DISAGREE <= sample <= old * BW_DISAGREE):
+                self._bw_confirm.add(peer)
+            else:
+                self._bw_confirm.discard(peer)
+            self.peer_bw[peer] = statistics.median(samples)
+            self.peer_bw_at[peer] = now
+        if peer in self._bw_pending:
+            self._bw_pending.discard(peer)
             if not self._bw_pending:
                 return self._choose(now)
         return []
