@@ -101,7 +101,8 @@ def up(scenario: Path = typer.Argument(DEFAULT_SCENARIO, help="Scenario YAML fil
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
         with TestbedNetwork(spec, run_dir, mode=mode or sc.links.mode, seed=sc.seed,
-                            tls=sc.controller.tls) as tn:
+                            tls=sc.controller.tls,
+                            tcp_congestion=sc.links.tcp_congestion) as tn:
             console.print(f"network up: {len(tn.net.hosts)} hosts, {len(tn.net.switches)} "
                           f"switches, link mode {tn.mode}, run {tn.run_id}")
             console.print(f"hosts: {run_dir / 'hosts.json'}")

@@ -59,6 +59,42 @@ def resolve_link_mode(mode: str) -> str:
     return mode
 
 
+AVAILABLE_CC = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+
+
+def ensure_congestion_control(name: str) -> None:
+    """Make TCP congestion control ``name`` available (loading ``tcp_<name>`` if need be),
+    or say in one line why it cannot be."""
+    if name in AVAILABLE_CC.read_text().split():
+        return
+    _run(["modprobe", "-q", f"tcp_{name}"])
+    available = AVAILABLE_CC.read_text().split()
+    if name not in available:
+        raise RuntimeError(f"links.tcp_congestion: {name!r} is not available on this kernel "
+                           f"(it has {', '.join(available)})")
+
+
+ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+
+
+def allow_congestion_control(name: str) -> str | None:
+    """Let network namespaces take ``name`` as their default: outside the first namespace
+    the kernel refuses (EPERM) any congestion control not in the allowed list.  Returns
+    the list as it was when ``name`` had to be added (for :func:`restore_allowed`), else
+    None."""
+    before = ALLOWED_CC.read_text().strip()
+    if name in before.split():
+        return None
+    ALLOWED_CC.write_text(f"{before} {name}".strip() + "\n")
+    return before
+
+
+def restore_allowed(before: str | None) -> None:
+    """Put back the allowed list :func:`allow_congestion_control` changed."""
+    if before is not None:
+        ALLOWED_CC.write_text(before + "\n")
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -29,7 +29,14 @@ from testbed.core import spec as S
 from testbed.core.floor import SwitchLatency
 from testbed.emu import netlock, residue, switchprobe, tc, tls
 from testbed.emu.controller import ControllerProcess, free_port
-from testbed.emu.kernel import has_ovs_module, has_xdp_sockets, resolve_link_mode
+from testbed.emu.kernel import (
+    allow_congestion_control,
+    ensure_congestion_control,
+    has_ovs_module,
+    has_xdp_sockets,
+    resolve_link_mode,
+    restore_allowed,
+)
 from testbed.emu.links import EmuIntf, EmuLink
 from testbed.emu.ovs import (
     OvsError,
@@ -166,7 +173,7 @@ class TestbedNetwork:
     def __init__(self, spec: nx.Graph, run_dir: Path, mode: str = "auto", seed: int = 0,
                  apps: tuple[str, ...] = ("l2", "multicast", "mesh"),
                  run_id: str | None = None, controller_env: dict[str, str] | None = None,
-                 compensate: bool = True, tls: bool = False):
+                 compensate: bool = True, tls: bool = False, tcp_congestion: str = "cubic"):
         S.validate(spec)
         self.spec = spec
         self.run_dir = Path(run_dir).resolve()
@@ -175,6 +182,10 @@ class TestbedNetwork:
         self.apps = apps
         self.controller_env = dict(controller_env or {})
         self.tls = tls  # the OpenFlow channel over TLS (testbed.emu.tls)
+        # every host's TCP congestion control, set in its namespace: the host machine's own
+        # default (BBR here, CUBIC on most machines) must not decide how a run's TCP behaves
+        self.tcp_congestion = tcp_congestion
+        self._cc_allowed_before: str | None = None  # the machine's list, put back at stop
         self._ovs_ssl = False  # Open vSwitch's SSL settings are this network's, to remove
         self.run_id = run_id or f"{self.run_dir.name}-{uuid.uuid4().hex[:6]}"
         self.tag = uuid.uuid4().hex[:3]
@@ -214,6 +225,8 @@ class TestbedNetwork:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ensure_ovs_running()
         self.mode = resolve_link_mode(self.requested_mode)
+        ensure_congestion_control(self.tcp_congestion)
+        self._cc_allowed_before = allow_congestion_control(self.tcp_congestion)
         self._saved_label = os.environ.get(residue.LABEL_ENV)
         os.environ[residue.LABEL_ENV] = self.run_id  # every child carries the label
         self._write_state()
@@ -271,6 +284,8 @@ class TestbedNetwork:
             self._ovs_ssl = False
         release_pmd_sleep(self._pmd_keys)
         self._pmd_keys = []
+        restore_allowed(self._cc_allowed_before)
+        self._cc_allowed_before = None
         if self._saved_label is None:
             os.environ.pop(residue.LABEL_ENV, None)
         else:
@@ -318,6 +333,11 @@ class TestbedNetwork:
         net.build()
         for host in net.hosts:
             host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
+            host.cmd(f"sysctl -qw net.ipv4.tcp_congestion_control={self.tcp_congestion}")
+            got = host.cmd("cat /proc/sys/net/ipv4/tcp_congestion_control").strip()
+            if got != self.tcp_congestion:
+                raise RuntimeError(f"links.tcp_congestion: {host.name} runs {got!r}, "
+                                   f"not {self.tcp_congestion!r}")
             # IP multicast (content groups) leaves and arrives by the host's one interface
             host.cmd(f"ip route add 224.0.0.0/4 dev {host.defaultIntf()}")
         self._label_root_interfaces()
@@ -539,6 +559,7 @@ class TestbedNetwork:
                 "name": h.name, "role": attrs["role"], "pid": h.pid,
                 "ip": self.plan[h.name]["ip"], "mac": self.plan[h.name]["mac"],
                 "region": attrs.get("region"), "tier": attrs.get("tier"),
+                "tcp_congestion": self.tcp_congestion,
                 "interfaces": [{"name": i.name, "mac": i.MAC(), "ip": i.IP()}
                                for i in h.intfList()],
             }
@@ -557,6 +578,7 @@ class TestbedNetwork:
             "controller_pid": self.controller.pid if self.controller else None,
             "api": f"http://127.0.0.1:{self.api_port}" if self.api_port else None,
             "linkemu_pid": self.linkemu.pid if self.linkemu else None,
+            "tcp_allowed_before": self._cc_allowed_before,
         }
         (residue.STATE_DIR / f"{self.run_id}.json").write_text(json.dumps(state, indent=1))
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.emu import kernel
+
 LABEL_ENV = "MESHCAST_RUN"
 ALIAS_PREFIX = "meshcast:"
 OVS_KEY = "meshcast-run"
@@ -168,6 +170,16 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+def _restore_machine_settings(state_file: Path) -> None:
+    """What a run changed on the machine and did not get to put back (it was killed)."""
+    try:
+        before = json.loads(state_file.read_text()).get("tcp_allowed_before")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(before, str):
+        kernel.restore_allowed(before)
+
+
 def clean(run: str | None = None) -> dict[str, list]:
     """Remove every labelled process, bridge and interface (of one run, or all)."""
     pids = labeled_pids(run)
@@ -182,6 +194,7 @@ def clean(run: str | None = None) -> dict[str, list]:
     if STATE_DIR.is_dir():
         for f in STATE_DIR.glob("*.json"):
             if run is None or f.stem == run:
+                _restore_machine_settings(f)
                 f.unlink(missing_ok=True)
                 states.append(f.stem)
     return {"processes": sorted(pids), "bridges": bridges, "links": links, "states": states}

@@ -37,7 +37,8 @@ def check_network(sc: Scenario, path: Path, mode: str | None = None,
     probed = add_probes(spec if spec is not None else sc.build_spec())
     run_dir = path.parent / f"{path.stem}-run"
     with TestbedNetwork(probed, run_dir, mode=mode or sc.links.mode, seed=sc.seed,
-                        tls=sc.controller.tls) as tn:
+                        tls=sc.controller.tls,
+                        tcp_congestion=sc.links.tcp_congestion) as tn:
         if started is not None:
             started(tn)
         results = C.calibrate(tn.net, probed, plan, progress=progress)

@@ -220,7 +220,8 @@ class Deployment:
         degree = {"MESHCAST_MESH_DEGREE": str(max(3, len(helpers) - 1))}
         self.tn = TestbedNetwork(spec, run_dir=out / "net", mode=self.mode,
                                  seed=self.scenario.seed, controller_env=degree,
-                                 tls=self.scenario.controller.tls)
+                                 tls=self.scenario.controller.tls,
+                                 tcp_congestion=self.scenario.links.tcp_congestion)
         self.tn.start()
         self.timings["network_s"] = time.monotonic() - t_start
         self.link_mode = self.tn.mode

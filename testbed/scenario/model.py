@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from testbed.core.content import CatalogueConfig
 
 LINK_MODES = ("auto", "netem", "userspace")
+#: TCP congestion controls a scenario may give its hosts (``links.tcp_congestion``)
+TCP_CONGESTION = ("cubic", "reno", "bbr")
 #: Scenario link key -> LinkParams field.
 LINK_KEYS: Mapping[str, str] = MappingProxyType(
     {"delay": "delay_ms", "jitter": "jitter_ms", "loss": "loss_pct", "bw": "bw_mbit",
@@ -83,6 +85,7 @@ class LinkConfig:
     """How links are emulated, and what fills or replaces the generator's values."""
 
     mode: str = "auto"
+    tcp_congestion: str = "cubic"   # every emulated host's, whatever the machine's default
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     overrides: tuple[LinkOverride, ...] = ()
 
@@ -364,6 +367,7 @@ class Scenario:
                          "params": {k: _plain(v) for k, v in self.topology.params.items()}},
             "links": {
                 "mode": self.links.mode,
+                "tcp_congestion": self.links.tcp_congestion,
                 "defaults": {_SHORT[k]: v for k, v in self.links.defaults.items()},
                 "overrides": [
                     {"between": list(o.between), **{_SHORT[k]: v for k, v in o.fields.items()}}

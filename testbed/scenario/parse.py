@@ -26,6 +26,7 @@ from testbed.scenario.model import (
     PREFETCH_POLICIES,
     PUSH_PRIORITIES,
     PUSH_SOURCES,
+    TCP_CONGESTION,
     VIEWER_MODELS,
     CalibrationConfig,
     ContentConfig,
@@ -49,7 +50,7 @@ FAULTS_KEYS = ("count", "kinds", "start_s", "quiet_s", "down_s", "cut_s", "flap_
                "fuzz_rate")
 CONTROLLER_KEYS = ("tls",)
 TOPOLOGY_KEYS = ("generator", "params")
-LINKS_KEYS = ("mode", "defaults", "overrides")
+LINKS_KEYS = ("mode", "tcp_congestion", "defaults", "overrides")
 CALIBRATION_KEYS = ("probes", "interval_s", "iperf_seconds", "sample", "paths")
 CONTENT_KEYS = ("videos", "live_channels", "duration_s", "live_duration_s", "bitrate_kbps",
                 "segment_s")
@@ -114,6 +115,10 @@ def _parse_links(c: _Checker, data: Any) -> LinkConfig:
     mode = body.get("mode", "auto")
     if mode not in LINK_MODES:
         raise c.fail("links.mode", mode, f"must be one of {', '.join(LINK_MODES)}")
+    congestion = body.get("tcp_congestion", "cubic")
+    if congestion not in TCP_CONGESTION:
+        raise c.fail("links.tcp_congestion", congestion,
+                     f"must be one of {', '.join(TCP_CONGESTION)}")
     defaults = _parse_link_fields(
         c, c.mapping(body.get("defaults"), "links.defaults", tuple(LINK_KEYS)), "links.defaults"
     )
@@ -132,7 +137,7 @@ def _parse_links(c: _Checker, data: Any) -> LinkConfig:
         if not fields:
             raise c.fail(path, item, f"sets no link field ({', '.join(LINK_KEYS)})")
         overrides.append(LinkOverride((between[0], between[1]), MappingProxyType(fields)))
-    return LinkConfig(mode, MappingProxyType(defaults), tuple(overrides))
+    return LinkConfig(mode, congestion, MappingProxyType(defaults), tuple(overrides))
 
 
 def _parse_calibration(c: _Checker, data: Any) -> CalibrationConfig:

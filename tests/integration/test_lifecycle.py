@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from testbed.core.spec import MASTER
-from testbed.emu import residue
+from testbed.emu import kernel, residue
 from testbed.emu.network import TestbedNetwork
 from topologies.line import make_line
 
@@ -18,6 +18,8 @@ TESTBED = [sys.executable, "-m", "testbed"]
 
 def test_thirty_hosts_and_ten_switches_start_forward_and_leave_no_residue(run_dir):
     before = residue.Snapshot.take()
+    machine_cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text()
+    machine_allowed = kernel.ALLOWED_CC.read_text()
     t0 = time.monotonic()
     with TestbedNetwork(make_line(switches=10, hosts_per_switch=3), run_dir) as tn:
         up_s = time.monotonic() - t0
@@ -31,9 +33,15 @@ def test_thirty_hosts_and_ten_switches_start_forward_and_leave_no_residue(run_di
         assert hosts["m1"]["role"] == MASTER and hosts["m1"]["ip"] == "10.0.0.1"
         assert all(Path(f"/proc/{h['pid']}").exists() for h in hosts.values())
         assert residue.labeled_bridges(tn.run_id) and residue.labeled_links(tn.run_id)
+        # every host runs the scenario's TCP (CUBIC by default), not the machine's default
+        assert {h.cmd("cat /proc/sys/net/ipv4/tcp_congestion_control").strip()
+                for h in tn.net.hosts} == {"cubic"}
+        assert {h["tcp_congestion"] for h in hosts.values()} == {"cubic"}
     print(f"30 hosts + 10 switches up in {up_s:.1f} s")
     assert up_s <= 60
     assert not any(residue.Snapshot.take().minus(before).values())
+    assert Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text() == machine_cc
+    assert kernel.ALLOWED_CC.read_text() == machine_allowed
 
 
 def run_cli(*args, timeout=120, **kw):
@@ -102,6 +110,7 @@ def test_clean_removes_what_a_killed_run_left(tmp_path):
     scen.write_text("name: small\ntopology: {generator: chain, params: {delays_ms: [1, 2]}}\n")
     run = tmp_path / "run"
     before = residue.Snapshot.take()
+    machine_allowed = kernel.ALLOWED_CC.read_text()
     proc = subprocess.Popen([*TESTBED, "up", str(scen), "--hold", "--out", str(run)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90
@@ -114,6 +123,7 @@ def test_clean_removes_what_a_killed_run_left(tmp_path):
     res = run_cli("clean")
     assert res.returncode == 0, res.stderr
     assert not any(residue.Snapshot.take().minus(before).values())
+    assert kernel.ALLOWED_CC.read_text() == machine_allowed  # widened for the run, put back
 
 
 def test_mn_custom_loads_a_topology_file(tmp_path):

@@ -80,6 +80,7 @@ def test_every_shipped_scenario_parses_and_builds(path: Path) -> None:
 def test_default_scenario_matches_the_reference_setup() -> None:
     s = load_scenario(EXPERIMENTS / "default.yaml")
     assert (s.name, s.seed, s.links.mode, s.topology.generator) == ("default", 1, "auto", "tiered")
+    assert s.links.tcp_congestion == "cubic"
     g = s.build_spec()
     assert len(hosts(g, [MASTER])) == 1
     assert len(hosts(g, [HELPER])) == 8
@@ -188,7 +189,7 @@ def test_override_naming_two_unlinked_nodes() -> None:
         ("topology: {generator: tiered, paramz: {}}\n", "topology.paramz",
          "unknown key (expected one of generator, params)"),
         ("topology: tiered\nlinks: {mod: netem}\n", "links.mod",
-         "unknown key (expected one of mode, defaults, overrides)"),
+         "unknown key (expected one of mode, tcp_congestion, defaults, overrides)"),
         ("topology: tiered\nlinks: {defaults: {latency: 5}}\n", "links.defaults.latency",
          "unknown key (expected one of delay, jitter, loss, bw, queue)"),
         ("topology: tiered\nlinks: {overrides: [{between: [s1, s2], dly: 5}]}\n",
@@ -218,6 +219,8 @@ def test_unknown_keys_at_every_level(text: str, path: str, expected: str) -> Non
          "links.defaults.queue: 'many' (expected a whole number of packets)"),
         ("topology: tiered\nlinks: {mode: fast}\n",
          "links.mode: 'fast' (must be one of auto, netem, userspace)"),
+        ("topology: tiered\nlinks: {tcp_congestion: vegas}\n",
+         "links.tcp_congestion: 'vegas' (must be one of cubic, reno, bbr)"),
         ("topology: tiered\nseed: one\n", "seed: 'one' (must be a whole number)"),
         ("topology: tiered\nseed: -1\n", "seed: -1 (must be >= 0)"),
         ("topology: tiered\nname: [a]\n", "name: ['a'] (must be text)"),
