@@ -218,3 +218,45 @@ def steps(faults: Sequence[Fault], flap_period_s: float = 2.0) -> list[Step]:
             out += [Step(f.at_s, i, "down", "-".join(p)) for p in f.links]
             out += [Step(f.end_s, i, "up", "-".join(p)) for p in f.links]
     return sorted(out)
+
+
+# --------------------------------------------------------------------------- cut off
+
+
+def cut_off(spec: nx.Graph, origin: str,
+            link_steps: Sequence[tuple[float, str, str]]) -> dict[str, list[tuple[float, float]]]:
+    """When each node had no path to ``origin``: node -> (from, to) spans in run seconds.
+
+    ``link_steps`` are ``(at_s, action, "a-b")`` with action ``down`` or ``up``, in any
+    order (others are ignored); a link down twice (two faults overlapping) is up only when
+    both have ended.  A span still open at the last step ends at ``inf``.
+    """
+    events = sorted((float(at), action, target) for at, action, target in link_steps
+                    if action in ("down", "up"))
+    downs: dict[frozenset, int] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
+    since: dict[str, float] = {}   # node -> when it was cut off, while it is
+    i = 0
+    while i < len(events):
+        at = events[i][0]
+        while i < len(events) and events[i][0] == at:   # all the steps of one instant
+            _, action, target = events[i]
+            link = frozenset(target.split("-", 1))
+            downs[link] = max(0, downs.get(link, 0) + (1 if action == "down" else -1))
+            i += 1
+        g = nx.restricted_view(spec, [], [tuple(link) for link, n in downs.items()
+                                          if n and len(link) == 2])
+        reach = nx.node_connected_component(g, origin) if origin in g else set()
+        for node in spec.nodes:
+            if node not in reach and node not in since:
+                since[node] = at
+            elif node in reach and node in since:
+                out.setdefault(node, []).append((since.pop(node), at))
+    for node, start in since.items():
+        out.setdefault(node, []).append((start, float("inf")))
+    return out
+
+
+def overlap(start: float, end: float, spans: Sequence[tuple[float, float]]) -> float:
+    """Seconds of ``[start, end]`` inside ``spans`` (disjoint, as :func:`cut_off` gives)."""
+    return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)

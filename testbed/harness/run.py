@@ -43,7 +43,7 @@ from testbed.emu.calibrate import CpuSampler
 from testbed.emu.network import TestbedNetwork, read_linkemu_stats
 from testbed.emu.proc import ManagedProcess
 from testbed.harness import manifest, results
-from testbed.harness.faults import FAULTS_DIR, FaultRunner, check_consistency
+from testbed.harness.faults import FAULTS_DIR, FaultRunner, check_consistency, write_stalls
 from testbed.harness.faults import verdict as faults_verdict
 from testbed.harness.plan import (  # noqa: F401  (the run's building blocks, re-exported)
     PLANNED_CSV,
@@ -365,7 +365,9 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
         end_at=scenario.duration_s, spec=dep.spec, links=links, warmup_s=scenario.warmup_s,
         settle_s=policy_horizon_s(scenario) + scenario.delivery.prefetch_interval_s)
     if campaign is not None:  # the campaign's verdict: its own columns and the viewers'
-        seen = {**faults_verdict(summary), **stress_verdict(dep.out / FAULTS_DIR,
+        seen = {**faults_verdict(summary),
+                **write_stalls(dep.out, dep.spec, scenario.warmup_s),
+                **stress_verdict(dep.out / FAULTS_DIR,
                                                              scenario.duration_s,
                                                              dep.out / "logs")}
         (dep.out / FAULTS_DIR / "verdict.json").write_text(json.dumps(
