@@ -209,6 +209,17 @@ class Player:
         return self._pos
 
     @property
+    def needed(self) -> int | None:
+        """The segment playback waits for next: the first one not held from the playhead on
+        (None when the rest of the video is held)."""
+        if self._state in ("idle", "done"):
+            return None
+        i = self._seg_of(self._buffer_end())
+        while i < self.n_segments and i in self._have:
+            i += 1
+        return i if i < self.n_segments else None
+
+    @property
     def buffer_s(self) -> float:
         """Seconds of media buffered ahead of the playhead as of the last call."""
         return self._buffer_end() - self._pos

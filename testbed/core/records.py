@@ -322,7 +322,13 @@ REQUEST = _kind("request", "a viewer's segment request was answered", "viewer", 
     "bytes": "int", "latency_ms": "float", "digest_ok": "bool",
     "sha256": "str: first 16 hex digits of the bytes' digest",
     "server": "int: who answered: 0 the session's own helper, else its n-th fallback",
+    "hedge": "bool: answered by a hedge (asked of another server while this one was slow)",
 })
+VIEWER_HEDGE = _kind("viewer_hedge", "a segment playback waited on was asked of another "
+                     "server too", "viewer", {
+                         "player": "str", "video": "str", "index": "int",
+                         "to": "str: the base URL asked", "outcome": "str: asked or failed",
+                     })
 FAILOVER = _kind("failover", "a viewer session moved to another server", "viewer", {
     "player": "str", "video": "str", "from": "str: base URL", "to": "str: base URL",
     "error": "str: what failed",

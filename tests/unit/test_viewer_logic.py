@@ -294,3 +294,96 @@ def test_a_helper_that_answers_an_error_is_left_but_not_marked_down():
     (moved,) = loop.kinds("failover")
     assert moved["player"] == "p1" and moved["to"] == NEAR and not loop.logic.down
     assert all(q["completed"] for q in loop.kinds("qoe"))
+
+
+# -- hedge --------------------------------------------------------------------------------------
+class SlowLoop(Loop):
+    """Servers answer after ``lat[url]`` s (``latency`` for the others); one in ``silent``
+    gives no answer until the read timeout, ``timeout`` s, and then an error."""
+
+    def __init__(self, chains, lat=None, silent=(), timeout=3.0, refuse=(), **kw):
+        self.lat = dict(lat or {})
+        self.silent = set(silent)
+        self.refuse = set(refuse)
+        self.timeout = timeout
+        self.asked: list[tuple[float, str, int]] = []
+        super().__init__(chains, **kw)
+
+    def apply(self, effects):
+        for e in effects:
+            if isinstance(e, V.GetSegment):
+                self.asked.append((self.now, e.helper, e.index))
+                if e.helper in self.silent:
+                    self.at(self.now + self.timeout, V.SegmentResult(e.ref, error="Timeout"))
+                    continue
+                if e.helper in self.refuse:
+                    self.at(self.now + 0.01, V.SegmentResult(e.ref, error="Connection refused"))
+                    continue
+                saved, self.latency = self.latency, self.lat.get(e.helper, self.latency)
+                super().apply([e])
+                self.latency = saved
+            else:
+                super().apply([e])
+
+
+def test_a_segment_playback_waits_on_is_asked_of_the_next_server_after_a_second():
+    loop = SlowLoop([[failing_over()]], lat={HELPER: 2.5})
+    loop.run(40.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["completed"] and qoe["failovers"] == 0 and not loop.kinds("failover")
+    hedges = loop.kinds("viewer_hedge")
+    assert hedges and {h["to"] for h in hedges} == {NEAR}
+    assert {h["outcome"] for h in hedges} == {"asked"}
+    # asked of the helper first, of the next server one second later (not before)
+    first = {}
+    for t, url, i in loop.asked:
+        first.setdefault((url, i), t)
+    for h in hedges:
+        i = h["index"]
+        assert first[(NEAR, i)] - first[(HELPER, i)] >= V.HEDGE_S - 1e-9
+    # the hedge's answer was played, the helper's late one dropped (each segment once)
+    won = [r for r in loop.kinds("request") if r["hedge"]]
+    assert won and {r["server"] for r in won} == {1}
+    assert sorted(r["index"] for r in loop.kinds("request")) == list(range(CAT[VOD].n_segments))
+    assert qoe["requests"] == qoe["answered"] == CAT[VOD].n_segments
+
+
+def test_a_hedge_shortens_the_stall_behind_a_slow_helper():
+    def stalled(loop):
+        return sum(q["stall_s"] for q in loop.kinds("qoe"))
+
+    plain = SlowLoop([[session()]], lat={HELPER: 5.0})
+    plain.run(60.0)
+    hedged = SlowLoop([[failing_over()]], lat={HELPER: 5.0})
+    hedged.run(60.0)
+    assert stalled(hedged) < stalled(plain)
+    assert hedged.kinds("qoe")[0]["startup_s"] < plain.kinds("qoe")[0]["startup_s"] - 0.5
+
+
+def test_no_hedge_while_the_buffer_holds():
+    # 1.5 s answers: only start-up waits on them; once playing, two in flight keep the
+    # buffer above the mark and nothing more is asked twice
+    loop = SlowLoop([[failing_over()]], lat={HELPER: 1.5})
+    loop.run(40.0)
+    hedged = [h["index"] for h in loop.kinds("viewer_hedge")]
+    assert hedged and max(hedged) <= 1
+    assert len(loop.asked) == CAT[VOD].n_segments + len(hedged)
+
+
+def test_a_hedge_that_fails_changes_nothing():
+    loop = SlowLoop([[failing_over()]], lat={HELPER: 1.8}, refuse={NEAR})
+    loop.run(40.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["completed"] and qoe["failovers"] == 0 and not loop.logic.down
+    outcomes = [h["outcome"] for h in loop.kinds("viewer_hedge")]
+    assert outcomes and outcomes.count("failed") == outcomes.count("asked")
+    assert {r["server"] for r in loop.kinds("request")} == {0}
+
+
+def test_a_silent_helper_is_hedged_at_once_and_left_when_its_request_times_out():
+    loop = SlowLoop([[failing_over()]], silent={HELPER})
+    loop.run(40.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["completed"] and qoe["startup_s"] < V.HEDGE_S + 0.5
+    (moved,) = loop.kinds("failover")
+    assert (moved["from"], moved["to"]) == (HELPER, NEAR) and HELPER in loop.logic.down

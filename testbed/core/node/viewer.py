@@ -9,6 +9,12 @@ retried (``retries`` attempts, ``0.2 s x attempt`` apart; a manifest ``0.5 s x a
 apart); a session whose first frame takes longer than its patience leaves.  Sessions of one
 chain (one emulated player watching back to back) start one after the other.
 
+**Hedge.**  When playback waits on a segment (stalled, starting, or less than
+:data:`HEDGE_BUFFER_S` buffered) and its request has had no answer for :data:`HEDGE_S`, the
+same segment is asked of the session's next server too; the first good answer is played and
+the other dropped.  A hedge that fails changes nothing (the session stays where it is); a
+server that cannot be reached is still found out by the request's own failure.
+
 **Failover.**  A session also knows where else to ask (its ``fallbacks``: the other helpers,
 nearest first, then the master).  When its server cannot be reached or fails (no answer, a
 timeout, a 5xx), the session moves to the next server not known to be down and asks there;
@@ -20,8 +26,8 @@ session is served by (any helper of the run takes the session's token), never th
 
 Records: ``player`` (each player event), ``request`` (each segment, with its source, its
 server and whether its digest checked), ``request_retry``, ``request_failed``,
-``manifest_error``, ``failover`` and one ``qoe`` per session that started (or could not:
-``error`` "no manifest").
+``manifest_error``, ``failover``, ``viewer_hedge`` and one ``qoe`` per session that started
+(or could not: ``error`` "no manifest").
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ RETRIES = 4
 DOWN_S = 10.0  # a server that failed is skipped this long by the host's sessions
 MANIFEST_BACKOFF_S = 0.5
 SEGMENT_BACKOFF_S = 0.2
+HEDGE_S = 1.0         # a segment playback waits on, unanswered this long: ask elsewhere too
+HEDGE_BUFFER_S = 2.0  # playback "waits on" a segment with less than this buffered
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,7 @@ class _Session:
     done: bool = False
     server: int = 0                      # which of planned.servers it asks
     failovers: int = 0
+    hedged: set[int] = field(default_factory=set)   # segments asked of a second server
 
     @property
     def url(self) -> str:
@@ -219,12 +228,16 @@ class ViewerHostLogic:
             return []
         if mark:
             self.down[sess.url] = now + DOWN_S
-        order = [(sess.server + k) % len(servers) for k in range(1, len(servers))]
-        nxt = next((i for i in order if self.down.get(servers[i], 0.0) <= now), order[0])
-        old, sess.server = sess.url, nxt
+        old, sess.server = sess.url, self._next_server(sess, now)
         sess.failovers += 1
         return [Record("failover", {"player": sess.planned.viewer, "video": sess.video,
                                     "from": old, "to": sess.url, "error": error[:120]})]
+
+    def _next_server(self, sess: _Session, now: float) -> int:
+        """The session's next server after its own not known to be down (else the next)."""
+        servers = sess.planned.servers
+        order = [(sess.server + k) % len(servers) for k in range(1, len(servers))]
+        return next((i for i in order if self.down.get(servers[i], 0.0) <= now), order[0])
 
     def _ask_manifest(self, sess: _Session) -> list:
         """Every session asks its helper for the manifest, as a DASH player asks for the
@@ -248,10 +261,10 @@ class ViewerHostLogic:
             return []
         if what == "verify":
             out: list = []
-            for wsid, index, t0, seg in self._verifying.pop(detail, []):
+            for wsid, index, t0, seg, server, hedge in self._verifying.pop(detail, []):
                 w = self.sessions[wsid]
                 if not w.done:
-                    out += self._checked(w, index, t0, seg, now)
+                    out += self._checked(w, index, t0, seg, now, server, hedge)
             return out
         if ev.manifest is not None:
             sess.token = ev.token
@@ -291,7 +304,11 @@ class ViewerHostLogic:
         fetches, events = player.poll(now)
         out += self._notes(sess, events)
         for f in fetches:
-            out.append(self._get(sess, f.index, 0, now))
+            out.append(self._get(sess, f.index, 0, now, now))
+        hedge_at = None
+        if len(sess.planned.servers) > 1:
+            hedges, hedge_at = self._hedge(sess, now)
+            out += hedges
         patience = sess.planned.patience_s
         if (patience is not None and player.state == "startup"
                 and now - sess.planned.plan.start_at > patience):
@@ -301,35 +318,74 @@ class ViewerHostLogic:
             sess.done = True
             out.append(self._qoe(sess, cut=len(sess.inflight)))
             return [*out, *self._next_in_chain(sess, now)]
-        delay = max(0.01, min(1.0, player.next_wakeup(now) - now))
+        wake = player.next_wakeup(now) if hedge_at is None else min(player.next_wakeup(now),
+                                                                     hedge_at)
+        delay = max(0.01, min(1.0, wake - now))
         out.append(SetTimer(f"wake:{sess.sid}", now + delay, sess.sid))
         return out
+
+    def _hedge(self, sess: _Session, now: float) -> tuple[list, float | None]:
+        """Ask another server for the segment playback waits on, if its request has been
+        unanswered for :data:`HEDGE_S`; else when to look again (None: no need)."""
+        player = sess.player
+        index = player.needed
+        if (index is None or index in sess.hedged or player.state in ("paused", "done")
+                or (player.state == "playing" and player.buffer_s >= HEDGE_BUFFER_S)):
+            return [], None
+        sent = [self._refs[r][2][1] for r, (i, _, _) in sess.inflight.items()
+                if i == index and r > 0 and r in self._refs]
+        if not sent:
+            return [], None   # not asked yet, or waiting to be asked again
+        due = min(sent) + HEDGE_S
+        if now < due:
+            return [], due
+        sess.hedged.add(index)
+        server = self._next_server(sess, now)
+        get = self._get(sess, index, 0, now, now, server=server)
+        return [get, Record("viewer_hedge", {
+            "player": sess.planned.viewer, "video": sess.video, "index": index,
+            "to": sess.planned.servers[server], "outcome": "asked"})], None
 
     def _next_in_chain(self, sess: _Session, now: float) -> list:
         if not sess.chain:
             return []
         return self._schedule(sess.chain[0], sess.chain[1:], now)
 
-    def _get(self, sess: _Session, index: int, attempt: int, t0: float) -> GetSegment:
+    def _get(self, sess: _Session, index: int, attempt: int, t0: float, now: float,
+             server: int | None = None) -> GetSegment:
+        """Ask the session's server (or ``server``, a hedge) for segment ``index``."""
         ref = self._ref()
         sess.inflight[ref] = (index, attempt, t0)
-        self._refs[ref] = ("segment", sess.sid, None)
-        return GetSegment(ref, sess.url, sess.video, index, sess.planned.viewer)
+        hedge = server is not None
+        at = sess.server if server is None else server
+        self._refs[ref] = ("segment", sess.sid, (at, now, hedge))
+        return GetSegment(ref, sess.planned.servers[at], sess.video, index,
+                          sess.planned.viewer)
 
     def _segment_result(self, ev: SegmentResult, now: float) -> list:
-        _, sid, _ = self._refs.pop(ev.ref, (None, 0, None))
+        _, sid, asked = self._refs.pop(ev.ref, (None, 0, None))
         sess = self.sessions.get(sid)
         if sess is None or sess.done or ev.ref not in sess.inflight:
             return []
         index, attempt, t0 = sess.inflight.pop(ev.ref)
+        server, _, hedge = asked if asked is not None else (sess.server, t0, False)
+        if ev.status != 200 and hedge:  # the request it hedged goes on as it would have
+            return [Record("viewer_hedge", {
+                "player": sess.planned.viewer, "video": sess.video, "index": index,
+                "to": sess.planned.servers[server],
+                "outcome": "failed"}), *self._poll(sess, now)]
         if ev.status != 200:
             error = ev.error or f"HTTP {ev.status}"
             out: list = [Record("request_retry", {"player": sess.planned.viewer,
                                                   "video": sess.video, "index": index,
                                                   "attempt": attempt, "error": error[:120]})]
             if ev.status == 0 or ev.status >= 500:  # unreachable or failing: ask elsewhere
-                # (a server that answered is not down: its way up the tree may be)
-                out += self._failover(sess, error, now, mark=ev.status == 0)
+                # (a server that answered is not down: its way up the tree may be); a
+                # request to a server the session has already left moves it no further
+                if server == sess.server:
+                    out += self._failover(sess, error, now, mark=ev.status == 0)
+                elif ev.status == 0:
+                    self.down[sess.planned.servers[server]] = now + DOWN_S
             if attempt + 1 < self.s.retries:
                 # held in flight while it waits, so the player does not ask for it again
                 sess.inflight[-ev.ref] = (index, attempt + 1, t0)
@@ -343,10 +399,10 @@ class ViewerHostLogic:
             return [*out, *self._poll(sess, now)]
         newest = self.manifests.get(sess.video)
         if newest is not None and newest.version >= ev.version:
-            return self._checked(sess, index, t0, ev, now)
+            return self._checked(sess, index, t0, ev, now, server, hedge)
         # a newer version than this host knows: its manifest first (one fetch for all)
         waiting = self._verifying.setdefault((sess.video, ev.version), [])
-        waiting.append((sid, index, t0, ev))
+        waiting.append((sid, index, t0, ev, server, hedge))
         sess.inflight[-ev.ref] = (index, attempt, t0)
         if len(waiting) > 1:
             return []
@@ -355,9 +411,11 @@ class ViewerHostLogic:
         return [GetManifest(ref, sess.url, sess.video)]
 
     def _checked(self, sess: _Session, index: int, t0: float, ev: SegmentResult,
-                 now: float) -> list:
+                 now: float, server: int, hedge: bool) -> list:
         for ref in [r for r, (i, _, _) in sess.inflight.items() if i == index]:
-            del sess.inflight[ref]
+            del sess.inflight[ref]   # the other answer, if it comes, is dropped
+            self._refs.pop(ref, None)
+        sess.hedged.discard(index)
         m = self.versions.get((sess.video, ev.version))
         ok = m is not None and m.digest_ok(index, ev.data)
         sess.digest_failures += not ok
@@ -368,7 +426,7 @@ class ViewerHostLogic:
         sess.latencies.append(ms)
         out: list = [Record("request", {
             "player": sess.planned.viewer, "video": sess.video, "index": index,
-            "version": ev.version, "source": ev.source, "server": sess.server,
+            "version": ev.version, "source": ev.source, "server": server, "hedge": hedge,
             "bytes": len(ev.data),
             "latency_ms": round(ms, 3), "digest_ok": ok,
             "sha256": fingerprint(ev.data)[:16]})]
@@ -416,7 +474,7 @@ class ViewerHostLogic:
             if sess is None or sess.done or held not in sess.inflight:
                 return []
             index, attempt, t0 = sess.inflight.pop(held)
-            return [self._get(sess, index, attempt, t0)]
+            return [self._get(sess, index, attempt, t0, now)]
         sess = self.sessions.get(ev.token)
         if sess is None or sess.done:
             return []
