@@ -4,6 +4,8 @@
 
 TESTBED_PACKAGES=(mininet openvswitch-switch iperf3 ethtool iproute2 iputils-ping tcpdump
                   python3-venv python3-pip python3-networkx python3-yaml kmod procps git make)
+# Real media (testbed.media): make setup installs these too; the check VM does not need them.
+MEDIA_PACKAGES=(ffmpeg fonts-dejavu-core)
 
 # ensure_packages TAG PKG...: installs the packages that are not installed (apt-get,
 # non-interactive, without recommends) and says which, prefixed by [TAG]; silent when all

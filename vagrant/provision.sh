@@ -16,7 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-ensure_packages setup "${TESTBED_PACKAGES[@]}" || say "Debian packages present"
+ensure_packages setup "${TESTBED_PACKAGES[@]}" "${MEDIA_PACKAGES[@]}" \
+    || say "Debian packages present"
 
 # Open vSwitch: kernel datapath where the module exists, else the userspace datapath
 # (the testbed chooses per bridge); the daemons are the same.
