@@ -64,6 +64,14 @@ def test_a_campaign_of_every_kind_of_fault_during_playback(run_dir):
     consistency = verdict["consistency"]
     assert consistency["answered"] == consistency["helpers"] == 8, consistency
     assert consistency["agree"], consistency["problems"]
+    # every stall after the warm-up is listed with the time its viewer was cut off from
+    # the origin: the region cut off has some, and what is left to recovery is no more
+    stalls = pd.read_csv(run_dir / "faults" / "stalls.csv")
+    assert len(stalls) == verdict["faults_stalls"]
+    assert (stalls["beyond_cut_off_s"] <= stalls["wait_s"] + 1e-6).all()
+    assert verdict["faults_longest_stall_beyond_cut_off_s"] <= verdict["faults_longest_stall_s"]
+    cut_region = faults.loc[faults["kind"] == "region_cut", "target"].iloc[0]
+    assert cut_region.startswith("region-")
     # the faults are in the summary beside the usual figures
     summary = pd.read_csv(run_dir / "summary.csv").iloc[0]
     assert summary["faults"] == 7 and bool(summary["faults_consistent"])
