@@ -138,6 +138,16 @@ def release_pmd_sleep(keys: list[str]) -> None:
             pass
 
 
+def release_left_pmd_sleep() -> list[str]:
+    """Remove the PMD sleep keys a network set and did not get to remove (it was killed);
+    the keys it removed.  Nothing when Open vSwitch is not running."""
+    if shutil.which("ovs-vsctl") is None:
+        return []
+    keys = [k for k in (_setting("external_ids", PMD_SLEEP_MARK) or "").split(";") if k]
+    release_pmd_sleep(keys)
+    return keys
+
+
 def bridge_connected(bridge: str) -> bool:
     """True if ``bridge`` has controllers and every one reports ``is_connected``."""
     value = vsctl("get", "Bridge", bridge, "controller").strip().strip("[]")

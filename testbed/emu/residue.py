@@ -190,6 +190,10 @@ def clean(run: str | None = None) -> dict[str, list]:
     links = labeled_links(run)
     for name in links:
         _run(["ip", "link", "del", name])
+    if run is None:  # no network is running (clean refuses otherwise): OVS as it was found
+        from testbed.emu.ovs import release_left_pmd_sleep
+
+        release_left_pmd_sleep()
     states = []
     if STATE_DIR.is_dir():
         for f in STATE_DIR.glob("*.json"):

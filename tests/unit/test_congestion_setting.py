@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from testbed.emu import kernel, residue
+from testbed.emu import kernel, ovs, residue
 
 
 @pytest.fixture
@@ -39,8 +39,22 @@ def test_clean_puts_back_what_a_killed_run_widened(allowed, tmp_path, monkeypatc
     monkeypatch.setattr(residue, "labeled_pids", lambda run: set())
     monkeypatch.setattr(residue, "labeled_bridges", lambda run: [])
     monkeypatch.setattr(residue, "labeled_links", lambda run: [])
+    monkeypatch.setattr(ovs, "release_left_pmd_sleep", lambda: [])
     before = kernel.allow_congestion_control("cubic")
     (state / "r1.json").write_text(json.dumps({"run": "r1", "tcp_allowed_before": before}))
     (state / "r2.json").write_text("{not json")
     assert sorted(residue.clean()["states"]) == ["r1", "r2"]
     assert allowed.read_text().split() == ["reno", "bbr"]
+
+
+def test_clean_removes_the_pmd_sleep_keys_a_killed_network_left(monkeypatch):
+    removed: list = []
+    monkeypatch.setattr(ovs.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(ovs, "_setting", lambda column, key: (
+        "pmd-maxsleep;pmd-sleep-max" if (column, key) == ("external_ids", ovs.PMD_SLEEP_MARK)
+        else None))
+    monkeypatch.setattr(ovs, "release_pmd_sleep", removed.append)
+    assert ovs.release_left_pmd_sleep() == ["pmd-maxsleep", "pmd-sleep-max"]
+    assert removed == [["pmd-maxsleep", "pmd-sleep-max"]]
+    monkeypatch.setattr(ovs, "_setting", lambda column, key: None)
+    assert ovs.release_left_pmd_sleep() == [] and removed[-1] == []
