@@ -1,5 +1,6 @@
-"""The hosts' TCP congestion control: the machine's allowed list is widened for a run's
-namespaces and put back afterwards, also by ``testbed clean`` after a killed run."""
+"""What a run changes on the machine is put back: the TCP congestion controls allowed in
+namespaces (widened for the hosts' own), and Open vSwitch's PMD sleep keys, also by
+``testbed clean`` after a killed run."""
 
 from __future__ import annotations
 
