@@ -370,14 +370,35 @@ def test_no_hedge_while_the_buffer_holds():
     assert len(loop.asked) == CAT[VOD].n_segments + len(hedged)
 
 
-def test_a_hedge_that_fails_changes_nothing():
+def test_a_hedge_that_fails_leaves_the_session_and_the_next_server_is_tried():
     loop = SlowLoop([[failing_over()]], lat={HELPER: 1.8}, refuse={NEAR})
     loop.run(40.0)
     (qoe,) = loop.kinds("qoe")
-    assert qoe["completed"] and qoe["failovers"] == 0 and not loop.logic.down
-    outcomes = [h["outcome"] for h in loop.kinds("viewer_hedge")]
-    assert outcomes and outcomes.count("failed") == outcomes.count("asked")
+    assert qoe["completed"] and qoe["failovers"] == 0
+    assert set(loop.logic.down) == {NEAR}        # the server it could not reach is skipped
+    hedges = loop.kinds("viewer_hedge")
+    assert hedges[:2] == [{"player": "p1", "video": VOD, "index": 0, "to": NEAR,
+                           "outcome": "asked"},
+                          {"player": "p1", "video": VOD, "index": 0, "to": NEAR,
+                           "outcome": "failed"}]
+    # the helper answers at 1.8 s, before a second hedge was due (1 s after the first)
+    assert {h["to"] for h in hedges} == {NEAR}
     assert {r["server"] for r in loop.kinds("request")} == {0}
+
+
+def test_each_other_server_is_hedged_once_a_second_until_one_answers():
+    loop = SlowLoop([[failing_over()]], lat={HELPER: 3.5}, refuse={NEAR})
+    loop.run(40.0)
+    (qoe,) = loop.kinds("qoe")
+    assert qoe["completed"] and qoe["failovers"] == 0
+    first = [(h["to"], h["outcome"]) for h in loop.kinds("viewer_hedge") if h["index"] == 0]
+    assert first == [(NEAR, "asked"), (NEAR, "failed"), (MASTER, "asked")]
+    asks = {(url, i): t for t, url, i in reversed(loop.asked)}
+    assert asks[(MASTER, 0)] - asks[(NEAR, 0)] >= V.HEDGE_S - 1e-9
+    (seg0,) = [r for r in loop.kinds("request") if r["index"] == 0]
+    assert seg0["hedge"] and seg0["server"] == 2
+    # later segments: NEAR is known down, so their hedges go straight to the master
+    assert all(h["to"] == MASTER for h in loop.kinds("viewer_hedge") if h["index"] > 0)
 
 
 def test_a_silent_helper_is_hedged_at_once_and_left_when_its_request_times_out():

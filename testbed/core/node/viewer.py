@@ -12,8 +12,9 @@ chain (one emulated player watching back to back) start one after the other.
 **Hedge.**  When playback waits on a segment (stalled, starting, or less than
 :data:`HEDGE_BUFFER_S` buffered) and its request has had no answer for :data:`HEDGE_S`, the
 same segment is asked of the session's next server too; the first good answer is played and
-the other dropped.  A hedge that fails changes nothing (the session stays where it is); a
-server that cannot be reached is still found out by the request's own failure.
+the other dropped.  A hedge that fails leaves the session where it is (a server it could not
+reach is skipped for :data:`DOWN_S`), and :data:`HEDGE_S` after the last ask the next server
+is tried, each other server once per segment.
 
 **Failover.**  A session also knows where else to ask (its ``fallbacks``: the other helpers,
 nearest first, then the master).  When its server cannot be reached or fails (no answer, a
@@ -151,7 +152,8 @@ class _Session:
     done: bool = False
     server: int = 0                      # which of planned.servers it asks
     failovers: int = 0
-    hedged: set[int] = field(default_factory=set)   # segments asked of a second server
+    # segment -> the servers a hedge asked for it, and when the last one was asked
+    hedged: dict[int, tuple[frozenset, float]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -329,18 +331,25 @@ class ViewerHostLogic:
         unanswered for :data:`HEDGE_S`; else when to look again (None: no need)."""
         player = sess.player
         index = player.needed
-        if (index is None or index in sess.hedged or player.state in ("paused", "done")
+        if (index is None or player.state in ("paused", "done")
                 or (player.state == "playing" and player.buffer_s >= HEDGE_BUFFER_S)):
             return [], None
-        sent = [self._refs[r][2][1] for r, (i, _, _) in sess.inflight.items()
-                if i == index and r > 0 and r in self._refs]
-        if not sent:
-            return [], None   # not asked yet, or waiting to be asked again
-        due = min(sent) + HEDGE_S
+        asked: list[tuple[float, bool]] = [self._refs[r][2][1:] for r, (i, _, _)
+                                           in sess.inflight.items()
+                                           if i == index and r > 0 and r in self._refs]
+        if not asked or any(hedge for _, hedge in asked):
+            return [], None   # not asked yet, waiting to be asked again, or hedged now
+        tried, last = sess.hedged.get(index, (frozenset(), -1.0))
+        servers = sess.planned.servers
+        order = [(sess.server + k) % len(servers) for k in range(1, len(servers))]
+        fresh = [i for i in order if i not in tried]
+        if not fresh:
+            return [], None   # every other server was asked once already
+        due = max(min(t for t, _ in asked), last) + HEDGE_S
         if now < due:
             return [], due
-        sess.hedged.add(index)
-        server = self._next_server(sess, now)
+        server = next((i for i in fresh if self.down.get(servers[i], 0.0) <= now), fresh[0])
+        sess.hedged[index] = (tried | {server}, now)
         get = self._get(sess, index, 0, now, now, server=server)
         return [get, Record("viewer_hedge", {
             "player": sess.planned.viewer, "video": sess.video, "index": index,
@@ -370,6 +379,8 @@ class ViewerHostLogic:
         index, attempt, t0 = sess.inflight.pop(ev.ref)
         server, _, hedge = asked if asked is not None else (sess.server, t0, False)
         if ev.status != 200 and hedge:  # the request it hedged goes on as it would have
+            if ev.status == 0:   # unreachable: skipped for a while, by hedges too
+                self.down[sess.planned.servers[server]] = now + DOWN_S
             return [Record("viewer_hedge", {
                 "player": sess.planned.viewer, "video": sess.video, "index": index,
                 "to": sess.planned.servers[server],
@@ -415,7 +426,7 @@ class ViewerHostLogic:
         for ref in [r for r, (i, _, _) in sess.inflight.items() if i == index]:
             del sess.inflight[ref]   # the other answer, if it comes, is dropped
             self._refs.pop(ref, None)
-        sess.hedged.discard(index)
+        sess.hedged.pop(index, None)
         m = self.versions.get((sess.video, ev.version))
         ok = m is not None and m.digest_ok(index, ev.data)
         sess.digest_failures += not ok
