@@ -247,21 +247,36 @@ class InsiderFuzz:
             with self._lock:
                 if self._stop.is_set():
                     return
-                self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                              stderr=subprocess.DEVNULL, env=env,
-                                              start_new_session=True)
+                with open(self.dir / f"fuzz-{chunk}.stderr", "wb") as errors:
+                    self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                                  stderr=errors, env=env,
+                                                  start_new_session=True)
             out, _ = self._proc.communicate()
-            if out.strip():  # its totals (also when stopped)
-                got = json.loads(out.decode().strip().splitlines()[-1])
-                with open(self.results, "a") as f:
-                    f.write(json.dumps({"chunk": chunk, "ended_s": round(self.dep.now(), 1),
-                                        **got}) + "\n")
-            elif not self._stop.is_set():  # a chunk that failed on its own is recorded
-                with open(self.results, "a") as f:
-                    f.write(json.dumps({"chunk": chunk, "ended_s": round(self.dep.now(), 1),
-                                        "error": f"exit {self._proc.returncode}"}) + "\n")
+            stderr = self.dir / f"fuzz-{chunk}.stderr"
+            if stderr.exists() and not stderr.stat().st_size:
+                stderr.unlink()
+            got = _last_json(out.decode(errors="replace"))
+            line = {"chunk": chunk, "ended_s": round(self.dep.now(), 1)}
+            if got is None:  # failed, or stopped before it said what it sent: a chunk error
+                line["error"] = f"exit {self._proc.returncode}, no totals (see {stderr.name})"
+            with open(self.results, "a") as f:
+                f.write(json.dumps({**line, **(got or {})}) + "\n")
+            if got is None and not self._stop.is_set():
                 self._stop.wait(5)
             chunk += 1
+
+
+def _last_json(text: str) -> dict | None:
+    """The last line of ``text`` that is a JSON object (a library may print lines of its
+    own), or None."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            got = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(got, dict):
+            return got
+    return None
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import signal
 import socket
@@ -345,16 +346,39 @@ class Stopped(BaseException):
     does not take it for a failing example)."""
 
 
+_RUNNING: dict = {}  # the fuzz under way and when it began, for a SIGTERM's totals
+
+
 def _stop(signum, frame) -> None:
-    raise Stopped
+    """SIGTERM: say what was sent and leave at once.  Raising into Hypothesis instead may
+    have it replay the interrupted example (sending on) until the sender's grace runs out
+    and it is killed, and then nothing at all is said."""
+    fz, t = _RUNNING.get("fz"), _RUNNING.get("t")
+    if fz is None:
+        raise Stopped
+    sys.stdout.write(json.dumps(totals(fz, t, None, None, stopped=True)) + "\n")
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def totals(fz: Fuzz, t: float, drawn_s: float | None, alive: dict | None,
+           stopped: bool) -> dict:
+    """What ``fz`` sent and saw since ``t`` (monotonic)."""
+    return {"sent": sum(fz.sent.values()), "by_type": dict(fz.sent),
+            "codes": {str(k): v for k, v in fz.codes.items()}, "failures": fz.failures,
+            "drawn": min(fz.count, DRAWN),
+            "drawn_s": round(drawn_s if drawn_s is not None else time.monotonic() - t, 1),
+            "seconds": round(time.monotonic() - t, 1), "status_after": alive,
+            "stopped": stopped}
 
 
 def run(plan: dict) -> dict:
     """Send ``plan["count"]`` messages (fewer when stopped by SIGTERM: ``stopped``); what
     was sent and answered."""
-    fz = FuzzMachine.fz = Fuzz(plan)
-    examples = math.ceil(fz.limit / STEPS) * 2  # a sequence may stop short: ask for more
     t = time.monotonic()
+    fz = FuzzMachine.fz = Fuzz(plan)
+    _RUNNING.update(fz=fz, t=t)
+    examples = math.ceil(fz.limit / STEPS) * 2  # a sequence may stop short: ask for more
     how = settings(max_examples=examples, stateful_step_count=STEPS, deadline=None,
                    database=None, phases=[Phase.generate],
                    suppress_health_check=list(HealthCheck))
@@ -371,12 +395,8 @@ def run(plan: dict) -> dict:
         alive = {t.name: t.get("/status") for t in (fz.helper, fz.master, fz.engine)}
     except Stopped:
         stopped, alive = True, None
-    return {"sent": sum(fz.sent.values()), "by_type": dict(fz.sent),
-            "codes": {str(k): v for k, v in fz.codes.items()}, "failures": fz.failures,
-            "drawn": min(fz.count, DRAWN),
-            "drawn_s": round(drawn_s if drawn_s is not None else time.monotonic() - t, 1),
-            "seconds": round(time.monotonic() - t, 1), "status_after": alive,
-            "stopped": stopped}
+    _RUNNING.clear()
+    return totals(fz, t, drawn_s, alive, stopped)
 
 
 def main(argv: list[str] | None = None) -> None:

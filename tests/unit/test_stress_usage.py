@@ -105,3 +105,41 @@ def test_a_cache_filling_to_its_capacity_is_not_a_leak(tmp_path):
     assert table.loc["h1", "rss_growth_pct"] > 10 and table.loc["h1", "held_growth_pct"] < 1
     assert table.loc["h2", "held_growth_pct"] > 10
     assert got["usage_not_flat"] == ["h2"] and got["usage_flat"] is False
+
+
+def test_the_fuzzer_s_totals_are_its_last_json_line_whatever_else_it_printed():
+    from testbed.harness.stress import _last_json
+
+    assert _last_json('Falsifying example:\n{"sent": 3}\nTrying example\n') == {"sent": 3}
+    assert _last_json('{"sent": 1}\n{"sent": 2}\n') == {"sent": 2}
+    assert _last_json("") is None and _last_json("[1, 2]\nnot json\n") is None
+
+
+def test_a_sigterm_makes_the_fuzzer_say_what_it_sent_and_leave_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    # a fuzz under way (no network needed: the counts are what it says), then SIGTERM
+    code = """
+import collections, os, signal, sys, time
+from testbed.nodes import fuzzer as fz
+class F:
+    sent = collections.Counter({"h1:probe": 7, "m1:neighbours": 5})
+    codes = collections.Counter({200: 9, 403: 3})
+    failures = []
+    count = 20000
+fz._RUNNING.update(fz=F(), t=time.monotonic())
+signal.signal(signal.SIGTERM, fz._stop)
+print("a library's own line", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(5)
+print("not reached")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    from testbed.harness.stress import _last_json
+
+    got = _last_json(res.stdout)
+    assert res.returncode == 0 and "not reached" not in res.stdout, res.stderr
+    assert got["sent"] == 12 and got["stopped"] is True and got["codes"] == {"200": 9,
+                                                                               "403": 3}
