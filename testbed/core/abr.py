@@ -86,7 +86,10 @@ def throughput_choice(bitrates_kbps: Sequence[float], estimate_kbps: float | Non
                       safety: float = SAFETY) -> int:
     """The highest rendition whose bitrate fits ``safety`` x the estimate (the lowest
     without an estimate, or when none fits)."""
-    rates = check_ladder(bitrates_kbps)
+    return _by_rate(check_ladder(bitrates_kbps), estimate_kbps, safety)
+
+
+def _by_rate(rates: list[float], estimate_kbps: float | None, safety: float) -> int:
     if estimate_kbps is None:
         return 0
     fits = [i for i, b in enumerate(rates) if b <= safety * estimate_kbps]
@@ -111,9 +114,11 @@ def bola_choice(bitrates_kbps: Sequence[float], buffer_s: float, target_buffer_s
                 ) -> int:
     """BOLA's rendition for ``buffer_s`` seconds of buffer (ties to the higher)."""
     rates = check_ladder(bitrates_kbps)
-    if len(rates) == 1:
-        return 0
-    utilities, v, gamma = bola_parameters(rates, target_buffer_s)
+    return _bola(rates, *bola_parameters(rates, target_buffer_s), buffer_s)
+
+
+def _bola(rates: list[float], utilities: list[float], v: float, gamma: float,
+          buffer_s: float) -> int:
     best, score = 0, -math.inf
     for i, (u, b) in enumerate(zip(utilities, rates)):
         s = (v * (u + gamma) - buffer_s) / b
@@ -136,6 +141,8 @@ class AbrController:
 
     def __post_init__(self) -> None:
         self.bitrates_kbps = check_ladder(self.bitrates_kbps)
+        # the ladder's BOLA parameters, once (choose runs before every request)
+        self._bola_params = bola_parameters(self.bitrates_kbps, self.target_buffer_s)
 
     def downloaded(self, nbytes: int, seconds: float) -> None:
         self.estimate.add(nbytes, seconds)
@@ -146,12 +153,11 @@ class AbrController:
             self.bola = False
         elif not self.bola and buffer_s >= BOLA_ON_S:
             self.bola = True
-        by_rate = throughput_choice(self.bitrates_kbps, self.estimate.kbps)
+        by_rate = _by_rate(self.bitrates_kbps, self.estimate.kbps, SAFETY)
         if self.bola:
             # the buffer rule, never below what the throughput carries: a long buffer
             # spends itself on quality through a dip, it does not lower it
-            pick = max(bola_choice(self.bitrates_kbps, buffer_s, self.target_buffer_s),
-                       by_rate)
+            pick = max(_bola(self.bitrates_kbps, *self._bola_params, buffer_s), by_rate)
         else:
             pick = by_rate
         if self.last is not None and pick > self.last + 1:

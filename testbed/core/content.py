@@ -235,11 +235,6 @@ def live_id(n: int) -> str:
     return f"live-{n:02d}"
 
 
-def is_live_id(video: str) -> bool:
-    """Whether ``video`` names a live channel (:func:`live_id`)."""
-    return video.startswith("live-")
-
-
 def build_catalogue(cfg: CatalogueConfig) -> Catalogue:
     """The on-demand videos vod-0000.. then the live channels live-00.., as configured."""
     vods = (Video(vod_id(i), VOD, float(cfg.duration_s), cfg.bitrate_kbps, float(cfg.segment_s))

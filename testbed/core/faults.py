@@ -25,10 +25,14 @@ the same campaign.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
+import pandas as pd
+
+from testbed.core import records as R
+from testbed.core.spec import MASTER
 
 FAULT_KINDS = ("helper_crash", "master_restart", "engine_kill", "controller_restart",
                "link_down", "region_cut", "link_flap")
@@ -260,3 +264,43 @@ def cut_off(spec: nx.Graph, origin: str,
 def overlap(start: float, end: float, spans: Sequence[tuple[float, float]]) -> float:
     """Seconds of ``[start, end]`` inside ``spans`` (disjoint, as :func:`cut_off` gives)."""
     return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
+
+
+STALL_COLUMNS = ["at_s", "node", "player", "video", "live", "wait_s", "cut_off_s",
+                 "beyond_cut_off_s"]
+
+
+def stall_table(records: Iterable[dict], spec: nx.Graph,
+                link_steps: Sequence[tuple[float, str, str]], warmup_s: float,
+                live: Collection[str]) -> pd.DataFrame:
+    """Every stall after the warm-up (ended by ``at_s``, ``wait_s`` long), with how much of
+    it the viewer's host spent cut off from the origin by the links the campaign took down
+    (:func:`cut_off` of ``link_steps``).  For a channel in ``live`` that time is excused:
+    no new segment of it exists on the far side of the cut.  An on-demand stall is never
+    excused (a copy may be held inside the region), nor is the time after the cut healed.
+    ``beyond_cut_off_s`` is what is left to recovery."""
+    origin = next((n for n, r in spec.nodes(data="role") if r == MASTER), None)
+    spans = cut_off(spec, origin, link_steps) if origin is not None else {}
+    rows = []
+    for r in records:
+        if (r.get("kind") != R.PLAYER or r.get("event") != "resume_play"
+                or r.get("cause") != "stall" or float(r.get("at", 0.0)) < warmup_s):
+            continue
+        end, wait = float(r["at"]), float(r.get("wait_s") or 0.0)
+        video = str(r.get("video", ""))
+        is_live = video in live
+        cut = overlap(end - wait, end, spans.get(r.get("node"), ()))
+        rows.append({"at_s": end, "node": r.get("node"), "player": r.get("player"),
+                     "video": video, "live": is_live, "wait_s": wait,
+                     "cut_off_s": round(cut, 3),
+                     "beyond_cut_off_s": round(wait - (cut if is_live else 0.0), 3)})
+    return pd.DataFrame(rows, columns=STALL_COLUMNS)
+
+
+def stall_verdict(stalls: pd.DataFrame) -> dict:
+    """The longest stall left to recovery, and the stalls a cut-off region explains."""
+    cut = stalls[stalls["cut_off_s"] > 0] if len(stalls) else stalls
+    return {"longest_stall_beyond_cut_off_s": (float(stalls["beyond_cut_off_s"].max())
+                                                if len(stalls) else 0.0),
+            "stalls_cut_off": len(cut),
+            "cut_off_stall_s": round(float(cut["cut_off_s"].sum()), 3) if len(cut) else 0.0}

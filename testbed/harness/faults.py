@@ -9,7 +9,7 @@ back whole.
 * ``faults/consistency.json``: after the quiet end, every helper's routing table and cached
   versions against the master's (see :func:`consistency`).
 * ``faults/stalls.csv``: every stall after the warm-up, and how much of it the viewer spent
-  cut off from the origin (see :func:`stall_table`).
+  cut off from the origin (see :func:`testbed.core.faults.stall_table`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +27,6 @@ import networkx as nx
 import pandas as pd
 
 from testbed.core import faults as F
-from testbed.core import records as R
-from testbed.core.content import is_live_id
-from testbed.core.spec import MASTER
 from testbed.harness import results
 from testbed.scenario import HTTP_PORT_RESERVED as HTTP_PORT
 
@@ -210,54 +207,17 @@ def check_consistency(dep, out: Path) -> dict:
     return verdict
 
 
-STALL_COLUMNS = ["at_s", "node", "player", "video", "live", "wait_s", "cut_off_s",
-                 "beyond_cut_off_s"]
-
-
-def stall_table(records: list[dict], spec: nx.Graph, steps: pd.DataFrame,
-                warmup_s: float) -> pd.DataFrame:
-    """Every stall after the warm-up (ended by ``at_s``, ``wait_s`` long), with how much of
-    it the viewer's host spent cut off from the origin by the campaign's links down
-    (:func:`testbed.core.faults.cut_off`).  For a live channel that time is excused: no
-    new segment of it exists on the far side of the cut.  An on-demand stall is never
-    excused (a copy may be held inside the region), nor is the time after the cut healed.
-    ``beyond_cut_off_s`` is what is left to recovery."""
-    origin = next((n for n, r in spec.nodes(data="role") if r == MASTER), None)
-    moves = ([] if steps is None or not len(steps) else
-             list(zip(steps["at_s"], steps["action"], steps["target"].astype(str))))
-    spans = F.cut_off(spec, origin, moves) if origin is not None else {}
-    rows = []
-    for r in records:
-        if (r.get("kind") != R.PLAYER or r.get("event") != "resume_play"
-                or r.get("cause") != "stall" or float(r.get("at", 0.0)) < warmup_s):
-            continue
-        end, wait = float(r["at"]), float(r.get("wait_s") or 0.0)
-        video = str(r.get("video", ""))
-        live = is_live_id(video)
-        cut = F.overlap(end - wait, end, spans.get(r.get("node"), ()))
-        rows.append({"at_s": end, "node": r.get("node"), "player": r.get("player"),
-                     "video": video, "live": live, "wait_s": wait, "cut_off_s": round(cut, 3),
-                     "beyond_cut_off_s": round(wait - (cut if live else 0.0), 3)})
-    return pd.DataFrame(rows, columns=STALL_COLUMNS)
-
-
-def stall_verdict(stalls: pd.DataFrame) -> dict:
-    """The longest stall left to recovery, and the stalls a cut-off region explains."""
-    cut = stalls[stalls["cut_off_s"] > 0] if len(stalls) else stalls
-    return {"longest_stall_beyond_cut_off_s": (float(stalls["beyond_cut_off_s"].max())
-                                                if len(stalls) else 0.0),
-            "stalls_cut_off": len(cut),
-            "cut_off_stall_s": round(float(cut["cut_off_s"].sum()), 3) if len(cut) else 0.0}
-
-
-def write_stalls(out: Path, spec: nx.Graph, warmup_s: float) -> dict:
-    """``faults/stalls.csv`` (:func:`stall_table`) and its :func:`stall_verdict`."""
+def write_stalls(out: Path, spec: nx.Graph, warmup_s: float, live: Collection[str]) -> dict:
+    """``faults/stalls.csv`` (:func:`testbed.core.faults.stall_table`, from the run's logs
+    and ``faults/steps.csv``) and its :func:`~testbed.core.faults.stall_verdict`."""
     d = Path(out) / FAULTS_DIR
     steps_csv = d / "steps.csv"
-    steps = pd.read_csv(steps_csv) if steps_csv.exists() else None
-    table = stall_table(results.read_logs(out), spec, steps, warmup_s)
+    steps = pd.read_csv(steps_csv) if steps_csv.exists() else pd.DataFrame()
+    moves = (list(zip(steps["at_s"], steps["action"], steps["target"].astype(str)))
+             if len(steps) else [])
+    table = F.stall_table(results.read_logs(out), spec, moves, warmup_s, live)
     table.to_csv(d / "stalls.csv", index=False)
-    return stall_verdict(table)
+    return F.stall_verdict(table)
 
 
 def verdict(summary: dict) -> dict:

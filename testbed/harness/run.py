@@ -366,7 +366,8 @@ def run_scenario(scenario: Scenario, out: Path, say: Callable[[str], None] = pri
         settle_s=policy_horizon_s(scenario) + scenario.delivery.prefetch_interval_s)
     if campaign is not None:  # the campaign's verdict: its own columns and the viewers'
         seen = {**faults_verdict(summary),
-                **write_stalls(dep.out, dep.spec, scenario.warmup_s),
+                **write_stalls(dep.out, dep.spec, scenario.warmup_s,
+                               dep.plan.catalogue.ids("live")),
                 **stress_verdict(dep.out / FAULTS_DIR,
                                                              scenario.duration_s,
                                                              dep.out / "logs")}

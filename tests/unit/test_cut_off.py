@@ -6,12 +6,11 @@ from __future__ import annotations
 import math
 
 import networkx as nx
-import pandas as pd
 import pytest
 
 from testbed.core import faults as F
+from testbed.core.faults import stall_table, stall_verdict
 from testbed.core.spec import HELPER, MASTER, SWITCH, VIEWER
-from testbed.harness.faults import stall_table, stall_verdict
 
 
 def net() -> nx.Graph:
@@ -52,8 +51,7 @@ def stall(node, video, at, wait):
 
 
 def test_a_live_stall_is_excused_only_while_its_region_is_cut_off():
-    steps = pd.DataFrame({"at_s": [10.0, 25.0], "action": ["down", "up"],
-                          "target": ["s1-s2", "s1-s2"]})
+    steps = [(10.0, "down", "s1-s2"), (25.0, "up", "s1-s2")]
     records = [
         stall("v1", "live-00", 26.5, 12.5),   # 14-26.5: 11 s cut off, 1.5 s after the heal
         stall("v1", "vod-0003", 20.0, 3.0),   # on demand: a copy may be in the region
@@ -62,7 +60,7 @@ def test_a_live_stall_is_excused_only_while_its_region_is_cut_off():
         {"kind": "player", "node": "v1", "event": "resume_play", "cause": "seek",
          "at": 30.0, "wait_s": 4.0},
     ]
-    t = stall_table(records, net(), steps, warmup_s=8.0)
+    t = stall_table(records, net(), steps, warmup_s=8.0, live={"live-00"})
     assert list(t["beyond_cut_off_s"]) == pytest.approx([1.5, 3.0, 2.2])
     assert list(t["cut_off_s"]) == pytest.approx([11.0, 3.0, 0.0])
     assert list(t["live"]) == [True, False, True]
@@ -72,9 +70,9 @@ def test_a_live_stall_is_excused_only_while_its_region_is_cut_off():
 
 
 def test_no_steps_and_no_stalls():
-    t = stall_table([], net(), None, 0.0)
+    t = stall_table([], net(), [], 0.0, set())
     assert list(t.columns)[:3] == ["at_s", "node", "player"] and not len(t)
     assert stall_verdict(t) == {"longest_stall_beyond_cut_off_s": 0.0, "stalls_cut_off": 0,
                                 "cut_off_stall_s": 0.0}
-    t = stall_table([stall("v2", "live-00", 22.0, 2.2)], net(), None, 0.0)
+    t = stall_table([stall("v2", "live-00", 22.0, 2.2)], net(), [], 0.0, {"live-00"})
     assert list(t["beyond_cut_off_s"]) == [2.2]

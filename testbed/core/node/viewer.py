@@ -235,10 +235,18 @@ class ViewerHostLogic:
         return [Record("failover", {"player": sess.planned.viewer, "video": sess.video,
                                     "from": old, "to": sess.url, "error": error[:120]})]
 
-    def _next_server(self, sess: _Session, now: float) -> int:
-        """The session's next server after its own not known to be down (else the next)."""
+    @staticmethod
+    def _others(sess: _Session) -> list[int]:
+        """The session's other servers, in order from the one after its own."""
+        n = len(sess.planned.servers)
+        return [(sess.server + k) % n for k in range(1, n)]
+
+    def _next_server(self, sess: _Session, now: float,
+                     among: list[int] | None = None) -> int:
+        """The first of ``among`` (default: the session's other servers) not known to be
+        down, else the first."""
+        order = self._others(sess) if among is None else among
         servers = sess.planned.servers
-        order = [(sess.server + k) % len(servers) for k in range(1, len(servers))]
         return next((i for i in order if self.down.get(servers[i], 0.0) <= now), order[0])
 
     def _ask_manifest(self, sess: _Session) -> list:
@@ -340,15 +348,13 @@ class ViewerHostLogic:
         if not asked or any(hedge for _, hedge in asked):
             return [], None   # not asked yet, waiting to be asked again, or hedged now
         tried, last = sess.hedged.get(index, (frozenset(), -1.0))
-        servers = sess.planned.servers
-        order = [(sess.server + k) % len(servers) for k in range(1, len(servers))]
-        fresh = [i for i in order if i not in tried]
+        fresh = [i for i in self._others(sess) if i not in tried]
         if not fresh:
             return [], None   # every other server was asked once already
         due = max(min(t for t, _ in asked), last) + HEDGE_S
         if now < due:
             return [], due
-        server = next((i for i in fresh if self.down.get(servers[i], 0.0) <= now), fresh[0])
+        server = self._next_server(sess, now, fresh)
         sess.hedged[index] = (tried | {server}, now)
         get = self._get(sess, index, 0, now, now, server=server)
         return [get, Record("viewer_hedge", {
